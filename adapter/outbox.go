@@ -1,0 +1,235 @@
+package adapter
+
+import (
+	"context"
+
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/time/rate"
+
+	"github.com/wecombot/wecombot/storage"
+)
+
+// OutboxStore is what the sender needs of storage.
+type OutboxStore interface {
+	DueParts(ctx context.Context, now time.Time, limit int) ([]storage.OutboxPart, error)
+	NextDue(ctx context.Context) (time.Time, bool, error)
+	MarkSent(ctx context.Context, id int64, wecomMsgID string) error
+	Reschedule(ctx context.Context, id int64, next time.Time, reason string, attempt bool) error
+	FailPart(ctx context.Context, id int64, reason string) error
+}
+
+// partSender delivers one part (a bot's sendText).
+type partSender func(ctx context.Context, bot, user, content string, dupCheck time.Duration) (string, error)
+
+// OutboxConfig configures delivery.
+type OutboxConfig struct {
+	// GiveUpAfter is how long a part is retried before its message is
+	// marked failed (default 24h).
+	GiveUpAfter time.Duration
+	// Concurrency is how many users' parts are sent at once.
+	Concurrency int
+}
+
+// Outbox delivers stored reply parts: per user in order, paced under WeCom's
+// per-user limits (beyond them WeCom drops messages silently), retrying
+// transient failures with exponential backoff and jitter.
+type Outbox struct {
+	cfg   OutboxConfig
+	store OutboxStore
+	send  partSender
+	clock clockwork.Clock
+	log   *slog.Logger
+	wake  chan struct{}
+
+	mu     sync.Mutex
+	pacers map[userKey]*pacer
+}
+
+// Per-user pacing that keeps any minute under WeCom's 30 messages and any
+// hour under its 1000: a bucket of b tokens refilled at r stays under N per
+// window W when b + r·W ≤ N.
+const (
+	minuteBurst = 10
+	hourBurst   = 100
+)
+
+var (
+	minuteRate = rate.Every(3 * time.Second)             // 10 + 20/min ≤ 30
+	hourRate   = rate.Limit(900.0 / time.Hour.Seconds()) // 100 + 900/h ≤ 1000
+)
+
+type pacer struct {
+	minute, hour *rate.Limiter
+	lastUsed     time.Time
+}
+
+// NewOutbox returns a sender; Run delivers.
+func NewOutbox(cfg OutboxConfig, store OutboxStore, send partSender, clock clockwork.Clock, log *slog.Logger) *Outbox {
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = 24 * time.Hour
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	return &Outbox{cfg: cfg, store: store, send: send, clock: clock, log: log,
+		wake: make(chan struct{}, 1), pacers: map[userKey]*pacer{}}
+}
+
+// Notify tells the sender that new parts are waiting.
+func (o *Outbox) Notify() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends. A send in progress finishes first.
+func (o *Outbox) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		parts, err := o.store.DueParts(ctx, o.clock.Now(), 64)
+		if err != nil {
+			o.log.Error("cannot read outbox", "err", err)
+			o.sleep(ctx, time.Second)
+			continue
+		}
+		if len(parts) == 0 {
+			o.idle(ctx)
+			continue
+		}
+		o.deliverAll(ctx, parts)
+		o.prunePacers()
+	}
+}
+
+// idle waits for the next due part, a notification or the end.
+func (o *Outbox) idle(ctx context.Context) {
+	wait := time.Minute
+	if next, ok, err := o.store.NextDue(ctx); err == nil && ok {
+		wait = max(next.Sub(o.clock.Now()), 0)
+	}
+	o.sleep(ctx, wait)
+}
+
+func (o *Outbox) sleep(ctx context.Context, d time.Duration) {
+	t := o.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-o.wake:
+	case <-t.Chan():
+	}
+}
+
+// deliverAll sends the due parts, each the head of its user's queue, with
+// bounded concurrency. Sends are not cancelled by ctx mid-flight: a send
+// whose outcome is unknown is what makes duplicates.
+func (o *Outbox) deliverAll(ctx context.Context, parts []storage.OutboxPart) {
+	sem := make(chan struct{}, o.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			o.deliver(context.WithoutCancel(ctx), p)
+		}()
+	}
+	wg.Wait()
+}
+
+func (o *Outbox) deliver(ctx context.Context, p storage.OutboxPart) {
+	now := o.clock.Now()
+	log := o.log.With("bot", p.Bot, "user", p.UserID, "part", p.ID)
+	if now.Sub(p.CreatedAt) > o.cfg.GiveUpAfter {
+		reason := fmt.Sprintf("not delivered within %s: %s", o.cfg.GiveUpAfter, p.LastError)
+		log.Warn("giving up on reply part", "reason", reason)
+		o.must(log, o.store.FailPart(ctx, p.ID, reason))
+		return
+	}
+	if wait := o.pace(userKey{p.Bot, p.UserID}, now); wait > 0 {
+		o.must(log, o.store.Reschedule(ctx, p.ID, now.Add(wait), "paced: WeCom allows 30 messages a minute per user", false))
+		return
+	}
+	// Record the attempt before making it: after a crash in the middle, the
+	// resend asks WeCom to drop a copy of what may have been delivered.
+	dupCheck := time.Duration(0)
+	if p.Attempts > 0 {
+		dupCheck = min(now.Sub(p.CreatedAt)+time.Minute, 4*time.Hour)
+	}
+	if err := o.store.Reschedule(ctx, p.ID, now.Add(retryDelay(p.Attempts)), "sending", true); err != nil {
+		log.Error("cannot record send attempt", "err", err)
+		return
+	}
+	msgID, err := o.send(ctx, p.Bot, p.UserID, p.Content, dupCheck)
+	switch {
+	case err == nil:
+		o.must(log, o.store.MarkSent(ctx, p.ID, msgID))
+	case permanentSendError(err):
+		log.Warn("reply part cannot be delivered", "err", err)
+		o.must(log, o.store.FailPart(ctx, p.ID, Redact(err.Error())))
+	default:
+		next := now.Add(retryDelay(p.Attempts + 1))
+		log.Warn("reply part not delivered; retrying", "err", Redact(err.Error()), "hint", Hint(err), "next", next.UTC())
+		o.must(log, o.store.Reschedule(ctx, p.ID, next, Redact(err.Error()), false))
+	}
+}
+
+func (o *Outbox) must(log *slog.Logger, err error) {
+	if err != nil {
+		log.Error("outbox update failed", "err", err)
+	}
+}
+
+// retryDelay is the pause before attempt n+1: exponential from 2 s, capped
+// at 10 min, with ±50% jitter so that parts of many users spread out.
+// Computed from the stored attempt count, since the state lives in the row.
+func retryDelay(attempts int) time.Duration {
+	d := 2 * time.Second << min(attempts, 9)
+	d = min(d, 10*time.Minute)
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
+// pace reserves a send for user at now, or says how long to wait.
+func (o *Outbox) pace(k userKey, now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.pacers[k]
+	if p == nil {
+		p = &pacer{minute: rate.NewLimiter(minuteRate, minuteBurst), hour: rate.NewLimiter(hourRate, hourBurst)}
+		o.pacers[k] = p
+	}
+	p.lastUsed = now
+	rm := p.minute.ReserveN(now, 1)
+	rh := p.hour.ReserveN(now, 1)
+	wait := max(rm.DelayFrom(now), rh.DelayFrom(now))
+	if wait > 0 {
+		rm.CancelAt(now)
+		rh.CancelAt(now)
+	}
+	return wait
+}
+
+// prunePacers forgets users idle for over an hour: their buckets are full
+// again, so a new pacer is the same as the old one.
+func (o *Outbox) prunePacers() {
+	now := o.clock.Now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, p := range o.pacers {
+		if now.Sub(p.lastUsed) > time.Hour {
+			delete(o.pacers, k)
+		}
+	}
+}

@@ -1,0 +1,17 @@
+// Package wecomsim is an in-process stand-in for WeCom (企业微信) that speaks
+// its real wire protocol in both directions: Server answers gettoken and
+// message/send the way qyapi.weixin.qq.com does, and Callback posts encrypted,
+// signed callbacks to our service the way WeCom's servers do.
+//
+// It exists so the service's end-to-end tests, and the demo and simulate
+// commands, run against WeCom's actual behaviour, unpleasant parts included:
+// tokens that expire or are revoked early, the old docs' "same token, fresh
+// expires_in" answer, messages silently dropped by the duplicate check,
+// partial delivery failures, outages and injected error codes.
+//
+// It must not talk to the real WeCom and must not import this module's own
+// packages: it plays an outside party, so it knows only the wire format, and
+// its crypto comes from silenceper's implementation so that it cross-checks
+// ours instead of sharing its bugs. It must not import package testing either,
+// because commands start it too.
+package wecomsim

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/wxcrypto"
+	"github.com/wecombot/wecombot/llm"
+	"github.com/wecombot/wecombot/storage"
+)
+
+// Config is the configuration file, key for key. Durations are strings
+// ("5m", "60s") parsed by validate, so that a bad one is reported with its key.
+type Config struct {
+	Server   ServerConfig   `yaml:"server"`
+	Storage  storage.Config `yaml:"storage"`
+	WeCom    WeComConfig    `yaml:"wecom"`
+	LLM      LLMConfig      `yaml:"llm"`
+	Redis    RedisConfig    `yaml:"redis"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Pipeline PipelineConfig `yaml:"pipeline"`
+	Replies  RepliesConfig  `yaml:"replies"`
+	Log      LogConfig      `yaml:"log"`
+	Bots     []BotConfig    `yaml:"bots"`
+}
+
+type ServerConfig struct {
+	Addr            string `yaml:"addr"`
+	ShutdownTimeout string `yaml:"shutdown_timeout"`
+}
+
+type WeComConfig struct {
+	APIBase            string `yaml:"api_base"`
+	TokenRefreshBefore string `yaml:"token_refresh_before"`
+	RequestTimeout     string `yaml:"request_timeout"`
+}
+
+type LLMConfig struct {
+	BaseURL      string `yaml:"base_url"`
+	APIKey       string `yaml:"api_key"`
+	Model        string `yaml:"model"`
+	SystemPrompt string `yaml:"system_prompt"`
+	Timeout      string `yaml:"timeout"`
+	HistoryTurns int    `yaml:"history_turns"`
+	Retries      int    `yaml:"retries"`
+}
+
+type RedisConfig struct {
+	Addr string `yaml:"addr"`
+}
+
+type AdminConfig struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+type PipelineConfig struct {
+	Workers     int    `yaml:"workers"`
+	GiveUpAfter string `yaml:"give_up_after"`
+}
+
+type RepliesConfig struct {
+	Unavailable string `yaml:"unavailable"`
+	Help        string `yaml:"help"`
+	TextOnly    string `yaml:"text_only"`
+	Welcome     string `yaml:"welcome"`
+	Reset       string `yaml:"reset"`
+	Empty       string `yaml:"empty"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type BotConfig struct {
+	Name           string `yaml:"name"`
+	CorpID         string `yaml:"corp_id"`
+	AgentID        int64  `yaml:"agent_id"`
+	Secret         string `yaml:"secret"`
+	Token          string `yaml:"token"`
+	EncodingAESKey string `yaml:"encoding_aes_key"`
+}
+
+// defaults are the values of every key the file leaves out.
+func defaults() Config {
+	return Config{
+		Server:  ServerConfig{Addr: ":8080", ShutdownTimeout: "20s"},
+		Storage: storage.Config{Driver: "sqlite", DSN: "data/wecombot.db"},
+		WeCom:   WeComConfig{APIBase: "https://qyapi.weixin.qq.com", TokenRefreshBefore: "5m", RequestTimeout: "10s"},
+		LLM: LLMConfig{
+			BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini",
+			SystemPrompt: "You are a helpful assistant.", Timeout: "60s", HistoryTurns: 10, Retries: 2,
+		},
+		Admin:    AdminConfig{Username: "admin"},
+		Pipeline: PipelineConfig{Workers: 16, GiveUpAfter: "24h"},
+		Replies: RepliesConfig{
+			Unavailable: "抱歉，助手暂时无法回答，请稍后再试。",
+			Help:        "直接发送文字即可与助手对话。\n命令：\n/reset 或 /new 开始新的对话\n/help 查看帮助",
+			TextOnly:    "目前只能理解文字消息，请用文字描述您的问题。",
+			Reset:       "好的，已开始新的对话。",
+			Empty:       "请输入文字内容。",
+		},
+		Log: LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// envRef is the ${VAR} form; a bare $ is left alone (passwords contain it).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// LoadConfig reads path, expands ${VAR} from the environment in every value,
+// and validates the result. All problems are reported together.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(data, os.LookupEnv)
+}
+
+// ParseConfig is LoadConfig on bytes, with the environment as a function.
+func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var problems []error
+	// Unknown keys are caught on the document as written, so that their
+	// line numbers are right; values are typed after expansion below.
+	var probe Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&probe); err != nil && !errors.Is(err, errEOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		for _, e := range te.Errors {
+			if strings.Contains(e, "not found in type") {
+				problems = append(problems, fmt.Errorf("config: unknown key: %s", strings.Replace(e, " not found in type main.", " not found in section ", 1)))
+			}
+		}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	expand(&root, lookup, &problems)
+	cfg := defaults()
+	if len(root.Content) > 0 {
+		if err := root.Decode(&cfg); err != nil {
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, fmt.Errorf("config: %w", err)
+			}
+			for _, e := range te.Errors {
+				if !strings.Contains(e, "not found in type") {
+					problems = append(problems, fmt.Errorf("config: %s", e))
+				}
+			}
+		}
+	}
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		return &cfg, errors.Join(problems...)
+	}
+	return &cfg, nil
+}
+
+var errEOF = errors.New("EOF")
+
+func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			name := ref[2 : len(ref)-1]
+			v, ok := lookup(name)
+			if !ok {
+				*problems = append(*problems, fmt.Errorf("config: line %d: environment variable %s is not set", n.Line, name))
+			}
+			return v
+		})
+		// An expanded value is a string, whatever it looks like.
+		if n.Tag == "" || n.Tag == "!!str" {
+			n.Tag = "!!str"
+			n.Style = yaml.DoubleQuotedStyle
+		}
+	}
+	for _, c := range n.Content {
+		expand(c, lookup, problems)
+	}
+}
+
+var botName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	duration := func(key, v string) {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			bad(key, "%q is not a duration (examples: 90s, 5m, 24h)", v)
+		case d <= 0:
+			bad(key, "must be positive, got %s", v)
+		}
+	}
+	urlKey := func(key, v string) {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(key, "%q is not an http(s) URL", v)
+		}
+	}
+	if c.Server.Addr == "" {
+		bad("server.addr", "is empty")
+	}
+	duration("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	switch c.Storage.Driver {
+	case "sqlite":
+	default:
+		bad("storage.driver", "%q is not supported (supported: sqlite)", c.Storage.Driver)
+	}
+	if c.Storage.DSN == "" {
+		bad("storage.dsn", "is empty")
+	}
+	urlKey("wecom.api_base", c.WeCom.APIBase)
+	duration("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)
+	duration("wecom.request_timeout", c.WeCom.RequestTimeout)
+	urlKey("llm.base_url", c.LLM.BaseURL)
+	if c.LLM.Model == "" {
+		bad("llm.model", "is empty")
+	}
+	duration("llm.timeout", c.LLM.Timeout)
+	if c.LLM.HistoryTurns < 0 {
+		bad("llm.history_turns", "must be 0 or more, got %d", c.LLM.HistoryTurns)
+	}
+	if c.LLM.Retries < 0 || c.LLM.Retries > 5 {
+		bad("llm.retries", "must be between 0 and 5, got %d", c.LLM.Retries)
+	}
+	if c.Admin.Username == "" {
+		bad("admin.username", "is empty")
+	}
+	if c.Admin.Password == "" {
+		bad("admin.password", "is empty: the admin API and panel need one (set WECOMBOT_ADMIN_PASSWORD)")
+	}
+	if c.Pipeline.Workers < 1 {
+		bad("pipeline.workers", "must be at least 1, got %d", c.Pipeline.Workers)
+	}
+	duration("pipeline.give_up_after", c.Pipeline.GiveUpAfter)
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if len(c.Bots) == 0 {
+		bad("bots", "no bot is configured")
+	}
+	seen := map[string]bool{}
+	for i, b := range c.Bots {
+		key := fmt.Sprintf("bots[%d]", i)
+		if b.Name != "" {
+			key = fmt.Sprintf("bots[%d] (%s)", i, b.Name)
+		}
+		switch {
+		case b.Name == "":
+			bad(key+".name", "is empty")
+		case !botName.MatchString(b.Name):
+			bad(key+".name", "%q may only contain a-z, 0-9, _ and -", b.Name)
+		case seen[b.Name]:
+			bad(key+".name", "%q is used by another bot", b.Name)
+		}
+		seen[b.Name] = true
+		if b.CorpID == "" {
+			bad(key+".corp_id", "is empty")
+		}
+		if b.AgentID <= 0 {
+			bad(key+".agent_id", "must be the app's AgentId (a positive number)")
+		}
+		if b.Secret == "" {
+			bad(key+".secret", "is empty")
+		}
+		if b.Token == "" {
+			bad(key+".token", "is empty")
+		}
+		switch {
+		case len(b.EncodingAESKey) != 43:
+			bad(key+".encoding_aes_key", "must be 43 characters, got %d", len(b.EncodingAESKey))
+		default:
+			if _, err := wxcrypto.New("t", b.EncodingAESKey, ""); err != nil {
+				bad(key+".encoding_aes_key", "is not a valid EncodingAESKey (43 base64 characters)")
+			}
+		}
+	}
+	return errs
+}
+
+// mustDuration parses a validated duration.
+func mustDuration(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
+}
+
+func (c *Config) botConfigs() []adapter.BotConfig {
+	out := make([]adapter.BotConfig, len(c.Bots))
+	for i, b := range c.Bots {
+		out[i] = adapter.BotConfig{Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID,
+			Secret: b.Secret, Token: b.Token, EncodingAESKey: b.EncodingAESKey}
+	}
+	return out
+}
+
+func (c *Config) llmConfig() llm.Config {
+	return llm.Config{BaseURL: c.LLM.BaseURL, APIKey: c.LLM.APIKey, Model: c.LLM.Model,
+		SystemPrompt: c.LLM.SystemPrompt, Timeout: mustDuration(c.LLM.Timeout), HistoryTurns: c.LLM.HistoryTurns}
+}

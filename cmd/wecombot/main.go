@@ -1,0 +1,108 @@
+// Command wecombot connects a WeCom self-built app to an LLM. It is the only
+// package that knows every other one: it reads the configuration and hands
+// each component its dependencies.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage: wecombot [command] [-config PATH]
+
+commands:
+  serve   run the service (default)
+  check   validate the configuration and print every problem found
+
+-config defaults to $WECOMBOT_CONFIG, then config.yaml.
+`
+
+// run is main without the process: testable.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("wecombot "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defaultPath := os.Getenv("WECOMBOT_CONFIG")
+	if defaultPath == "" {
+		defaultPath = "config.yaml"
+	}
+	path := fs.String("config", defaultPath, "configuration file")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, *path, stderr)
+	case "check":
+		return check(*path, stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "wecombot: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+}
+
+// check prints every problem of the configuration, or that it is fine.
+func check(path string, stdout, stderr io.Writer) int {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: configuration has problems:\n", path)
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(stderr, "  - %s\n", e)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
+	return 0
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func serve(ctx context.Context, path string, stderr io.Writer) int {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: configuration has problems:\n", path)
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(stderr, "  - %s\n", e)
+		}
+		return 1
+	}
+	m := NewMain(cfg, stderr)
+	if err := m.Open(ctx); err != nil {
+		fmt.Fprintf(stderr, "wecombot: %v\n", err)
+		return 1
+	}
+	<-ctx.Done()
+	if err := m.Close(); err != nil {
+		fmt.Fprintf(stderr, "wecombot: shutdown: %v\n", err)
+		return 1
+	}
+	return 0
+}

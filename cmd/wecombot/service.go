@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/llm"
+	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/web"
+)
+
+// Main is the running service: every component, wired. Tests start it on
+// port 0 and read Addr.
+type Main struct {
+	Config *Config
+	Log    *slog.Logger
+	// Clock drives token expiry, backoff and pacing; tests replace it.
+	Clock clockwork.Clock
+	// LLM replaces the OpenAI client when set (tests, demo).
+	LLM adapter.Completer
+
+	// Addr is the address the server listens on, once Open returned.
+	Addr string
+
+	db     *storage.DB
+	redis  *storage.Redis
+	app    *adapter.App
+	server *http.Server
+	served chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewMain prepares a service for cfg, logging to logOut.
+func NewMain(cfg *Config, logOut io.Writer) *Main {
+	return &Main{Config: cfg, Log: newLogger(cfg.Log, logOut), Clock: clockwork.NewRealClock()}
+}
+
+func newLogger(c LogConfig, out io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// Open starts the service: storage, Redis, tokens, pipeline, outbox, HTTP.
+func (m *Main) Open(ctx context.Context) error {
+	cfg := m.Config
+	db, err := storage.Open(ctx, cfg.Storage)
+	if err != nil {
+		return err
+	}
+	m.db = db
+	var shared adapter.SharedTokens
+	if cfg.Redis.Addr != "" {
+		m.redis = storage.OpenRedis(cfg.Redis.Addr)
+		shared = m.redis
+		if err := m.redis.Ping(ctx); err != nil {
+			m.Log.Warn("redis unavailable at start; each instance uses its own token until it answers", "err", err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := adapter.NewMetrics(reg)
+	completer := m.LLM
+	if completer == nil {
+		completer = llm.New(cfg.llmConfig())
+	}
+	app, err := adapter.New(adapter.Options{
+		WeCom: adapter.WeComConfig{
+			APIBase:            cfg.WeCom.APIBase,
+			TokenRefreshBefore: mustDuration(cfg.WeCom.TokenRefreshBefore),
+			RequestTimeout:     mustDuration(cfg.WeCom.RequestTimeout),
+		},
+		Bots: cfg.botConfigs(),
+		Pipeline: adapter.PipelineConfig{
+			Workers: cfg.Pipeline.Workers, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
+			LLMRetries: cfg.LLM.Retries,
+			Replies: adapter.Replies{
+				Unavailable: cfg.Replies.Unavailable, Help: cfg.Replies.Help, TextOnly: cfg.Replies.TextOnly,
+				Welcome: cfg.Replies.Welcome, Reset: cfg.Replies.Reset, Empty: cfg.Replies.Empty,
+			},
+		},
+		Outbox:  adapter.OutboxConfig{GiveUpAfter: mustDuration(cfg.Pipeline.GiveUpAfter)},
+		Store:   db,
+		Shared:  shared,
+		LLM:     completer,
+		Clock:   m.Clock,
+		Log:     m.Log,
+		Metrics: metrics,
+	})
+	if err != nil {
+		m.closeStores()
+		return err
+	}
+	m.app = app
+
+	gin.SetMode(gin.ReleaseMode)
+	engine := gin.New()
+	engine.Use(gin.Recovery())
+	app.Routes(engine)
+	web.New(web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password}, app, db,
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Routes(engine)
+
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		m.closeStores()
+		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
+	}
+	m.Addr = ln.Addr().String()
+	if err := app.Start(ctx); err != nil {
+		ln.Close()
+		m.closeStores()
+		return err
+	}
+	m.server = &http.Server{
+		Handler:           engine,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(ln) }()
+	m.Log.Info("wecombot listening", "addr", m.Addr, "bots", len(cfg.Bots))
+	return nil
+}
+
+// Close stops accepting requests, lets work in progress finish within
+// server.shutdown_timeout, and closes the database. What is left is stored
+// and resumed at the next start.
+func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), mustDuration(m.Config.Server.ShutdownTimeout))
+	defer cancel()
+	var errs []error
+	if m.server != nil {
+		if err := m.server.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if m.app != nil {
+		if err := m.app.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("work left for the next start: %w", err))
+		}
+	}
+	errs = append(errs, m.closeStores())
+	m.Log.Info("wecombot stopped")
+	return errors.Join(errs...)
+}
+
+func (m *Main) closeStores() error {
+	var errs []error
+	if m.redis != nil {
+		errs = append(errs, m.redis.Close())
+	}
+	if m.db != nil {
+		errs = append(errs, m.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// App returns the WeCom side (for tests).
+func (m *Main) App() *adapter.App { return m.app }

@@ -1,0 +1,114 @@
+// Package llm asks an OpenAI-compatible chat model for the next turn of a
+// conversation. It knows nothing of WeCom or of storage; it turns a list of
+// messages into an answer or an error, and never hangs past its timeout.
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+)
+
+// Config is the `llm:` section of the configuration.
+type Config struct {
+	BaseURL      string
+	APIKey       string
+	Model        string
+	SystemPrompt string
+	Timeout      time.Duration
+	HistoryTurns int
+}
+
+// Roles of chat messages.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
+// Message is one chat message.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// ErrEmpty is returned when the conversation has no user text to answer.
+var ErrEmpty = errors.New("llm: nothing to answer: the last message is empty")
+
+// Client is a chat-completion client. Safe for concurrent use.
+type Client struct {
+	api     *openai.Client
+	model   string
+	timeout time.Duration
+}
+
+// New returns a client for cfg. go-openai's default HTTP client has no
+// timeout, so each call runs under cfg.Timeout.
+func New(cfg Config) *Client {
+	oc := openai.DefaultConfig(cfg.APIKey)
+	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+	oc.HTTPClient = &http.Client{Timeout: cfg.Timeout + 5*time.Second}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	return &Client{api: openai.NewClientWithConfig(oc), model: cfg.Model, timeout: timeout}
+}
+
+// Complete returns the model's answer to msgs.
+func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
+	req, err := c.request(msgs)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.api.CreateChatCompletion(ctx, req)
+	if err != nil {
+		return "", fmt.Errorf("llm: chat completion: %w", describe(err))
+	}
+	if len(resp.Choices) == 0 || strings.TrimSpace(resp.Choices[0].Message.Content) == "" {
+		return "", errors.New("llm: chat completion: the model returned no text")
+	}
+	return resp.Choices[0].Message.Content, nil
+}
+
+// request builds the API request. go-openai drops an empty Content field
+// (omitempty) and the API then refuses the whole request, so empty turns of
+// the history are left out and an empty last message is an error.
+func (c *Client) request(msgs []Message) (openai.ChatCompletionRequest, error) {
+	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
+		return openai.ChatCompletionRequest{}, ErrEmpty
+	}
+	out := make([]openai.ChatCompletionMessage, 0, len(msgs))
+	for _, m := range msgs {
+		if strings.TrimSpace(m.Content) == "" {
+			continue
+		}
+		out = append(out, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
+	}
+	return openai.ChatCompletionRequest{Model: c.model, Messages: out}, nil
+}
+
+// describe keeps what matters of an API error (status and message) and drops
+// the rest; go-openai's errors never carry the key, but request URLs in
+// transport errors could carry a proxy's credentials.
+func describe(err error) error {
+	var apiErr *openai.APIError
+	if errors.As(err, &apiErr) {
+		return fmt.Errorf("status %d: %s", apiErr.HTTPStatusCode, apiErr.Message)
+	}
+	var reqErr *openai.RequestError
+	if errors.As(err, &reqErr) {
+		return fmt.Errorf("status %d", reqErr.HTTPStatusCode)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("timed out: %w", err)
+	}
+	return err
+}

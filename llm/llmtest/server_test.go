@@ -1,0 +1,342 @@
+package llmtest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	openai "github.com/sashabaranov/go-openai"
+)
+
+const apiKey = "sk-test-0123456789"
+
+func newClient(t *testing.T, respond func(Request) Reply) (*Server, *openai.Client) {
+	t.Helper()
+	fake := New(respond)
+	ts := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() {
+		fake.Close()
+		ts.Close()
+	})
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL + "/compatible-mode/v1"
+	return fake, openai.NewClientWithConfig(cfg)
+}
+
+// chat builds a request: system is left out when empty, turns alternate
+// user and assistant starting with user.
+func chat(system string, turns ...string) openai.ChatCompletionRequest {
+	req := openai.ChatCompletionRequest{Model: "qwen-plus"}
+	if system != "" {
+		req.Messages = append(req.Messages, openai.ChatCompletionMessage{Role: openai.ChatMessageRoleSystem, Content: system})
+	}
+	for i, m := range turns {
+		role := openai.ChatMessageRoleUser
+		if i%2 == 1 {
+			role = openai.ChatMessageRoleAssistant
+		}
+		req.Messages = append(req.Messages, openai.ChatCompletionMessage{Role: role, Content: m})
+	}
+	return req
+}
+
+func TestEchoCompletion(t *testing.T) {
+	fake, client := newClient(t, nil)
+	resp, err := client.CreateChatCompletion(context.Background(), chat("be brief", "你好，世界"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Choices[0].Message.Content; got != "echo: 你好，世界" {
+		t.Errorf("content = %q", got)
+	}
+	if resp.Choices[0].FinishReason != openai.FinishReasonStop || resp.Usage.TotalTokens == 0 {
+		t.Errorf("response %+v", resp)
+	}
+	want := Request{Model: "qwen-plus", Messages: []Message{{"system", "be brief"}, {"user", "你好，世界"}}}
+	got := fake.Requests()
+	if len(got) != 1 || got[0].Model != want.Model || got[0].Stream || len(got[0].Messages) != 2 ||
+		got[0].Messages[0] != want.Messages[0] || got[0].Messages[1] != want.Messages[1] {
+		t.Errorf("Requests() = %+v", got)
+	}
+	if fake.Calls() != 1 {
+		t.Errorf("Calls() = %d", fake.Calls())
+	}
+}
+
+func TestStream(t *testing.T) {
+	const answer = "流式回答：第一段。Second part, with ASCII too. 结束🙂"
+	fake, client := newClient(t, func(Request) Reply {
+		return Reply{Content: answer, ChunkDelay: time.Millisecond}
+	})
+	req := chat("", "question")
+	req.Stream = true
+	stream, err := client.CreateChatCompletionStream(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var b strings.Builder
+	chunks, finished := 0, false
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := resp.Choices[0]
+		if !utf8.ValidString(c.Delta.Content) {
+			t.Errorf("chunk %q is not valid UTF-8", c.Delta.Content)
+		}
+		if c.Delta.Content != "" {
+			chunks++
+		}
+		if c.FinishReason == openai.FinishReasonStop {
+			finished = true
+		}
+		b.WriteString(c.Delta.Content)
+	}
+	if b.String() != answer {
+		t.Errorf("streamed %q, want %q", b.String(), answer)
+	}
+	if chunks < 5 || !finished {
+		t.Errorf("%d content chunks, finished %v", chunks, finished)
+	}
+	if r := fake.Requests(); len(r) != 1 || !r[0].Stream {
+		t.Errorf("Requests() = %+v", r)
+	}
+}
+
+func TestErrorStatuses(t *testing.T) {
+	for _, status := range []int{http.StatusBadRequest, http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusServiceUnavailable} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			_, client := newClient(t, func(Request) Reply { return Reply{Status: status, Content: "upstream says no"} })
+			_, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
+			var apiErr *openai.APIError
+			if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != status || apiErr.Message != "upstream says no" || apiErr.Type == "" {
+				t.Fatalf("plain: %v (%#v)", err, apiErr)
+			}
+			req := chat("", "hi")
+			req.Stream = true
+			_, err = client.CreateChatCompletionStream(context.Background(), req)
+			if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != status {
+				t.Fatalf("stream: %v", err)
+			}
+		})
+	}
+}
+
+// TestEmptyContentRefused is the trap: go-openai drops an empty Content
+// (omitempty), and the API refuses the {"role":"user"} that remains.
+func TestEmptyContentRefused(t *testing.T) {
+	var called atomic.Bool
+	fake, client := newClient(t, func(r Request) Reply { called.Store(true); return Echo(r) })
+	_, err := client.CreateChatCompletion(context.Background(), chat("system", "first", "", "second"))
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusBadRequest {
+		t.Fatalf("err = %v, want 400", err)
+	}
+	if apiErr.Param == nil || *apiErr.Param != "messages.[2].content" || !strings.Contains(apiErr.Message, "messages[2].content") {
+		t.Errorf("error does not name the message: %+v", apiErr)
+	}
+	if called.Load() {
+		t.Error("respond was called for a refused request")
+	}
+	if r := fake.Requests(); len(r) != 1 || r[0].Messages[2].Content != "" {
+		t.Errorf("the refused request was not recorded: %+v", r)
+	}
+}
+
+func TestRequireKey(t *testing.T) {
+	fake, client := newClient(t, nil)
+	fake.RequireKey("sk-other-key-987654")
+	_, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusUnauthorized || apiErr.Code != "invalid_api_key" {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if strings.Contains(apiErr.Message, apiKey) {
+		t.Error("the error repeats the whole key")
+	}
+	fake.RequireKey(apiKey)
+	if _, err := client.CreateChatCompletion(context.Background(), chat("", "hi")); err != nil {
+		t.Fatalf("right key: %v", err)
+	}
+	if fake.Calls() != 2 || len(fake.Requests()) != 1 {
+		t.Errorf("Calls %d, Requests %d", fake.Calls(), len(fake.Requests()))
+	}
+}
+
+func TestHangAndDelay(t *testing.T) {
+	fake, client := newClient(t, func(Request) Reply { return Reply{Hang: true} })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := client.CreateChatCompletion(ctx, chat("", "hi"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Error("the client waited far past its deadline")
+	}
+
+	fake.SetRespond(func(r Request) Reply { return Reply{Content: "late", Delay: 30 * time.Millisecond} })
+	start = time.Now()
+	resp, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
+	if err != nil || resp.Choices[0].Message.Content != "late" || time.Since(start) < 30*time.Millisecond {
+		t.Fatalf("delayed reply: %v %+v after %v", err, resp, time.Since(start))
+	}
+
+	// A stream that stalls mid-answer is cut off by the client's deadline.
+	fake.SetRespond(func(r Request) Reply { return Reply{Content: "abcdefghijkl", ChunkDelay: time.Hour} })
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req := chat("", "hi")
+	req.Stream = true
+	stream, err := client.CreateChatCompletionStream(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if errors.Is(err, io.EOF) {
+		t.Fatal("the stalled stream finished")
+	}
+}
+
+// TestHangEndsWithClient checks that a hanging handler returns once its
+// client gives up, so the test server can close without Server.Close.
+func TestHangEndsWithClient(t *testing.T) {
+	fake := New(func(Request) Reply { return Reply{Hang: true} })
+	ts := httptest.NewServer(fake.Handler())
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL + "/v1"
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(ctx, chat("", "hi")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline", err)
+	}
+	closed := make(chan struct{})
+	go func() { ts.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		fake.Close() // let the test end anyway
+		<-closed
+		t.Fatal("the hanging handler outlived its client")
+	}
+}
+
+// TestCloseReleasesHang checks that a client without a deadline does not
+// keep the test server from closing.
+func TestCloseReleasesHang(t *testing.T) {
+	fake := New(func(Request) Reply { return Reply{Hang: true} })
+	ts := httptest.NewServer(fake.Handler())
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL + "/v1"
+	client := openai.NewClientWithConfig(cfg)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
+		errc <- err
+	}()
+	for fake.Calls() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fake.Close()
+	ts.Close()
+	if err := <-errc; err == nil {
+		t.Fatal("a hanging request succeeded after Close")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	_, client := newClient(t, nil)
+	_, err := client.CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{Model: "m"})
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusBadRequest {
+		t.Errorf("no messages: %v", err)
+	}
+
+	// BaseURL without /v1, the misconfiguration the NOTES warn about.
+	fake := New(nil)
+	ts := httptest.NewServer(fake.Handler())
+	defer ts.Close()
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL
+	_, err = openai.NewClientWithConfig(cfg).CreateChatCompletion(context.Background(), chat("", "hi"))
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusNotFound {
+		t.Errorf("BaseURL without /v1: %v", err)
+	}
+
+	resp, err := http.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader("{not json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad JSON: HTTP %d", resp.StatusCode)
+	}
+}
+
+func TestConcurrentRequests(t *testing.T) {
+	fake, client := newClient(t, nil)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := chat("", "hi")
+			req.Stream = i%2 == 0
+			if req.Stream {
+				s, err := client.CreateChatCompletionStream(context.Background(), req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer s.Close()
+				for err == nil {
+					_, err = s.Recv()
+				}
+				if !errors.Is(err, io.EOF) {
+					t.Error(err)
+				}
+				return
+			}
+			if _, err := client.CreateChatCompletion(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Add(1)
+		go func() { defer wg.Done(); fake.SetRespond(nil); _ = fake.Requests() }()
+	}
+	wg.Wait()
+	if fake.Calls() != 20 || len(fake.Requests()) != 20 {
+		t.Errorf("Calls %d, Requests %d", fake.Calls(), len(fake.Requests()))
+	}
+}
+
+func TestSplit(t *testing.T) {
+	for _, s := range []string{"", "a", "abc", "abcd", "你好世界🙂x"} {
+		parts := split(s, 3)
+		if strings.Join(parts, "") != s {
+			t.Errorf("split(%q) loses text: %q", s, parts)
+		}
+		for _, p := range parts {
+			if !utf8.ValidString(p) || utf8.RuneCountInString(p) > 3 {
+				t.Errorf("split(%q): bad part %q", s, p)
+			}
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Message states. A message is stored as received before WeCom's callback is
+// acknowledged; it is answering while the pipeline works on it and while its
+// reply parts wait in the outbox; answered once every part was delivered.
+const (
+	MessageReceived  = "received"
+	MessageAnswering = "answering"
+	MessageAnswered  = "answered"
+	MessageFailed    = "failed"
+	// MessageIgnored is an accepted message that needs no reply (most events).
+	MessageIgnored = "ignored"
+)
+
+// Message is one inbound message (or event) of a user to a bot.
+type Message struct {
+	ID         int64
+	Bot        string
+	DedupeKey  string // MsgId, or user+CreateTime+Event for events
+	UserID     string
+	MsgType    string
+	Event      string
+	Content    string
+	CreateTime int64 // WeCom's CreateTime, seconds
+	ReceivedAt time.Time
+	State      string
+	Error      string
+	Attempts   int
+	AnsweredAt time.Time
+}
+
+type messageRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	Bot        string `gorm:"size:64;not null;uniqueIndex:idx_messages_dedupe,priority:1;index:idx_messages_user,priority:1"`
+	DedupeKey  string `gorm:"size:255;not null;uniqueIndex:idx_messages_dedupe,priority:2"`
+	UserID     string `gorm:"size:255;not null;index:idx_messages_user,priority:2"`
+	MsgType    string `gorm:"size:32;not null"`
+	Event      string `gorm:"size:64"`
+	Content    string
+	CreateTime int64
+	ReceivedAt time.Time `gorm:"index"`
+	State      string    `gorm:"size:16;not null;index"`
+	Error      string
+	Attempts   int `gorm:"not null;default:0"`
+	AnsweredAt time.Time
+}
+
+func (messageRow) TableName() string { return "messages" }
+
+func (r messageRow) message() Message {
+	return Message{
+		ID: r.ID, Bot: r.Bot, DedupeKey: r.DedupeKey, UserID: r.UserID, MsgType: r.MsgType,
+		Event: r.Event, Content: r.Content, CreateTime: r.CreateTime, ReceivedAt: r.ReceivedAt,
+		State: r.State, Error: r.Error, Attempts: r.Attempts, AnsweredAt: r.AnsweredAt,
+	}
+}
+
+// InsertMessage stores m unless a message of the same bot with the same dedupe
+// key is already stored. It reports whether m was new; on true m.ID is set.
+// The unique key makes the dedupe survive restarts and races alike.
+func (d *DB) InsertMessage(ctx context.Context, m *Message) (bool, error) {
+	if m.Bot == "" || m.DedupeKey == "" {
+		return false, errors.New("storage: insert message: bot and dedupe key are required")
+	}
+	if m.State == "" {
+		m.State = MessageReceived
+	}
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = d.now()
+	}
+	row := messageRow{
+		Bot: m.Bot, DedupeKey: m.DedupeKey, UserID: m.UserID, MsgType: m.MsgType, Event: m.Event,
+		Content: m.Content, CreateTime: m.CreateTime, ReceivedAt: utc(m.ReceivedAt), State: m.State,
+	}
+	res := d.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return false, fmt.Errorf("storage: insert message %s/%s: %w", m.Bot, m.DedupeKey, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return false, nil
+	}
+	m.ID = row.ID
+	return true, nil
+}
+
+// GetMessage returns the message with id, or ErrNotFound.
+func (d *DB) GetMessage(ctx context.Context, id int64) (Message, error) {
+	var rows []messageRow
+	if err := d.db.WithContext(ctx).Where("id = ?", id).Limit(1).Find(&rows).Error; err != nil {
+		return Message{}, fmt.Errorf("storage: get message %d: %w", id, err)
+	}
+	if len(rows) == 0 {
+		return Message{}, ErrNotFound
+	}
+	return rows[0].message(), nil
+}
+
+// StartAnswer marks message id as being answered and counts the attempt.
+func (d *DB) StartAnswer(ctx context.Context, id int64) error {
+	err := d.db.WithContext(ctx).Model(&messageRow{}).Where("id = ?", id).
+		Updates(map[string]any{"state": MessageAnswering, "attempts": gorm.Expr("attempts + 1")}).Error
+	if err != nil {
+		return fmt.Errorf("storage: start answer %d: %w", id, err)
+	}
+	return nil
+}
+
+// SetMessageState sets the state of message id, with a reason for failures.
+func (d *DB) SetMessageState(ctx context.Context, id int64, state, reason string) error {
+	upd := map[string]any{"state": state, "error": reason}
+	if state == MessageAnswered {
+		upd["answered_at"] = d.now()
+	}
+	if err := d.db.WithContext(ctx).Model(&messageRow{}).Where("id = ?", id).Updates(upd).Error; err != nil {
+		return fmt.Errorf("storage: set state of message %d: %w", id, err)
+	}
+	return nil
+}
+
+// UnansweredMessages returns the messages that were accepted but whose answer
+// never reached the outbox (the service stopped or crashed while working on
+// them), oldest first, so that a start resumes them.
+func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {
+	var rows []messageRow
+	err := d.db.WithContext(ctx).
+		Where("state IN ?", []string{MessageReceived, MessageAnswering}).
+		Where("NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)").
+		Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: list unanswered messages: %w", err)
+	}
+	out := make([]Message, len(rows))
+	for i, r := range rows {
+		out[i] = r.message()
+	}
+	return out, nil
+}
+
+// Answer is what the pipeline produced for one message: the conversation
+// turns to append and the reply parts to deliver, stored in one transaction so
+// a crash leaves either all of it or none.
+type Answer struct {
+	MessageID int64
+	Bot       string
+	UserID    string
+	// ResetConversation clears the user's history first (/reset).
+	ResetConversation bool
+	// UserTurn and AssistantTurn, when both are set, are appended to the
+	// conversation.
+	UserTurn, AssistantTurn string
+	// Parts are delivered in order. No parts: the message is answered now.
+	Parts []string
+	// Failure, when set, says why the parts are a failure notice rather
+	// than an answer: the message ends failed, with this reason.
+	Failure string
+}
+
+// SaveAnswer stores a and moves the message on: answering while parts wait
+// in the outbox, answered when there are none.
+func (d *DB) SaveAnswer(ctx context.Context, a Answer) error {
+	now := d.now()
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if a.ResetConversation {
+			if err := tx.Where("bot = ? AND user_id = ?", a.Bot, a.UserID).Delete(&turnRow{}).Error; err != nil {
+				return err
+			}
+		}
+		if a.UserTurn != "" && a.AssistantTurn != "" {
+			turns := []turnRow{
+				{Bot: a.Bot, UserID: a.UserID, Role: RoleUser, Content: a.UserTurn, CreatedAt: now},
+				{Bot: a.Bot, UserID: a.UserID, Role: RoleAssistant, Content: a.AssistantTurn, CreatedAt: now},
+			}
+			if err := tx.Create(&turns).Error; err != nil {
+				return err
+			}
+		}
+		if len(a.Parts) > 0 {
+			rows := make([]outboxRow, len(a.Parts))
+			for i, p := range a.Parts {
+				rows[i] = outboxRow{
+					MessageID: a.MessageID, Bot: a.Bot, UserID: a.UserID, Seq: i, Content: p,
+					State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
+				}
+			}
+			if err := tx.Create(&rows).Error; err != nil {
+				return err
+			}
+			return tx.Model(&messageRow{}).Where("id = ?", a.MessageID).
+				Updates(map[string]any{"state": MessageAnswering, "error": a.Failure}).Error
+		}
+		if a.Failure != "" {
+			return tx.Model(&messageRow{}).Where("id = ?", a.MessageID).
+				Updates(map[string]any{"state": MessageFailed, "error": a.Failure}).Error
+		}
+		return tx.Model(&messageRow{}).Where("id = ?", a.MessageID).
+			Updates(map[string]any{"state": MessageAnswered, "answered_at": now, "error": ""}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("storage: save answer to message %d: %w", a.MessageID, err)
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Outbox part states.
+const (
+	OutboxPending = "pending"
+	OutboxSent    = "sent"
+	OutboxFailed  = "failed"
+)
+
+// OutboxPart is one reply part waiting for (or done with) delivery. Parts of
+// one user are delivered in id order: a part is due only when every earlier
+// part of the same user is settled.
+type OutboxPart struct {
+	ID            int64
+	MessageID     int64 // 0 for texts that answer no message (admin sends)
+	Bot           string
+	UserID        string
+	Seq           int
+	Content       string
+	State         string
+	Attempts      int
+	NextAttemptAt time.Time
+	WeComMsgID    string
+	LastError     string
+	CreatedAt     time.Time
+	SentAt        time.Time
+}
+
+type outboxRow struct {
+	ID            int64     `gorm:"primaryKey;autoIncrement"`
+	MessageID     int64     `gorm:"not null;index"`
+	Bot           string    `gorm:"size:64;not null;index:idx_outbox_user,priority:1"`
+	UserID        string    `gorm:"size:255;not null;index:idx_outbox_user,priority:2"`
+	Seq           int       `gorm:"not null"`
+	Content       string    `gorm:"not null"`
+	State         string    `gorm:"size:16;not null;index:idx_outbox_user,priority:3;index:idx_outbox_due,priority:1"`
+	Attempts      int       `gorm:"not null;default:0"`
+	NextAttemptAt time.Time `gorm:"index:idx_outbox_due,priority:2"`
+	WeComMsgID    string    `gorm:"column:wecom_msg_id;size:128"`
+	LastError     string
+	CreatedAt     time.Time
+	SentAt        time.Time
+}
+
+func (outboxRow) TableName() string { return "outbox" }
+
+func (r outboxRow) part() OutboxPart {
+	return OutboxPart{
+		ID: r.ID, MessageID: r.MessageID, Bot: r.Bot, UserID: r.UserID, Seq: r.Seq, Content: r.Content,
+		State: r.State, Attempts: r.Attempts, NextAttemptAt: r.NextAttemptAt, WeComMsgID: r.WeComMsgID,
+		LastError: r.LastError, CreatedAt: r.CreatedAt, SentAt: r.SentAt,
+	}
+}
+
+// headOfUser keeps the pending parts that are the oldest pending part of
+// their user: the only ones that may be sent now.
+const headOfUser = "outbox.state = 'pending' AND outbox.id = (SELECT MIN(o2.id) FROM outbox o2 " +
+	"WHERE o2.bot = outbox.bot AND o2.user_id = outbox.user_id AND o2.state = 'pending')"
+
+// EnqueueText stores a text for user that answers no inbound message (a send
+// from the admin), split into parts by the caller.
+func (d *DB) EnqueueText(ctx context.Context, bot, user string, parts []string) error {
+	if len(parts) == 0 {
+		return nil // GORM refuses to create an empty slice
+	}
+	now := d.now()
+	rows := make([]outboxRow, len(parts))
+	for i, p := range parts {
+		rows[i] = outboxRow{Bot: bot, UserID: user, Seq: i, Content: p, State: OutboxPending, NextAttemptAt: now, CreatedAt: now}
+	}
+	if err := d.db.WithContext(ctx).Create(&rows).Error; err != nil {
+		return fmt.Errorf("storage: enqueue text for %s/%s: %w", bot, user, err)
+	}
+	return nil
+}
+
+// DueParts returns up to limit parts that may be sent at now: the oldest
+// pending part of each user whose next attempt time has come.
+func (d *DB) DueParts(ctx context.Context, now time.Time, limit int) ([]OutboxPart, error) {
+	var rows []outboxRow
+	err := d.db.WithContext(ctx).Where(headOfUser).Where("outbox.next_attempt_at <= ?", utc(now)).
+		Order("outbox.id").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: list due outbox parts: %w", err)
+	}
+	out := make([]OutboxPart, len(rows))
+	for i, r := range rows {
+		out[i] = r.part()
+	}
+	return out, nil
+}
+
+// NextDue returns the earliest time a pending part becomes due, or false when
+// nothing is pending.
+func (d *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var rows []outboxRow
+	err := d.db.WithContext(ctx).Select("next_attempt_at").Where(headOfUser).
+		Order("outbox.next_attempt_at").Limit(1).Find(&rows).Error
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("storage: next due outbox part: %w", err)
+	}
+	if len(rows) == 0 {
+		return time.Time{}, false, nil
+	}
+	return rows[0].NextAttemptAt, true, nil
+}
+
+// MarkSent records that WeCom accepted part id as wecomMsgID; when it was the
+// last unsent part of its message, the message becomes answered.
+func (d *DB) MarkSent(ctx context.Context, id int64, wecomMsgID string) error {
+	now := d.now()
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []outboxRow
+		if err := tx.Where("id = ?", id).Limit(1).Find(&rows).Error; err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return ErrNotFound
+		}
+		// The attempt was counted when it was made (Reschedule), before the send.
+		if err := tx.Model(&outboxRow{}).Where("id = ?", id).Updates(map[string]any{
+			"state": OutboxSent, "wecom_msg_id": wecomMsgID, "sent_at": now, "last_error": "",
+		}).Error; err != nil {
+			return err
+		}
+		msgID := rows[0].MessageID
+		if msgID == 0 {
+			return nil
+		}
+		var left int64
+		if err := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", msgID, OutboxPending).Count(&left).Error; err != nil {
+			return err
+		}
+		if left > 0 {
+			return nil
+		}
+		// A message whose error is set got a failure notice, not an answer.
+		if err := tx.Model(&messageRow{}).Where("id = ? AND state = ? AND error <> ''", msgID, MessageAnswering).
+			Update("state", MessageFailed).Error; err != nil {
+			return err
+		}
+		return tx.Model(&messageRow{}).Where("id = ? AND state = ?", msgID, MessageAnswering).
+			Updates(map[string]any{"state": MessageAnswered, "answered_at": now}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("storage: mark outbox part %d sent: %w", id, err)
+	}
+	return nil
+}
+
+// Reschedule delays part id to next, recording why; attempt says whether a
+// send was actually tried (pacing delays are not attempts).
+func (d *DB) Reschedule(ctx context.Context, id int64, next time.Time, reason string, attempt bool) error {
+	upd := map[string]any{"next_attempt_at": utc(next), "last_error": reason}
+	if attempt {
+		upd["attempts"] = gorm.Expr("attempts + 1")
+	}
+	if err := d.db.WithContext(ctx).Model(&outboxRow{}).Where("id = ?", id).Updates(upd).Error; err != nil {
+		return fmt.Errorf("storage: reschedule outbox part %d: %w", id, err)
+	}
+	return nil
+}
+
+// FailPart gives up part id and the parts of the same message after it, and
+// marks the message failed with reason: a reply with a hole is not sent.
+func (d *DB) FailPart(ctx context.Context, id int64, reason string) error {
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []outboxRow
+		if err := tx.Where("id = ?", id).Limit(1).Find(&rows).Error; err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return ErrNotFound
+		}
+		p := rows[0]
+		q := tx.Model(&outboxRow{}).Where("state = ?", OutboxPending)
+		if p.MessageID != 0 {
+			q = q.Where("message_id = ?", p.MessageID)
+		} else {
+			q = q.Where("id = ?", p.ID)
+		}
+		if err := q.Updates(map[string]any{"state": OutboxFailed, "last_error": reason}).Error; err != nil {
+			return err
+		}
+		if p.MessageID == 0 {
+			return nil
+		}
+		return tx.Model(&messageRow{}).Where("id = ?", p.MessageID).
+			Updates(map[string]any{"state": MessageFailed, "error": reason}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("storage: fail outbox part %d: %w", id, err)
+	}
+	return nil
+}
+
+// PartsOf returns the outbox parts of message id in order.
+func (d *DB) PartsOf(ctx context.Context, messageID int64) ([]OutboxPart, error) {
+	var rows []outboxRow
+	if err := d.db.WithContext(ctx).Where("message_id = ?", messageID).Order("id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("storage: parts of message %d: %w", messageID, err)
+	}
+	out := make([]OutboxPart, len(rows))
+	for i, r := range rows {
+		out[i] = r.part()
+	}
+	return out, nil
+}

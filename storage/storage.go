@@ -1,0 +1,147 @@
+// Package storage keeps the service's durable state: access tokens, inbound
+// messages with their dedupe keys, conversations and the outbox of replies.
+//
+// It is written against GORM with portable SQL only, so that a Postgres driver
+// can stand beside SQLite later. It imports no sibling package and knows
+// nothing of WeCom or of LLMs: it stores strings and times.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("storage: not found")
+
+// Config is the `storage:` section of the configuration.
+type Config struct {
+	Driver string `yaml:"driver"`
+	DSN    string `yaml:"dsn"`
+}
+
+// DB is the service's database. Its methods are safe for concurrent use.
+type DB struct {
+	db *gorm.DB
+	// Now is the clock used for the times the storage writes itself
+	// (received_at, sent_at…); tests replace it.
+	Now func() time.Time
+}
+
+// Open opens (and creates, if needed) the database and migrates its schema.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	var dial gorm.Dialector
+	switch cfg.Driver {
+	case "", "sqlite":
+		dsn, err := sqliteDSN(cfg.DSN)
+		if err != nil {
+			return nil, err
+		}
+		dial = sqlite.Open(dsn)
+	default:
+		return nil, fmt.Errorf("storage: unknown driver %q (supported: sqlite)", cfg.Driver)
+	}
+	gdb, err := gorm.Open(dial, &gorm.Config{
+		Logger: logger.Discard,
+		// Times are written by us in UTC; see utc().
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		SkipDefaultTransaction: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	sqlDB, err := gdb.DB()
+	if err != nil {
+		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	if cfg.Driver == "" || cfg.Driver == "sqlite" {
+		// SQLite allows one writer at a time. One connection serialises our
+		// writes in Go instead of failing them with SQLITE_BUSY; WAL keeps
+		// readers of other processes (the admin's sqlite3 shell) unblocked.
+		// Never use the outer *gorm.DB inside Transaction with this setting:
+		// the transaction holds the only connection and the call deadlocks.
+		sqlDB.SetMaxOpenConns(1)
+		// An in-memory database lives as long as its connection.
+		sqlDB.SetConnMaxIdleTime(0)
+		sqlDB.SetConnMaxLifetime(0)
+	}
+	d := &DB{db: gdb, Now: time.Now}
+	if err := d.Ping(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	if err := gdb.WithContext(ctx).AutoMigrate(&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("storage: migrate: %w", err)
+	}
+	return d, nil
+}
+
+// sqliteDSN turns the configured file name into a DSN with the pragmas the
+// service relies on, creating the file's folder. ":memory:" is kept for tests
+// (a private database per Open: the pool keeps its single connection).
+func sqliteDSN(dsn string) (string, error) {
+	if dsn == "" {
+		return "", errors.New("storage: dsn is empty")
+	}
+	const pragmas = "_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=1"
+	if dsn == ":memory:" {
+		return "file::memory:?" + pragmas, nil
+	}
+	path := dsn
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	path = strings.TrimPrefix(path, "file:")
+	if dir := filepath.Dir(path); dir != "." && dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", fmt.Errorf("storage: create folder for %s: %w", path, err)
+		}
+	}
+	if strings.Contains(dsn, "?") {
+		return dsn + "&" + pragmas, nil
+	}
+	return dsn + "?" + pragmas, nil
+}
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	sqlDB, err := d.db.DB()
+	if err != nil {
+		return fmt.Errorf("storage: ping: %w", err)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("storage: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database; SQLite checkpoints its WAL on the last close.
+func (d *DB) Close() error {
+	sqlDB, err := d.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// now is the storage clock in UTC. SQLite stores times as text with their
+// offset, and compares them as text: mixing offsets (TZ=Asia/Shanghai) breaks
+// every "older than" query, so every time written goes through utc().
+func (d *DB) now() time.Time { return d.Now().UTC() }
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}

@@ -1,0 +1,291 @@
+package storage
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// t0 is the start of every test clock; whole seconds plus a fraction, so that
+// the fractional part of stored times is exercised too.
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 500_000_000, time.UTC)
+
+// fakeClock is the injected DB.Now. Tests move it from the test goroutine
+// only; concurrent readers are fine.
+type fakeClock struct{ now time.Time }
+
+func (c *fakeClock) Now() time.Time          { return c.now }
+func (c *fakeClock) Advance(d time.Duration) { c.now = c.now.Add(d) }
+
+// openDB opens dsn, closes it at the end of the test and installs a fake
+// clock set to t0.
+func openDB(t *testing.T, dsn string) (*DB, *fakeClock) {
+	t.Helper()
+	db, err := Open(t.Context(), Config{Driver: "sqlite", DSN: dsn})
+	if err != nil {
+		t.Fatalf("Open(%q): %v", dsn, err)
+	}
+	t.Cleanup(func() { db.Close() }) // Close is idempotent.
+	clk := &fakeClock{now: t0}
+	db.Now = clk.Now
+	return db, clk
+}
+
+// newDB opens a fresh database file in the test's temporary folder.
+func newDB(t *testing.T) (*DB, *fakeClock) {
+	t.Helper()
+	return openDB(t, filepath.Join(t.TempDir(), "x.db"))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sameTime(t *testing.T, what string, got, want time.Time) {
+	t.Helper()
+	if !got.Equal(want) {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+// insertMsg stores a new text message and returns it with its id.
+func insertMsg(t *testing.T, db *DB, bot, user, key string) Message {
+	t.Helper()
+	m := Message{Bot: bot, DedupeKey: key, UserID: user, MsgType: "text", Content: "q " + key}
+	ok, err := db.InsertMessage(t.Context(), &m)
+	if err != nil || !ok {
+		t.Fatalf("InsertMessage(%s/%s) = %v, %v; want true, nil", bot, key, ok, err)
+	}
+	return m
+}
+
+// answer saves an answer to m made of parts (and one conversation pair).
+func answer(t *testing.T, db *DB, m Message, parts ...string) {
+	t.Helper()
+	must(t, db.SaveAnswer(t.Context(), Answer{
+		MessageID: m.ID, Bot: m.Bot, UserID: m.UserID,
+		UserTurn: m.Content, AssistantTurn: strings.Join(parts, ""), Parts: parts,
+	}))
+}
+
+func message(t *testing.T, db *DB, id int64) Message {
+	t.Helper()
+	m, err := db.GetMessage(t.Context(), id)
+	must(t, err)
+	return m
+}
+
+// due returns the contents of the parts DueParts gives at now.
+func due(t *testing.T, db *DB, now time.Time, limit int) []string {
+	t.Helper()
+	parts, err := db.DueParts(t.Context(), now, limit)
+	must(t, err)
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = p.Content
+	}
+	return out
+}
+
+func TestOpenCreatesFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	for _, dsn := range []string{
+		filepath.Join(dir, "x.db"),
+		"file:" + filepath.Join(dir, "y.db") + "?cache=private",
+	} {
+		t.Run(dsn, func(t *testing.T) {
+			db, _ := openDB(t, dsn)
+			must(t, db.Ping(t.Context()))
+			must(t, db.Close())
+		})
+	}
+	for _, name := range []string{"x.db", "y.db"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("database file not created: %v", err)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"unknown driver", Config{Driver: "postgres", DSN: "x.db"}, "unknown driver"},
+		{"empty dsn", Config{Driver: "sqlite"}, "dsn is empty"},
+		{"empty dsn, default driver", Config{}, "dsn is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := Open(t.Context(), tt.cfg)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Open error = %q, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSQLiteDSN(t *testing.T) {
+	const pragmas = "_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=1"
+	dir := t.TempDir()
+	tests := []struct{ in, want string }{
+		{":memory:", "file::memory:?" + pragmas},
+		{"x.db", "x.db?" + pragmas},
+		{dir + "/x.db", dir + "/x.db?" + pragmas},
+		{"file:" + dir + "/x.db?cache=private", "file:" + dir + "/x.db?cache=private&" + pragmas},
+	}
+	for _, tt := range tests {
+		got, err := sqliteDSN(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("sqliteDSN(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestOpenMemory(t *testing.T) {
+	a, _ := openDB(t, ":memory:")
+	b, _ := openDB(t, ":memory:")
+	m := insertMsg(t, a, "bot", "u", "k1")
+	answer(t, a, m, "one", "two")
+	// The single connection keeps the in-memory database alive across calls.
+	if got := due(t, a, t0, 10); len(got) != 1 || got[0] != "one" {
+		t.Errorf("DueParts = %q, want [one]", got)
+	}
+	if got := message(t, a, m.ID); got.State != MessageAnswering {
+		t.Errorf("state = %q, want %q", got.State, MessageAnswering)
+	}
+	// Each Open of ":memory:" is its own database.
+	if _, err := b.GetMessage(t.Context(), m.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("other in-memory database GetMessage err = %v, want ErrNotFound", err)
+	}
+}
+
+// TestReopenKeepsData simulates a restart: everything written before Close is
+// there after Open of the same file, and dedupe still holds.
+func TestReopenKeepsData(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "data", "bot.db")
+	db, clk := openDB(t, dsn)
+	ctx := t.Context()
+	tok := Token{Bot: "bot", CorpID: "corp", AgentID: 1000002, Value: "tok-1",
+		ExpiresAt: t0.Add(2 * time.Hour), FetchedAt: t0}
+	must(t, db.SaveToken(ctx, tok))
+	m1 := insertMsg(t, db, "bot", "u", "msg-1")
+	m2 := insertMsg(t, db, "bot", "u", "msg-2")
+	answer(t, db, m1, "p1", "p2", "p3")
+	parts, err := db.DueParts(ctx, clk.now, 10)
+	must(t, err)
+	must(t, db.MarkSent(ctx, parts[0].ID, "wx-1"))
+	must(t, db.Close())
+
+	db, clk = openDB(t, dsn)
+	got, err := db.LoadToken(ctx, "bot")
+	must(t, err)
+	if got.Value != "tok-1" || got.RefreshCount != 1 || got.AgentID != 1000002 {
+		t.Errorf("token after restart = %+v", got)
+	}
+	sameTime(t, "ExpiresAt", got.ExpiresAt, tok.ExpiresAt)
+	if ok, err := db.InsertMessage(ctx, &Message{Bot: "bot", DedupeKey: "msg-1", UserID: "u"}); ok || err != nil {
+		t.Errorf("InsertMessage of a known key after restart = %v, %v; want false, nil", ok, err)
+	}
+	un, err := db.UnansweredMessages(ctx)
+	must(t, err)
+	if len(un) != 1 || un[0].ID != m2.ID {
+		t.Errorf("UnansweredMessages after restart = %+v, want only message %d", un, m2.ID)
+	}
+	if got := due(t, db, clk.now, 10); len(got) != 1 || got[0] != "p2" {
+		t.Errorf("DueParts after restart = %q, want [p2]", got)
+	}
+	h, err := db.History(ctx, "bot", "u", 5)
+	must(t, err)
+	if len(h) != 2 {
+		t.Errorf("History after restart has %d turns, want 2", len(h))
+	}
+}
+
+// TestTimesInShanghai runs with a clock (and a local zone) eight hours ahead
+// of UTC. SQLite compares times as text, so a mix of offsets would make a
+// part due at 20:00+08:00 look later than 12:30+00:00.
+func TestTimesInShanghai(t *testing.T) {
+	cst := time.FixedZone("CST", 8*3600)
+	oldLocal := time.Local
+	time.Local = cst
+	t.Cleanup(func() { time.Local = oldLocal })
+
+	db, _ := newDB(t)
+	ctx := t.Context()
+	now := t0.In(cst) // 20:00:00.5 CST == 12:00:00.5 UTC
+	db.Now = func() time.Time { return now }
+
+	m := insertMsg(t, db, "bot", "u", "k")
+	sameTime(t, "ReceivedAt", message(t, db, m.ID).ReceivedAt, now)
+	answer(t, db, m, "a")
+
+	var stored string
+	must(t, db.db.Raw("SELECT next_attempt_at || '' FROM outbox").Scan(&stored).Error)
+	if !strings.HasSuffix(stored, "+00:00") {
+		t.Errorf("next_attempt_at stored as %q, want UTC", stored)
+	}
+
+	utc := now.UTC()
+	tests := []struct {
+		name string
+		at   time.Time
+		want int
+	}{
+		{"now, CST", now, 1},
+		{"now, UTC", utc, 1},
+		{"a second earlier, CST", now.Add(-time.Second), 0},
+		{"a nanosecond earlier, UTC", utc.Add(-time.Nanosecond), 0},
+		{"half an hour later, UTC", utc.Add(30 * time.Minute), 1},
+	}
+	for _, tt := range tests {
+		if got := due(t, db, tt.at, 10); len(got) != tt.want {
+			t.Errorf("DueParts(%s) = %q, want %d part(s)", tt.name, got, tt.want)
+		}
+	}
+
+	parts, err := db.DueParts(ctx, now, 10)
+	must(t, err)
+	id := parts[0].ID
+	// Rescheduled to 13:00 UTC, given in UTC: not due at 20:30 CST (12:30 UTC),
+	// which as text would sort after "13:00".
+	next := time.Date(2025, 3, 1, 13, 0, 0, 0, time.UTC)
+	must(t, db.Reschedule(ctx, id, next, "rate limited", true))
+	if got := due(t, db, time.Date(2025, 3, 1, 20, 30, 0, 0, cst), 10); len(got) != 0 {
+		t.Errorf("DueParts(20:30 CST) = %q, want none before 13:00 UTC", got)
+	}
+	if got := due(t, db, time.Date(2025, 3, 1, 21, 0, 0, 0, cst), 10); len(got) != 1 {
+		t.Errorf("DueParts(21:00 CST) = %q, want the part", got)
+	}
+	at, ok, err := db.NextDue(ctx)
+	must(t, err)
+	if !ok {
+		t.Fatal("NextDue: nothing pending")
+	}
+	sameTime(t, "NextDue", at, next)
+
+	// Rescheduled to 20:10 CST (12:10 UTC), given in CST: due at 12:30 UTC,
+	// which as text would sort before "20:10".
+	next = time.Date(2025, 3, 1, 20, 10, 0, 0, cst)
+	must(t, db.Reschedule(ctx, id, next, "rate limited", true))
+	if got := due(t, db, time.Date(2025, 3, 1, 12, 30, 0, 0, time.UTC), 10); len(got) != 1 {
+		t.Errorf("DueParts(12:30 UTC) = %q, want the part due since 12:10 UTC", got)
+	}
+	if got := due(t, db, time.Date(2025, 3, 1, 12, 5, 0, 0, time.UTC), 10); len(got) != 0 {
+		t.Errorf("DueParts(12:05 UTC) = %q, want none", got)
+	}
+	at, _, err = db.NextDue(ctx)
+	must(t, err)
+	sameTime(t, "NextDue", at, next)
+}
