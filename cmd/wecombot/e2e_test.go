@@ -384,4 +384,40 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("gettoken called %d times across a restart, want 1", got)
 		}
 	})
+
+	t.Run("a forced refresh through the API and the metrics", func(t *testing.T) {
+		base := "http://" + e.m.Addr
+		req, _ := http.NewRequest("POST", base+"/api/bots/helpdesk/token/refresh", nil)
+		req.SetBasicAuth("admin", testAdminPW)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"refresh_count":2`) {
+			t.Fatalf("refresh: %d %s", resp.StatusCode, body)
+		}
+		if got := e.sim.TokenFetches(testAgent); got != 2 {
+			t.Fatalf("gettoken calls after a forced refresh: %d, want 2", got)
+		}
+		if strings.Contains(string(body), e.sim.CurrentToken(testAgent)) {
+			t.Fatal("refresh answer contains the token")
+		}
+		resp, err = http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			// Counters belong to the process: the restarted one fetched once.
+			`wecombot_token_fetch_total{bot="helpdesk",result="ok"} 1`,
+			`wecombot_token_expires_in_seconds{bot="helpdesk"} 7`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
 }

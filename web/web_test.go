@@ -1,0 +1,138 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/wecombot/wecombot/adapter"
+)
+
+// fakeBots is a Bots whose behaviour each test sets.
+type fakeBots struct {
+	list    func() []adapter.BotStatus
+	refresh func(ctx context.Context, name string) (adapter.BotStatus, error)
+}
+
+var _ Bots = fakeBots{}
+
+func (f fakeBots) Bots() []adapter.BotStatus { return f.list() }
+func (f fakeBots) RefreshToken(ctx context.Context, name string) (adapter.BotStatus, error) {
+	return f.refresh(ctx, name)
+}
+
+func newTestServer(t *testing.T, bots Bots) http.Handler {
+	t.Helper()
+	gin.SetMode(gin.TestMode)
+	e := gin.New()
+	New(AdminConfig{Username: "admin", Password: "s3cret-pw"}, bots, nil, http.NotFoundHandler()).Routes(e)
+	return e
+}
+
+func do(h http.Handler, method, path, user, pass string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, nil)
+	if user != "" || pass != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestAPIAuth(t *testing.T) {
+	h := newTestServer(t, fakeBots{list: func() []adapter.BotStatus { return nil }})
+	cases := []struct {
+		name, method, path, user, pass string
+		want                           int
+	}{
+		{"no credentials", "GET", "/api/bots", "", "", 401},
+		{"wrong password", "GET", "/api/bots", "admin", "nope", 401},
+		{"wrong user", "GET", "/api/bots", "root", "s3cret-pw", 401},
+		{"password prefix", "GET", "/api/bots", "admin", "s3cret", 401},
+		{"refresh without credentials", "POST", "/api/bots/x/token/refresh", "", "", 401},
+		{"right credentials", "GET", "/api/bots", "admin", "s3cret-pw", 200},
+		{"healthz needs none", "GET", "/healthz", "", "", 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec := do(h, c.method, c.path, c.user, c.pass)
+			if rec.Code != c.want {
+				t.Fatalf("status %d, want %d (%s)", rec.Code, c.want, rec.Body)
+			}
+			if c.want == 401 && rec.Header().Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
+
+func TestListBots(t *testing.T) {
+	exp := time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
+	h := newTestServer(t, fakeBots{list: func() []adapter.BotStatus {
+		return []adapter.BotStatus{{
+			Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
+			Token: adapter.TokenStatus{State: adapter.TokenError, ExpiresAt: exp, FetchedAt: exp.Add(-2 * time.Hour),
+				RefreshCount: 3, LastError: "wecom: gettoken: errcode 60020", Hint: "add 1.2.3.4", Source: adapter.SourceDatabase},
+		}, {Name: "cold", CorpID: "ww2", AgentID: 7, Token: adapter.TokenStatus{State: adapter.TokenNone}}}
+	}})
+	rec := do(h, "GET", "/api/bots", "admin", "s3cret-pw")
+	var out struct {
+		Bots []struct {
+			Name         string         `json:"name"`
+			CorpID       string         `json:"corp_id"`
+			AgentID      int64          `json:"agent_id"`
+			CallbackPath string         `json:"callback_path"`
+			Token        map[string]any `json:"token"`
+		} `json:"bots"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Bots) != 2 {
+		t.Fatalf("%s: %v", rec.Body, err)
+	}
+	b := out.Bots[0]
+	if b.Name != "helpdesk" || b.CorpID != "ww1" || b.AgentID != 1000002 || b.CallbackPath != "/wecom/helpdesk/callback" {
+		t.Fatalf("bot %+v", b)
+	}
+	want := map[string]any{
+		"state": "error", "expires_at": "2026-11-25T02:00:00Z", "fetched_at": "2026-11-25T00:00:00Z",
+		"refresh_count": float64(3), "last_error": "wecom: gettoken: errcode 60020", "hint": "add 1.2.3.4", "source": "database",
+	}
+	for k, v := range want {
+		if b.Token[k] != v {
+			t.Errorf("token.%s = %v, want %v", k, b.Token[k], v)
+		}
+	}
+	if cold := out.Bots[1].Token; cold["expires_at"] != nil || cold["state"] != "none" {
+		t.Errorf("a bot without a token: %v", cold)
+	}
+}
+
+func TestRefreshToken(t *testing.T) {
+	var asked []string
+	h := newTestServer(t, fakeBots{refresh: func(_ context.Context, name string) (adapter.BotStatus, error) {
+		asked = append(asked, name)
+		if name != "helpdesk" {
+			return adapter.BotStatus{}, adapter.ErrUnknownBot
+		}
+		return adapter.BotStatus{Name: name, Token: adapter.TokenStatus{State: adapter.TokenValid, RefreshCount: 4}}, nil
+	}})
+	rec := do(h, "POST", "/api/bots/helpdesk/token/refresh", "admin", "s3cret-pw")
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"refresh_count":4`) {
+		t.Fatalf("refresh: %d %s", rec.Code, rec.Body)
+	}
+	rec = do(h, "POST", "/api/bots/nobody/token/refresh", "admin", "s3cret-pw")
+	if rec.Code != 404 {
+		t.Fatalf("unknown bot: %d %s", rec.Code, rec.Body)
+	}
+	if strings.Join(asked, ",") != "helpdesk,nobody" {
+		t.Fatalf("refresh asked for %v", asked)
+	}
+	if rec := do(h, "GET", "/api/bots/helpdesk/token/refresh", "admin", "s3cret-pw"); rec.Code == 200 {
+		t.Fatal("refresh must be a POST")
+	}
+}
