@@ -66,16 +66,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // check prints every problem of the configuration, or that it is fine.
 func check(path string, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(path, stderr)
+	if err != nil {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
+	return 0
+}
+
+// loadConfig loads path and lists every problem on stderr.
+func loadConfig(path string, stderr io.Writer) (*Config, error) {
 	cfg, err := LoadConfig(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: configuration has problems:\n", path)
 		for _, e := range unjoin(err) {
 			fmt.Fprintf(stderr, "  - %s\n", e)
 		}
-		return 1
 	}
-	fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
-	return 0
+	return cfg, err
 }
 
 func unjoin(err error) []error {
@@ -86,12 +94,8 @@ func unjoin(err error) []error {
 }
 
 func serve(ctx context.Context, path string, stderr io.Writer) int {
-	cfg, err := LoadConfig(path)
+	cfg, err := loadConfig(path, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: configuration has problems:\n", path)
-		for _, e := range unjoin(err) {
-			fmt.Fprintf(stderr, "  - %s\n", e)
-		}
 		return 1
 	}
 	m := NewMain(cfg, stderr)
