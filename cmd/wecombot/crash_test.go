@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm/llmtest"
+)
+
+// buildBinary builds cmd/wecombot once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	bin := filepath.Join(t.TempDir(), "wecombot")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is the real binary running under a test.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startBinary(t *testing.T, bin, cfgPath, addr string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "TEST_LLM_KEY=sk-test-key")
+	logf, err := os.OpenFile(cfgPath+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, addr: addr}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(cfgPath + ".log")
+	t.Fatalf("binary did not come up on %s:\n%s", addr, log)
+	return nil
+}
+
+// TestKill9LosesNothingAndRepeatsNothing kills the real binary with SIGKILL
+// while answers are in flight, restarts it, and checks that every message got
+// exactly one answer.
+func TestKill9LosesNothingAndRepeatsNothing(t *testing.T) {
+	bin := buildBinary(t)
+	aesKey := wecomsim.NewEncodingAESKey()
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
+	simSrv := httptest.NewServer(sim.Handler())
+	defer simSrv.Close()
+	var slow atomic.Bool
+	slow.Store(true)
+	fake := llmtest.New(func(r llmtest.Request) llmtest.Reply {
+		reply := llmtest.Reply{Content: "answer to " + lastUser(r)}
+		if slow.Load() {
+			reply.Delay = 1500 * time.Millisecond
+		}
+		return reply
+	})
+	llmSrv := httptest.NewServer(fake.Handler())
+	defer func() { fake.Close(); llmSrv.Close() }()
+
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	yml := fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: %q}
+llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s}
+admin: {password: pw}
+pipeline: {workers: 4}
+bots:
+  - {name: helpdesk, corp_id: %q, agent_id: %d, secret: %q, token: %q, encoding_aes_key: %q}
+`, addr, filepath.Join(dir, "db", "wecombot.db"), simSrv.URL, llmSrv.URL+"/v1", testCorp, testAgent, testSecret, testToken, aesKey)
+	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, bin, cfgPath, addr)
+	cb := &wecomsim.Callback{URL: "http://" + addr + "/wecom/helpdesk/callback", Token: testToken, EncodingAESKey: aesKey, CorpID: testCorp}
+
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	var questions []string
+	msgID := int64(9000)
+	post := func(user, q string) {
+		t.Helper()
+		msgID++
+		status, body, err := cb.Post(context.Background(), wecomsim.TextXML(testCorp, user, q, msgID, time.Now().Unix(), testAgent))
+		if err != nil || status != 200 || body != "" {
+			t.Fatalf("callback %s/%s: %d %q %v", user, q, status, body, err)
+		}
+	}
+	for round := range 2 {
+		for _, u := range users {
+			q := fmt.Sprintf("%s question %d", u, round)
+			questions = append(questions, q)
+			post(u, q)
+		}
+	}
+	// Kill when some answers are out and others are with the LLM.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(sim.Delivered()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	t.Logf("killed with %d LLM calls started and %d answers delivered", fake.Calls(), len(sim.Delivered()))
+
+	slow.Store(false)
+	startBinary(t, bin, cfgPath, addr)
+	// One more message per user: answers are in order per user, so once
+	// these arrive, every earlier answer (and any duplicate) has too.
+	for _, u := range users {
+		post(u, u+" last")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		done := 0
+		for _, s := range sim.Delivered() {
+			if strings.HasSuffix(s.Content, " last") {
+				done++
+			}
+		}
+		if done == len(users) {
+			break
+		}
+		if ctx.Err() != nil {
+			log, _ := os.ReadFile(cfgPath + ".log")
+			t.Fatalf("last answers: %d of %d\n%s", done, len(users), log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	count := map[string]int{}
+	for _, s := range sim.Delivered() {
+		count[s.Content]++
+	}
+	for _, q := range questions {
+		if n := count["answer to "+q]; n != 1 {
+			t.Errorf("%q answered %d times, want exactly 1", q, n)
+		}
+	}
+	t.Logf("delivered %d, dropped by WeCom's duplicate check %d", len(sim.Delivered()), len(sim.Dropped()))
+}
