@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -198,5 +199,37 @@ func TestOutboxGivesUpAfterTheConfiguredTime(t *testing.T) {
 	}
 	if got := e.contents("u1"); len(got) != 0 {
 		t.Fatalf("delivered %q", got)
+	}
+}
+
+// During a WeCom outage (every call answered 503) nothing is lost: after
+// recovery each answer arrives once, in order per user.
+func TestOutboxSurvivesAWeComOutage(t *testing.T) {
+	e := newOutboxEnv(t)
+	want := map[string][]string{}
+	for _, u := range []string{"u1", "u2", "u3"} {
+		for i := range 3 {
+			c := fmt.Sprintf("%s answer %d", u, i)
+			e.answer(u, fmt.Sprintf("%s-%d", u, i), c+" part a", c+" part b")
+			want[u] = append(want[u], c+" part a", c+" part b")
+		}
+	}
+	e.sim.SetDown(true)
+	for range 20 { // 20 minutes of outage
+		e.drain()
+		e.clock.Advance(time.Minute)
+	}
+	if n := len(e.sim.Delivered()); n != 0 {
+		t.Fatalf("%d delivered during the outage", n)
+	}
+	e.sim.SetDown(false)
+	for range 30 {
+		e.clock.Advance(time.Minute)
+		e.drain()
+	}
+	for u, w := range want {
+		if got := e.contents(u); strings.Join(got, "|") != strings.Join(w, "|") {
+			t.Errorf("%s got %q, want %q", u, got, w)
+		}
 	}
 }
