@@ -125,6 +125,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.cancel()
 	}
 	a.wg.Wait()
+	// Deliver what the finished work produced while the deadline allows.
+	a.outbox.flush(ctx)
 	return err
 }
 

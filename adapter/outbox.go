@@ -110,6 +110,18 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
+// flush delivers the parts due now until none is left or ctx ends (at
+// shutdown, with Run stopped).
+func (o *Outbox) flush(ctx context.Context) {
+	for ctx.Err() == nil {
+		parts, err := o.store.DueParts(ctx, o.clock.Now(), 64)
+		if err != nil || len(parts) == 0 {
+			return
+		}
+		o.deliverAll(ctx, parts)
+	}
+}
+
 // idle waits for the next due part, a notification or the end.
 func (o *Outbox) idle(ctx context.Context) {
 	wait := time.Minute
