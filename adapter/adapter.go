@@ -29,6 +29,8 @@ type Store interface {
 	TokenStore
 	MessageStore
 	OutboxStore
+	EnqueueText(ctx context.Context, bot, user string, parts []string) error
+	RetryMessage(ctx context.Context, id int64) error
 }
 
 // Options are the dependencies of an App.
@@ -51,6 +53,7 @@ type App struct {
 	order    []string
 	pipeline *Pipeline
 	outbox   *Outbox
+	store    Store
 	log      *slog.Logger
 
 	cancel context.CancelFunc
@@ -72,7 +75,7 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, o.WeCom.RequestTimeout)
-	a := &App{bots: map[string]*bot{}, log: o.Log}
+	a := &App{bots: map[string]*bot{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		cipher, err := wxcrypto.New(bc.Token, bc.EncodingAESKey, bc.CorpID)
 		if err != nil {
@@ -173,3 +176,25 @@ func (a *App) TokenManager(name string) *TokenManager {
 
 var _ Store = (*storage.DB)(nil)
 var _ SharedTokens = (*storage.Redis)(nil)
+
+// Send queues text for user of bot name through the outbox, as an answer to
+// no message (the admin's "send").
+func (a *App) Send(ctx context.Context, name, user, text string) error {
+	if _, ok := a.bots[name]; !ok {
+		return ErrUnknownBot
+	}
+	if err := a.store.EnqueueText(ctx, name, user, Split(text, maxPartBytes)); err != nil {
+		return err
+	}
+	a.outbox.Notify()
+	return nil
+}
+
+// Resend puts the failed reply of message id back in the outbox.
+func (a *App) Resend(ctx context.Context, id int64) error {
+	if err := a.store.RetryMessage(ctx, id); err != nil {
+		return err
+	}
+	a.outbox.Notify()
+	return nil
+}

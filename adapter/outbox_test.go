@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -231,5 +232,34 @@ func TestOutboxSurvivesAWeComOutage(t *testing.T) {
 		if got := e.contents(u); strings.Join(got, "|") != strings.Join(w, "|") {
 			t.Errorf("%s got %q, want %q", u, got, w)
 		}
+	}
+}
+
+func TestAdminSendAndResendGoThroughTheOutbox(t *testing.T) {
+	e := newOutboxEnv(t)
+	ctx := context.Background()
+	if err := e.app.Send(ctx, "nobody", "u", "x"); !errors.Is(err, ErrUnknownBot) {
+		t.Fatalf("send to an unknown bot: %v", err)
+	}
+	if err := e.app.Send(ctx, "b", "u1", "notice from the admin"); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetInvalidUser("u2")
+	id := e.answer("u2", "k", "lost answer")
+	e.drain()
+	if got := e.contents("u1"); len(got) != 1 || got[0] != "notice from the admin" {
+		t.Fatalf("admin send: %q", got)
+	}
+	if e.state(id).State != storage.MessageFailed {
+		t.Fatal("answer to an invalid user should fail")
+	}
+	// The user is back in the corp; the admin re-sends.
+	e.sim.SetValidUser("u2")
+	if err := e.app.Resend(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.drain()
+	if got := e.contents("u2"); len(got) != 1 || got[0] != "lost answer" || e.state(id).State != storage.MessageAnswered {
+		t.Fatalf("resend: %q, state %s", got, e.state(id).State)
 	}
 }

@@ -214,3 +214,26 @@ func (d *DB) PartsOf(ctx context.Context, messageID int64) ([]OutboxPart, error)
 	}
 	return out, nil
 }
+
+// RetryMessage puts the failed parts of message id back in the outbox, due
+// now, and the message back to answering (the admin's "re-send"). It returns
+// ErrNotFound when the message has no failed part.
+func (d *DB) RetryMessage(ctx context.Context, id int64) error {
+	now := d.now()
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", id, OutboxFailed).
+			Updates(map[string]any{"state": OutboxPending, "next_attempt_at": now, "created_at": now, "attempts": 0, "last_error": ""})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotFound
+		}
+		return tx.Model(&messageRow{}).Where("id = ?", id).
+			Updates(map[string]any{"state": MessageAnswering, "error": ""}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("storage: retry message %d: %w", id, err)
+	}
+	return nil
+}

@@ -325,3 +325,26 @@ func TestFailureNoticeEndsFailed(t *testing.T) {
 		t.Errorf("failure without parts: state %q, want failed", got.State)
 	}
 }
+
+func TestRetryMessage(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	m := insertMsg(t, db, "bot", "u", "k")
+	answer(t, db, m, "one", "two")
+	must(t, db.FailPart(ctx, partID(t, db, "one"), "user gone"))
+	if got := message(t, db, m.ID); got.State != MessageFailed {
+		t.Fatalf("state %q", got.State)
+	}
+	must(t, db.RetryMessage(ctx, m.ID))
+	got := message(t, db, m.ID)
+	if got.State != MessageAnswering || got.Error != "" {
+		t.Fatalf("after retry: %q %q", got.State, got.Error)
+	}
+	due, err := db.DueParts(ctx, db.Now(), 10)
+	if err != nil || len(due) != 1 || due[0].Content != "one" || due[0].Attempts != 0 {
+		t.Fatalf("due after retry: %+v %v", due, err)
+	}
+	if err := db.RetryMessage(ctx, m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("retry without failed parts: %v", err)
+	}
+}

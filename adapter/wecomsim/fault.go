@@ -90,3 +90,10 @@ func (s *Server) SetInvalidUser(userID string) {
 	defer s.mu.Unlock()
 	s.invalidUsers[strings.ToLower(userID)] = true
 }
+
+// SetValidUser undoes SetInvalidUser (the user joined the corp again).
+func (s *Server) SetValidUser(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.invalidUsers, strings.ToLower(userID))
+}
