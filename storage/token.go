@@ -27,7 +27,7 @@ type tokenRow struct {
 	Bot          string `gorm:"primaryKey;size:64"`
 	CorpID       string `gorm:"size:64;not null"`
 	AgentID      int64  `gorm:"not null"`
-	Value        string `gorm:"size:1024;not null"`
+	Value        string `gorm:"column:token;size:1024;not null"`
 	ExpiresAt    time.Time
 	FetchedAt    time.Time
 	RefreshCount int64 `gorm:"not null;default:0"`
@@ -67,7 +67,7 @@ func (d *DB) SaveToken(ctx context.Context, t Token) error {
 		DoUpdates: clause.Assignments(map[string]any{
 			"corp_id":       row.CorpID,
 			"agent_id":      row.AgentID,
-			"value":         row.Value,
+			"token":         row.Value,
 			"expires_at":    row.ExpiresAt,
 			"fetched_at":    row.FetchedAt,
 			"refresh_count": clause.Expr{SQL: "tokens.refresh_count + 1"},
@@ -99,8 +99,8 @@ func (d *DB) SaveTokenError(ctx context.Context, bot, corpID string, agentID int
 // token WeCom just refused), so a restart does not pick it up again.
 func (d *DB) ForgetToken(ctx context.Context, bot, value string) error {
 	err := d.db.WithContext(ctx).Model(&tokenRow{}).
-		Where("bot = ? AND value = ?", bot, value).
-		Updates(map[string]any{"value": "", "expires_at": time.Time{}, "updated_at": d.now()}).Error
+		Where("bot = ? AND token = ?", bot, value).
+		Updates(map[string]any{"token": "", "expires_at": time.Time{}, "updated_at": d.now()}).Error
 	if err != nil {
 		return fmt.Errorf("storage: forget token of %s: %w", bot, err)
 	}
