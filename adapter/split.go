@@ -32,8 +32,9 @@ func Split(text string, limit int) []string {
 var sentenceEnds = []string{"。", "！", "？", "；", "…", ". ", "! ", "? ", "; ", ".\n", "!\n", "?\n"}
 
 // cutPoint returns where to end a part of text (longer than limit) that may
-// use up to limit bytes. A break in the first quarter of the window would
-// leave a stub, so it is only taken when nothing better exists.
+// use up to limit bytes. Breaks in the first quarter of the window are not
+// taken: they would leave a stub, and a cut at the last character boundary
+// reads better than a message of a few words.
 func cutPoint(text string, limit int) int {
 	window := text[:limit]
 	floor := len(window) / 4

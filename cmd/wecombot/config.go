@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -135,7 +136,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 	var probe Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&probe); err != nil && !errors.Is(err, errEOF) {
+	if err := dec.Decode(&probe); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
 			return nil, fmt.Errorf("config: %w", err)
@@ -172,8 +173,6 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 	return &cfg, nil
 }
 
-var errEOF = errors.New("EOF")
-
 func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
@@ -184,10 +183,21 @@ func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error)
 			}
 			return v
 		})
-		// An expanded value is a string, whatever it looks like.
+		// A plain ${VAR} is typed as if its value were written in its place,
+		// so that agent_id: ${WECOM_AGENT_ID} is a number; string keys keep
+		// the text exactly anyway (yaml.v3 copies it), except a value yaml
+		// reads as null, which is pinned to a string like a quoted one.
 		if n.Tag == "" || n.Tag == "!!str" {
-			n.Tag = "!!str"
-			n.Style = yaml.DoubleQuotedStyle
+			quoted := n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) != 0
+			switch n.Value {
+			case "", "~", "null", "Null", "NULL":
+				quoted = true
+			}
+			if quoted {
+				n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle
+			} else {
+				n.Tag = "" // resolved again by Decode
+			}
 		}
 	}
 	for _, c := range n.Content {

@@ -1,0 +1,420 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// Values a configuration error must never echo.
+const (
+	cfgAESKey   = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	cfgSecret   = "cfg-app-secret-never-echoed"
+	cfgToken    = "cfgCallbackTokenNeverEchoed"
+	cfgPassword = "cfg-admin-pw-never-echoed"
+)
+
+// cfgSecrets are the secrets of goodYAML plus the bad AES keys of the tests.
+var cfgSecrets = []string{cfgAESKey, cfgSecret, cfgToken, cfgPassword, cfgAESKey[:42], "abcdefghijklmnopqrstuvwxyz0123456789ABC*EFG"}
+
+// goodYAML is a complete valid configuration; tests edit one line of it.
+const goodYAML = `server:
+  addr: "127.0.0.1:0"
+wecom:
+  api_base: "https://qyapi.weixin.qq.com"
+  token_refresh_before: 5m
+llm:
+  api_key: "sk-cfg"
+admin:
+  password: "` + cfgPassword + `"
+bots:
+  - name: helpdesk
+    corp_id: wwcfgcorp
+    agent_id: 1000002
+    secret: "` + cfgSecret + `"
+    token: "` + cfgToken + `"
+    encoding_aes_key: "` + cfgAESKey + `"
+`
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := vars[k]
+		return v, ok
+	}
+}
+
+// problems splits a joined configuration error into its problems.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var out []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, e.Error())
+		}
+	} else {
+		out = append(out, err.Error())
+	}
+	for _, s := range cfgSecrets {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error echoes a secret %q:\n%v", s, err)
+		}
+	}
+	return out
+}
+
+// edit replaces the first line of yml that starts with old (after its
+// indentation) by the given lines, keeping the indentation.
+func edit(yml, old string, lines ...string) string {
+	var out []string
+	found := false
+	for _, l := range strings.Split(yml, "\n") {
+		trimmed := strings.TrimLeft(l, " ")
+		if !found && strings.HasPrefix(trimmed, old) {
+			found = true
+			indent := l[:len(l)-len(trimmed)]
+			for _, n := range lines {
+				out = append(out, indent+n)
+			}
+			continue
+		}
+		out = append(out, l)
+	}
+	if !found {
+		panic("test bug: no line " + old + " in the configuration")
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestShippedConfig(t *testing.T) {
+	env := map[string]string{
+		"OPENAI_API_KEY":          "sk-shipped",
+		"WECOMBOT_ADMIN_PASSWORD": cfgPassword,
+		"WECOM_CORP_ID":           "wwshipped",
+		"WECOM_SECRET":            cfgSecret,
+		"WECOM_CALLBACK_TOKEN":    cfgToken,
+		"WECOM_AES_KEY":           cfgAESKey,
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := LoadConfig(filepath.Join("..", "..", "config.yaml"))
+	if err != nil {
+		t.Fatalf("the shipped config.yaml does not validate:\n%v", err)
+	}
+
+	// The documented defaults, as README and config.yaml state them.
+	checks := []struct {
+		key       string
+		got, want any
+	}{
+		{"server.addr", cfg.Server.Addr, ":8080"},
+		{"server.shutdown_timeout", cfg.Server.ShutdownTimeout, "20s"},
+		{"storage.driver", cfg.Storage.Driver, "sqlite"},
+		{"storage.dsn", cfg.Storage.DSN, "data/wecombot.db"},
+		{"wecom.api_base", cfg.WeCom.APIBase, "https://qyapi.weixin.qq.com"},
+		{"wecom.token_refresh_before", cfg.WeCom.TokenRefreshBefore, "5m"},
+		{"wecom.request_timeout", cfg.WeCom.RequestTimeout, "10s"},
+		{"llm.base_url", cfg.LLM.BaseURL, "https://api.openai.com/v1"},
+		{"llm.api_key", cfg.LLM.APIKey, "sk-shipped"},
+		{"llm.model", cfg.LLM.Model, "gpt-4o-mini"},
+		{"llm.system_prompt", cfg.LLM.SystemPrompt, "You are a helpful assistant."},
+		{"llm.timeout", cfg.LLM.Timeout, "60s"},
+		{"llm.history_turns", cfg.LLM.HistoryTurns, 10},
+		{"llm.retries", cfg.LLM.Retries, 2},
+		{"redis.addr", cfg.Redis.Addr, ""},
+		{"admin.username", cfg.Admin.Username, "admin"},
+		{"admin.password", cfg.Admin.Password, cfgPassword},
+		{"pipeline.workers", cfg.Pipeline.Workers, 16},
+		{"pipeline.give_up_after", cfg.Pipeline.GiveUpAfter, "24h"},
+		{"replies.welcome", cfg.Replies.Welcome, ""},
+		{"log.level", cfg.Log.Level, "info"},
+		{"log.format", cfg.Log.Format, "text"},
+		{"bots", len(cfg.Bots), 1},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %#v, want %#v", c.key, c.got, c.want)
+		}
+	}
+	want := BotConfig{Name: "helpdesk", CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
+	if len(cfg.Bots) == 1 && cfg.Bots[0] != want {
+		t.Errorf("bots[0] = %+v, want %+v", cfg.Bots[0], want)
+	}
+
+	// config.yaml spells out every default of the code: they must agree.
+	got := *cfg
+	got.LLM.APIKey, got.Admin.Password, got.Bots = "", "", nil
+	if d := defaults(); !reflect.DeepEqual(got, d) {
+		t.Errorf("config.yaml and defaults() disagree:\nfile:     %+v\ndefaults: %+v", got, d)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	yml := "admin: {password: pw}\nbots:\n  - {name: a, corp_id: c, agent_id: 1, secret: s, token: t, encoding_aes_key: " + cfgAESKey + "}\n"
+	cfg, err := ParseConfig([]byte(yml), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := *cfg
+	got.Admin.Password, got.Bots = "", nil
+	if d := defaults(); !reflect.DeepEqual(got, d) {
+		t.Errorf("a minimal file does not get the defaults:\ngot:  %+v\nwant: %+v", got, d)
+	}
+}
+
+func TestParseConfigEmpty(t *testing.T) {
+	for _, yml := range []string{"", "# nothing but a comment\n", "\n\n"} {
+		_, err := ParseConfig([]byte(yml), noEnv)
+		ps := problems(t, err)
+		all := strings.Join(ps, "\n")
+		if len(ps) != 2 || !strings.Contains(all, "admin.password") || !strings.Contains(all, "bots: no bot is configured") {
+			t.Errorf("ParseConfig(%q): want the two missing things reported, got %d problem(s):\n%s", yml, len(ps), all)
+		}
+	}
+}
+
+func TestParseConfigExpand(t *testing.T) {
+	tests := []struct {
+		name  string
+		edits [][]string // old line, new line
+		env   map[string]string
+		check func(t *testing.T, c *Config)
+	}{
+		{
+			name:  "set variables, alone and inside text",
+			edits: [][]string{{"secret:", `secret: "${S}"`}, {"api_key:", "api_key: sk-${K}-x"}, {"corp_id:", "corp_id: ${C}"}},
+			env:   map[string]string{"S": cfgSecret, "K": "key", "C": "wwfromenv"},
+			check: func(t *testing.T, c *Config) {
+				if c.Bots[0].Secret != cfgSecret || c.LLM.APIKey != "sk-key-x" || c.Bots[0].CorpID != "wwfromenv" {
+					t.Errorf("secret %q, api_key %q, corp_id %q", c.Bots[0].Secret, c.LLM.APIKey, c.Bots[0].CorpID)
+				}
+			},
+		},
+		{
+			name:  "a bare $ is left alone",
+			edits: [][]string{{"password:", `password: "pa$$w0rd$"`}, {"api_key:", "api_key: $HOME-$K"}},
+			env:   map[string]string{"HOME": "/root", "K": "k"},
+			check: func(t *testing.T, c *Config) {
+				if c.Admin.Password != "pa$$w0rd$" || c.LLM.APIKey != "$HOME-$K" {
+					t.Errorf("password %q, api_key %q", c.Admin.Password, c.LLM.APIKey)
+				}
+			},
+		},
+		{
+			name: "values that look like numbers, booleans or null stay strings",
+			edits: [][]string{
+				{"corp_id:", "corp_id: ${NUM}"}, {"secret:", "secret: ${ZERO}"}, {"token:", "token: '${BOOL}'"},
+				{"api_key:", "api_key: ${NULL}"}, {"password:", "password: ${FLOAT}"}, {"addr:", `addr: "${HEX}"`},
+			},
+			env: map[string]string{"NUM": "12345", "ZERO": "007", "BOOL": "true", "NULL": "null", "FLOAT": "1e3", "HEX": "0x1F"},
+			check: func(t *testing.T, c *Config) {
+				b := c.Bots[0]
+				if b.CorpID != "12345" || b.Secret != "007" || b.Token != "true" || c.LLM.APIKey != "null" ||
+					c.Admin.Password != "1e3" || c.Server.Addr != "0x1F" {
+					t.Errorf("corp_id %q secret %q token %q api_key %q password %q addr %q",
+						b.CorpID, b.Secret, b.Token, c.LLM.APIKey, c.Admin.Password, c.Server.Addr)
+				}
+			},
+		},
+		{
+			name:  "a number key may come from the environment",
+			edits: [][]string{{"agent_id:", "agent_id: ${AGENT}"}, {"api_key:", "api_key: sk", "history_turns: ${TURNS}"}},
+			env:   map[string]string{"AGENT": "1000005", "TURNS": "3"},
+			check: func(t *testing.T, c *Config) {
+				if c.Bots[0].AgentID != 1000005 || c.LLM.HistoryTurns != 3 {
+					t.Errorf("agent_id %d, history_turns %d", c.Bots[0].AgentID, c.LLM.HistoryTurns)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yml := goodYAML
+			for _, e := range tt.edits {
+				yml = edit(yml, e[0], e[1:]...)
+			}
+			cfg, err := ParseConfig([]byte(yml), envOf(tt.env))
+			if ps := problems(t, err); len(ps) > 0 {
+				t.Fatalf("problems:\n%s\nin:\n%s", strings.Join(ps, "\n"), yml)
+			}
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestParseConfigUnsetVariable(t *testing.T) {
+	yml := edit(goodYAML, "secret:", `secret: "${WECOM_SECRET}"`) // line 14
+	yml = edit(yml, "api_key:", "api_key: ${OPENAI_API_KEY}")     // line 7
+	_, err := ParseConfig([]byte(yml), envOf(map[string]string{"UNRELATED": "x"}))
+	ps := problems(t, err)
+	want := []string{"line 7: environment variable OPENAI_API_KEY is not set", "line 14: environment variable WECOM_SECRET is not set"}
+	for _, w := range want {
+		if !strings.Contains(strings.Join(ps, "\n"), w) {
+			t.Errorf("no problem %q in:\n%s", w, strings.Join(ps, "\n"))
+		}
+	}
+	// The unset secret is also empty, which validation says too.
+	if len(ps) != 3 || !strings.Contains(ps[2], "bots[0] (helpdesk).secret: is empty") {
+		t.Errorf("want the 2 unset variables and the empty secret, got %d:\n%s", len(ps), strings.Join(ps, "\n"))
+	}
+}
+
+func TestParseConfigUnknownKeys(t *testing.T) {
+	tests := []struct {
+		name      string
+		old       string
+		new       []string
+		key, line string
+	}{
+		{"top level", "server:", []string{"frobnicate: 1", "server:"}, "frobnicate", "line 1:"},
+		{"llm.modle", "api_key:", []string{"api_key: sk", "modle: gpt-4o"}, "modle", "line 8:"},
+		{"bots[0].secrte", "secret:", []string{"secrte: x", "secret: s"}, "secrte", "line 14:"},
+		{"server.adress", "addr:", []string{`adress: ":80"`}, "adress", "line 2:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(edit(goodYAML, tt.old, tt.new...)), noEnv)
+			ps := problems(t, err)
+			if len(ps) != 1 {
+				t.Fatalf("want 1 problem, got %d:\n%s", len(ps), strings.Join(ps, "\n"))
+			}
+			for _, w := range []string{"unknown key", tt.key, tt.line} {
+				if !strings.Contains(ps[0], w) {
+					t.Errorf("problem %q does not say %q", ps[0], w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseConfigValidation(t *testing.T) {
+	tests := []struct {
+		name     string
+		yml      string
+		key, say string
+	}{
+		{"42-character AES key", edit(goodYAML, "encoding_aes_key:", `encoding_aes_key: "`+cfgAESKey[:42]+`"`),
+			"bots[0] (helpdesk).encoding_aes_key", "must be 43 characters, got 42"},
+		{"AES key not base64", edit(goodYAML, "encoding_aes_key:", `encoding_aes_key: "abcdefghijklmnopqrstuvwxyz0123456789ABC*EFG"`),
+			"bots[0] (helpdesk).encoding_aes_key", "is not a valid EncodingAESKey"},
+		{"duplicate bot name", goodYAML + `  - {name: helpdesk, corp_id: c2, agent_id: 2, secret: s2, token: t2, encoding_aes_key: "` + cfgAESKey + "\"}\n",
+			"bots[1] (helpdesk).name", `"helpdesk" is used by another bot`},
+		{"bot name with capitals", edit(goodYAML, "- name:", "- name: Help.Desk"),
+			"bots[0] (Help.Desk).name", "may only contain a-z, 0-9, _ and -"},
+		{"bot name with a slash", edit(goodYAML, "- name:", "- name: help/desk"),
+			"bots[0] (help/desk).name", "may only contain a-z, 0-9, _ and -"},
+		{"missing secret", edit(goodYAML, "secret:"), "bots[0] (helpdesk).secret", "is empty"},
+		{"empty secret", edit(goodYAML, "secret:", `secret: ""`), "bots[0] (helpdesk).secret", "is empty"},
+		{"agent_id 0", edit(goodYAML, "agent_id:", "agent_id: 0"), "bots[0] (helpdesk).agent_id", "positive number"},
+		{"unparsable duration", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5x"),
+			"wecom.token_refresh_before", `"5x" is not a duration`},
+		{"api_base without scheme", edit(goodYAML, "api_base:", "api_base: qyapi.weixin.qq.com"),
+			"wecom.api_base", `"qyapi.weixin.qq.com" is not an http(s) URL`},
+		{"empty admin password", edit(goodYAML, "password:", `password: ""`), "admin.password", "is empty"},
+		{"no bots", goodYAML[:strings.Index(goodYAML, "bots:")] + "bots: []\n", "bots", "no bot is configured"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.yml), noEnv)
+			ps := problems(t, err)
+			if len(ps) != 1 {
+				t.Fatalf("want 1 problem, got %d:\n%s\nin:\n%s", len(ps), strings.Join(ps, "\n"), tt.yml)
+			}
+			if want := "config: " + tt.key + ": "; !strings.HasPrefix(ps[0], want) {
+				t.Errorf("problem %q does not name the key (%q)", ps[0], want)
+			}
+			if !strings.Contains(ps[0], tt.say) {
+				t.Errorf("problem %q does not say %q", ps[0], tt.say)
+			}
+		})
+	}
+}
+
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	yml := `server:
+  adress: ":80"
+wecom:
+  api_base: qyapi.weixin.qq.com
+  token_refresh_before: 5x
+llm:
+  modle: gpt
+  api_key: ${OPENAI_API_KEY}
+admin:
+  password: ""
+bots:
+  - name: helpdesk
+    corp_id: ww
+    agent_id: 0
+    token: ` + cfgToken + `
+    encoding_aes_key: ` + cfgAESKey[:42] + `
+  - name: helpdesk
+    corp_id: ww
+    agent_id: 3
+    secrte: ` + cfgSecret + `
+    secret: ` + cfgSecret + `
+    token: ` + cfgToken + `
+    encoding_aes_key: abcdefghijklmnopqrstuvwxyz0123456789ABC*EFG
+`
+	_, err := ParseConfig([]byte(yml), noEnv)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	ps := problems(t, err)
+	want := []string{
+		"unknown key: line 2: field adress",
+		"unknown key: line 7: field modle",
+		"unknown key: line 20: field secrte",
+		"line 8: environment variable OPENAI_API_KEY is not set",
+		`wecom.api_base: "qyapi.weixin.qq.com" is not an http(s) URL`,
+		`wecom.token_refresh_before: "5x" is not a duration`,
+		"admin.password: is empty",
+		"bots[0] (helpdesk).agent_id:",
+		"bots[0] (helpdesk).secret: is empty",
+		"bots[0] (helpdesk).encoding_aes_key: must be 43 characters, got 42",
+		"bots[1] (helpdesk).name: \"helpdesk\" is used by another bot",
+		"bots[1] (helpdesk).encoding_aes_key: is not a valid EncodingAESKey",
+	}
+	if len(ps) != len(want) {
+		t.Errorf("%d problems reported, want %d:\n%s", len(ps), len(want), strings.Join(ps, "\n"))
+	}
+	for _, w := range want {
+		found := false
+		for _, p := range ps {
+			found = found || strings.Contains(p, w)
+		}
+		if !found {
+			t.Errorf("problem %q not reported in:\n%s", w, strings.Join(ps, "\n"))
+		}
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "wecombot.yaml")
+	if err := os.WriteFile(path, []byte(edit(goodYAML, "secret:", "secret: ${CFG_TEST_SECRET}")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CFG_TEST_SECRET", cfgSecret)
+	cfg, err := LoadConfig(path)
+	if err != nil || cfg.Bots[0].Secret != cfgSecret {
+		t.Fatalf("LoadConfig = %+v, %v", cfg, err)
+	}
+	_, err = LoadConfig(filepath.Join(dir, "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("LoadConfig(missing) = %v, want a not-exist error naming the file", err)
+	}
+	if err := os.WriteFile(path, []byte("server: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil {
+		t.Error("LoadConfig(broken YAML) = nil error")
+	}
+}
