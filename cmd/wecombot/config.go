@@ -143,7 +143,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 		}
 		for _, e := range te.Errors {
 			if strings.Contains(e, "not found in type") {
-				problems = append(problems, fmt.Errorf("config: unknown key: %s", strings.Replace(e, " not found in type main.", " not found in section ", 1)))
+				problems = append(problems, fmt.Errorf("config: unknown key: %s", unknownKey(e)))
 			}
 		}
 	}
@@ -171,6 +171,31 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 		return &cfg, errors.Join(problems...)
 	}
 	return &cfg, nil
+}
+
+// sections names the YAML section of each configuration struct, so that an
+// unknown key is reported as "llm.modle" rather than by Go type.
+var sections = map[string]string{
+	"Config": "", "ServerConfig": "server.", "WeComConfig": "wecom.", "LLMConfig": "llm.",
+	"RedisConfig": "redis.", "AdminConfig": "admin.", "PipelineConfig": "pipeline.", "RepliesConfig": "replies.",
+	"LogConfig": "log.", "BotConfig": "bots[].", "storage.Config": "storage.",
+}
+
+// unknownKey rewrites yaml's "line 8: field modle not found in type
+// main.LLMConfig" as "line 8: llm.modle".
+func unknownKey(e string) string {
+	i := strings.Index(e, "field ")
+	j := strings.Index(e, " not found in type ")
+	if i < 0 || j < i {
+		return e
+	}
+	field := e[i+len("field ") : j]
+	typ := strings.TrimPrefix(e[j+len(" not found in type "):], "main.")
+	prefix, ok := sections[typ]
+	if !ok {
+		return e
+	}
+	return e[:i] + prefix + field
 }
 
 func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {

@@ -369,9 +369,9 @@ bots:
 	}
 	ps := problems(t, err)
 	want := []string{
-		"unknown key: line 2: field adress",
-		"unknown key: line 7: field modle",
-		"unknown key: line 20: field secrte",
+		"unknown key: line 2: server.adress",
+		"unknown key: line 7: llm.modle",
+		"unknown key: line 20: bots[].secrte",
 		"line 8: environment variable OPENAI_API_KEY is not set",
 		`wecom.api_base: "qyapi.weixin.qq.com" is not an http(s) URL`,
 		`wecom.token_refresh_before: "5x" is not a duration`,
