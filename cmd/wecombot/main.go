@@ -26,6 +26,9 @@ const usage = `usage: wecombot [command] [-config PATH]
 commands:
   serve   run the service (default)
   check   validate the configuration and print every problem found
+  demo    run the service against a built-in WeCom simulator, with a
+          throwaway database and (without OPENAI_API_KEY) an offline model;
+          -addr sets the listen address (default 127.0.0.1:8080)
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
@@ -43,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defaultPath = "config.yaml"
 	}
 	path := fs.String("config", defaultPath, "configuration file")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (demo)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -55,6 +59,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, *path, stderr)
 	case "check":
 		return check(*path, stdout, stderr)
+	case "demo":
+		demoPath := ""
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "config" {
+				demoPath = *path
+			}
+		})
+		return runDemo(ctx, demoOptions{Addr: *addr, ConfigPath: demoPath, Getenv: os.Getenv, Log: stderr}, stdout)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0

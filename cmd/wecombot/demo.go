@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm"
+)
+
+// Demo identities: a made-up corp and app that live only in the simulator.
+const (
+	demoCorp  = "wwdemo0000000001"
+	demoAgent = 1000002
+	demoBot   = "demo"
+)
+
+// demo is the service wired to an in-process WeCom simulator, with a
+// throwaway database. The service talks to the simulator only through
+// wecom.api_base and its callback URL, exactly as to WeCom.
+type demo struct {
+	Main     *Main
+	Sim      *wecomsim.Server
+	Callback *wecomsim.Callback
+	Password string
+	Model    string
+
+	simServer *http.Server
+	dir       string
+}
+
+type demoOptions struct {
+	Addr       string // service address
+	ConfigPath string // optional: its llm section is used
+	Getenv     func(string) string
+	Log        io.Writer
+}
+
+func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
+	dir, err := os.MkdirTemp("", "wecombot-demo-")
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{dir: dir}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	secret, token, pw := randomHex(16), randomHex(8), randomHex(6)
+	d.Password = pw
+	d.Sim = wecomsim.New(wecomsim.Options{
+		Apps: []wecomsim.App{{CorpID: demoCorp, AgentID: demoAgent, Secret: secret}},
+		// Short-lived tokens, so the proactive refresh shows in the panel within minutes.
+		TokenLifetime: 2 * time.Minute,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d.simServer = &http.Server{Handler: d.Sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = d.simServer.Serve(ln) }()
+
+	cfg := defaults()
+	cfg.Server.Addr = o.Addr
+	cfg.Storage.DSN = dir + "/demo.db"
+	cfg.WeCom.APIBase = "http://" + ln.Addr().String()
+	cfg.Admin.Password = pw
+	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
+	aesKey := wecomsim.NewEncodingAESKey()
+	cfg.Bots = []BotConfig{{Name: demoBot, CorpID: demoCorp, AgentID: demoAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
+	var completer llm.Echo
+	useReal := false
+	if o.ConfigPath != "" {
+		// Only the llm section of the given file is used; its other
+		// problems (bots of a real corp…) do not matter to the demo.
+		if fileCfg, err := LoadConfig(o.ConfigPath); fileCfg != nil {
+			cfg.LLM = fileCfg.LLM
+			useReal = true
+		} else {
+			return nil, err
+		}
+	} else if key := o.Getenv("OPENAI_API_KEY"); key != "" {
+		cfg.LLM.APIKey = key
+		if u := o.Getenv("OPENAI_BASE_URL"); u != "" {
+			cfg.LLM.BaseURL = u
+		}
+		if m := o.Getenv("OPENAI_MODEL"); m != "" {
+			cfg.LLM.Model = m
+		}
+		useReal = true
+	}
+	if problems := cfg.validate(); len(problems) > 0 {
+		return nil, fmt.Errorf("demo configuration: %v", problems)
+	}
+	d.Main = NewMain(&cfg, o.Log)
+	d.Model = cfg.LLM.Model
+	if !useReal {
+		d.Main.LLM = completer
+		d.Model = "offline echo model"
+	}
+	if err := d.Main.Open(ctx); err != nil {
+		return nil, err
+	}
+	d.Callback = &wecomsim.Callback{
+		URL: "http://" + d.Main.Addr + "/wecom/" + demoBot + "/callback", Token: token, EncodingAESKey: aesKey, CorpID: demoCorp,
+	}
+	ok = true
+	return d, nil
+}
+
+// Close stops the service and the simulator and removes the database.
+func (d *demo) Close() error {
+	var err error
+	if d.Main != nil {
+		err = d.Main.Close()
+	}
+	if d.simServer != nil {
+		_ = d.simServer.Close()
+	}
+	_ = os.RemoveAll(d.dir)
+	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runDemo is `wecombot demo`: it prints where to look and runs until ctx ends.
+func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) int {
+	d, err := startDemo(ctx, o)
+	if err != nil {
+		fmt.Fprintf(o.Log, "wecombot demo: %v\n", err)
+		return 1
+	}
+	base := "http://" + d.Main.Addr
+	fmt.Fprintf(stdout, `wecombot demo is running (model: %s)
+  admin panel:   %s/admin/   login: admin / %s
+  admin API:     curl -u admin:%s %s/api/bots
+  callback URL:  %s
+  WeCom simulator (gettoken, message/send): %s
+Press Ctrl+C to stop; the demo database is thrown away.
+`, d.Model, base, d.Password, d.Password, base, d.Callback.URL, d.Main.Config.WeCom.APIBase)
+	// A first message, so there is something to see at once.
+	xml := wecomsim.TextXML(demoCorp, "demo-user", "你好，wecombot！", time.Now().UnixNano(), time.Now().Unix(), demoAgent)
+	if status, _, err := d.Callback.Post(ctx, xml); err != nil || status != http.StatusOK {
+		fmt.Fprintf(o.Log, "wecombot demo: first message: status %d: %v\n", status, err)
+	}
+	<-ctx.Done()
+	if err := d.Close(); err != nil {
+		fmt.Fprintf(o.Log, "wecombot demo: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+)
+
+func TestDemoAnswersThroughItsOwnSimulator(t *testing.T) {
+	d, err := startDemo(context.Background(), demoOptions{
+		Addr: "127.0.0.1:0", Getenv: func(string) string { return "" }, Log: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	if d.Model != "offline echo model" {
+		t.Fatalf("model without a key: %q", d.Model)
+	}
+	xml := wecomsim.TextXML(demoCorp, "xiaoming", "演示一下", 1, time.Now().Unix(), demoAgent)
+	if status, body, err := d.Callback.Post(context.Background(), xml); err != nil || status != 200 || body != "" {
+		t.Fatalf("callback: %d %q %v", status, body, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sent, err := d.Sim.WaitDelivered(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent[0].ToUser != "xiaoming" || !strings.Contains(sent[0].Content, "demo model") || !strings.Contains(sent[0].Content, "演示一下") {
+		t.Fatalf("answer %+v", sent[0])
+	}
+	// The service reached the simulator only through api_base: it fetched a token there.
+	if d.Sim.TokenFetches(demoAgent) != 1 {
+		t.Fatalf("gettoken calls at the simulator: %d", d.Sim.TokenFetches(demoAgent))
+	}
+}
+
+func TestDemoCommandPrintsThePanelAndStops(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"demo", "-addr", "127.0.0.1:0"}, &stdout, &stderr) }()
+	re := regexp.MustCompile(`admin API:\s+curl -u admin:(\S+) (http://\S+)/api/bots`)
+	var m []string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m = re.FindStringSubmatch(stdout.String()); m != nil {
+			break
+		}
+	}
+	if m == nil {
+		cancel()
+		t.Fatalf("no URL printed:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	// The first message the demo sends itself gets its answer and shows up.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", m[2]+"/api/bots", nil)
+		req.SetBasicAuth("admin", m[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if resp.StatusCode == 200 && strings.Contains(body, `"state":"valid"`) {
+			break
+		}
+	}
+	if !strings.Contains(body, `"name":"demo"`) || !strings.Contains(body, `"state":"valid"`) {
+		t.Fatalf("demo bot: %s", body)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo did not stop")
+	}
+}

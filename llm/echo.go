@@ -1,0 +1,35 @@
+package llm
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Echo is the offline demo model: it answers deterministically, says that
+// it is a demo, and needs no key or network.
+type Echo struct{}
+
+// Complete answers the last user message.
+func (Echo) Complete(_ context.Context, msgs []Message) (string, error) {
+	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
+		return "", ErrEmpty
+	}
+	last := msgs[len(msgs)-1].Content
+	turns := 0
+	for _, m := range msgs {
+		if m.Role == RoleUser {
+			turns++
+		}
+	}
+	var b strings.Builder
+	b.WriteString("【演示模型 / demo model】你说：")
+	b.WriteString(last)
+	b.WriteString("\n（第 ")
+	b.WriteString(strconv.Itoa(turns))
+	b.WriteString(" 轮，共 ")
+	b.WriteString(strconv.Itoa(utf8.RuneCountInString(last)))
+	b.WriteString(" 个字符。设置 OPENAI_API_KEY 即可使用真实模型。）")
+	return b.String(), nil
+}
