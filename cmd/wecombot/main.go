@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +30,10 @@ commands:
   demo    run the service against a built-in WeCom simulator, with a
           throwaway database and (without OPENAI_API_KEY) an offline model;
           -addr sets the listen address (default 127.0.0.1:8080)
+  simulate  play WeCom for a service under development: serve gettoken and
+          message/send for the configured bots on -listen (point
+          wecom.api_base there) and send each stdin line "user: text" as an
+          encrypted callback to -service, printing the answers
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
@@ -47,6 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	path := fs.String("config", defaultPath, "configuration file")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (demo)")
+	listen := fs.String("listen", "127.0.0.1:9000", "simulator listen address (simulate)")
+	service := fs.String("service", "", "service base URL (simulate; default from server.addr)")
+	botName := fs.String("bot", "", "bot to send callbacks to (simulate; default the first)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,6 +75,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		})
 		return runDemo(ctx, demoOptions{Addr: *addr, ConfigPath: demoPath, Getenv: os.Getenv, Log: stderr}, stdout)
+	case "simulate":
+		cfg, err := loadConfig(*path, stderr)
+		if err != nil {
+			return 1
+		}
+		base := *service
+		if base == "" {
+			host, port, _ := net.SplitHostPort(cfg.Server.Addr)
+			if host == "" {
+				host = "127.0.0.1"
+			}
+			base = "http://" + net.JoinHostPort(host, port)
+		}
+		err = runSimulate(ctx, simulateOptions{Config: cfg, Listen: *listen, Service: base, Bot: *botName, In: os.Stdin, Out: stdout})
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm/llmtest"
+)
+
+func TestSimulateDrivesARunningService(t *testing.T) {
+	fake := llmtest.New(nil)
+	llmSrv := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
+	simAddr, svcAddr := freeAddr(t), freeAddr(t)
+	yml := fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: "http://%s"}
+llm: {base_url: %q, model: m}
+admin: {password: pw}
+log: {level: error}
+bots:
+  - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q}
+`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey())
+	cfg, err := ParseConfig([]byte(yml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, feed := io.Pipe()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		done <- runSimulate(ctx, simulateOptions{Config: cfg, Listen: simAddr, Service: "http://" + svcAddr, In: in, Out: out})
+	}()
+	for !strings.Contains(out.String(), "type lines") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := NewMain(cfg, io.Discard)
+	if err := m.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	fmt.Fprintln(feed, "alice: hello from the command line")
+	fmt.Fprintln(feed, "no colon here")
+	feed.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		`-> alice: hello from the command line (callback 200 ""`,
+		`!! expected "user: text"`,
+		`<- alice: echo: hello from the command line`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
