@@ -115,8 +115,9 @@ func defaults() Config {
 	}
 }
 
-// envRef is the ${VAR} form; a bare $ is left alone (passwords contain it).
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef is the ${VAR} or ${VAR:-default} form; a bare $ is left alone
+// (passwords contain it).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 
 // LoadConfig reads path, expands ${VAR} from the environment in every value,
 // and validates the result. All problems are reported together.
@@ -201,8 +202,11 @@ func unknownKey(e string) string {
 func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			name := ref[2 : len(ref)-1]
+			name, def, hasDefault := strings.Cut(ref[2:len(ref)-1], ":-")
 			v, ok := lookup(name)
+			if !ok && hasDefault {
+				return def
+			}
 			if !ok {
 				*problems = append(*problems, fmt.Errorf("config: line %d: environment variable %s is not set", n.Line, name))
 			}

@@ -418,3 +418,25 @@ func TestLoadConfigFile(t *testing.T) {
 		t.Error("LoadConfig(broken YAML) = nil error")
 	}
 }
+
+func TestEnvDefaults(t *testing.T) {
+	env := map[string]string{"SET": "from-env", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	base := "admin: {password: pw}\nbots: [{name: a, corp_id: c, agent_id: 1, secret: s, token: t, encoding_aes_key: " +
+		strings.Repeat("A", 43) + "}]\n"
+	cases := []struct{ value, want string }{
+		{`"${UNSET:-redis:6379}"`, "redis:6379"},
+		{`"${UNSET:-}"`, ""},
+		{`"${SET:-ignored}"`, "from-env"},
+		{`"${EMPTY:-ignored}"`, ""}, // set but empty is a value
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig([]byte(base+"redis: {addr: "+c.value+"}\n"), lookup)
+		if err != nil {
+			t.Fatalf("%s: %v", c.value, err)
+		}
+		if cfg.Redis.Addr != c.want {
+			t.Errorf("%s: got %q, want %q", c.value, cfg.Redis.Addr, c.want)
+		}
+	}
+}

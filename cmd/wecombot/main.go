@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -30,6 +33,8 @@ commands:
   demo    run the service against a built-in WeCom simulator, with a
           throwaway database and (without OPENAI_API_KEY) an offline model;
           -addr sets the listen address (default 127.0.0.1:8080)
+  health  exit 0 when the service answers /healthz (-ready: /readyz), for
+          container healthchecks; -url overrides the address from the config
   simulate  play WeCom for a service under development: serve gettoken and
           message/send for the configured bots on -listen (point
           wecom.api_base there) and send each stdin line "user: text" as an
@@ -55,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:9000", "simulator listen address (simulate)")
 	service := fs.String("service", "", "service base URL (simulate; default from server.addr)")
 	botName := fs.String("bot", "", "bot to send callbacks to (simulate; default the first)")
+	healthURL := fs.String("url", "", "service base URL (health; default from server.addr)")
+	ready := fs.Bool("ready", false, "check /readyz instead of /healthz (health)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "health":
+		return health(ctx, *path, *healthURL, *ready, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -110,6 +119,51 @@ func check(path string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
+	return 0
+}
+
+// health asks the running service whether it is up (or ready). It needs no
+// curl in the container image.
+func health(ctx context.Context, path, base string, ready bool, stdout, stderr io.Writer) int {
+	if base == "" {
+		addr := ":8080"
+		// Problems elsewhere in the file do not matter here.
+		if cfg, _ := LoadConfig(path); cfg != nil && cfg.Server.Addr != "" {
+			addr = cfg.Server.Addr
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "health: server.addr %q: %v\n", addr, err)
+			return 1
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		base = "http://" + net.JoinHostPort(host, port)
+	}
+	endpoint := "/healthz"
+	if ready {
+		endpoint = "/readyz"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+endpoint, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "health: %v\n", err)
+		return 1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "health: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "health: %s: %s %s\n", endpoint, resp.Status, body)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", endpoint, strings.TrimSpace(string(body)))
 	return 0
 }
 

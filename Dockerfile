@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Build: cgo is needed for SQLite (mattn/go-sqlite3).
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=1 go build -trimpath -ldflags="-s -w" -o /out/wecombot ./cmd/wecombot
+
+# Run: a small Debian with the C library the binary links against, no shell tools needed.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/wecombot --create-home wecombot
+COPY --from=build /out/wecombot /usr/local/bin/wecombot
+USER wecombot
+# storage.dsn "data/wecombot.db" is relative to this folder, which is the volume.
+WORKDIR /var/lib/wecombot
+VOLUME ["/var/lib/wecombot"]
+ENV WECOMBOT_CONFIG=/etc/wecombot/config.yaml
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["wecombot", "health"]
+ENTRYPOINT ["wecombot"]
+CMD ["serve"]
