@@ -1,5 +1,6 @@
-// Package web serves the admin side of the service: the JSON admin API (and,
-// later, the panel), health checks and metrics. It reads the rest of the
+// Package web serves the admin side of the service: the panel under /admin/
+// (server-rendered html/template pages with embedded assets), the JSON admin
+// API for scripts, health checks and metrics. It reads the rest of the
 // service through the small interfaces declared here and must never show a
 // secret: no app secret, callback token, AES key, LLM key, password or access
 // token appears in any response.
@@ -7,10 +8,9 @@ package web
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"errors"
+	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -18,15 +18,30 @@ import (
 	"github.com/wecombot/wecombot/adapter"
 )
 
-// Bots is what the admin API needs of the WeCom side (adapter.App).
+// Bots is what the admin side needs of the WeCom side (adapter.App).
 type Bots interface {
 	Bots() []adapter.BotStatus
 	RefreshToken(ctx context.Context, name string) (adapter.BotStatus, error)
 }
 
+// Outbox queues texts for delivery (adapter.App).
+type Outbox interface {
+	Send(ctx context.Context, bot, user, text string) error
+	Resend(ctx context.Context, messageID int64) error
+}
+
 // Pinger checks that a dependency answers (the database).
 type Pinger interface {
 	Ping(ctx context.Context) error
+}
+
+// Store is every read and write the admin side makes on the database
+// (storage.DB); each handler holds only the part it uses.
+type Store interface {
+	Pinger
+	Stats
+	Conversations
+	Messages
 }
 
 // AdminConfig is the `admin:` section.
@@ -35,48 +50,158 @@ type AdminConfig struct {
 	Password string
 }
 
+// ConfigReport is what the configuration page shows: the loaded
+// configuration with its secrets already masked, and what `wecombot check`
+// says of it.
+type ConfigReport struct {
+	Text     string
+	Problems []string
+}
+
+// Options are the dependencies of a Server.
+type Options struct {
+	Admin  AdminConfig
+	Bots   Bots
+	Outbox Outbox
+	Store  Store
+	// Config returns the configuration page's report; it must mask secrets.
+	Config  func() ConfigReport
+	Metrics http.Handler
+	Log     *slog.Logger
+	// Now is the clock of sessions, login throttling and "today"; tests
+	// replace it. Defaults to time.Now.
+	Now func() time.Time
+	// Location is the time zone the panel shows times in. Defaults to
+	// time.Local.
+	Location *time.Location
+	// SessionTTL is how long a panel login lasts. Defaults to 12h.
+	SessionTTL time.Duration
+}
+
 // Server is the admin side's handlers with their dependencies.
 type Server struct {
-	admin   AdminConfig
-	bots    Bots
-	db      Pinger
-	metrics http.Handler
+	admin    credentials
+	bots     Bots
+	metrics  http.Handler
+	throttle *throttle
+	origin   *http.CrossOriginProtection
+	render   *renderer
+	log      *slog.Logger
+
+	session      *sessionHandler
+	dashboard    *dashboardHandler
+	conversation *conversationHandler
+	message      *messageHandler
+	send         *sendHandler
+	config       *configHandler
 }
 
-// New returns the admin server.
-func New(admin AdminConfig, bots Bots, db Pinger, metrics http.Handler) *Server {
-	return &Server{admin: admin, bots: bots, db: db, metrics: metrics}
+// New returns the admin server. The panel's templates are parsed here, once.
+func New(o Options) *Server {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Location == nil {
+		o.Location = time.Local
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 12 * time.Hour
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	r := newRenderer(o.Location, o.Log)
+	admin := credentials{o.Admin}
+	th := newThrottle(o.Now)
+	return &Server{
+		admin: admin, bots: o.Bots, metrics: o.Metrics, throttle: th,
+		origin: http.NewCrossOriginProtection(), render: r, log: o.Log,
+		session: &sessionHandler{
+			render: r, admin: admin, throttle: th, sessions: newSessions(o.Now, o.SessionTTL), log: o.Log,
+		},
+		dashboard:    &dashboardHandler{render: r, bots: o.Bots, stats: o.Store, now: o.Now, loc: o.Location},
+		conversation: &conversationHandler{render: r, bots: o.Bots, store: o.Store},
+		message:      &messageHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
+		send:         &sendHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
+		config:       &configHandler{render: r, report: o.Config},
+	}
 }
 
-// Routes mounts /healthz, /metrics and the admin API.
+// Routes mounts /healthz, /metrics, the admin API and the panel.
 func (s *Server) Routes(r gin.IRouter) {
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	if s.metrics != nil {
 		r.GET("/metrics", gin.WrapH(s.metrics))
 	}
-	api := r.Group("/api", s.basicAuth)
+	api := r.Group("/api", s.crossOrigin(false), s.basicAuth)
 	api.GET("/bots", s.listBots)
 	api.POST("/bots/:name/token/refresh", s.refreshToken)
+	s.panelRoutes(r)
 }
 
-// basicAuth guards the JSON API for scripts. Both fields are compared in
-// constant time (through fixed-size digests, so lengths leak nothing either).
+// panelRoutes is the panel's route table.
+func (s *Server) panelRoutes(r gin.IRouter) {
+	r.GET("/admin/static/*file", s.render.static)
+	pub := r.Group("/admin", securityHeaders, s.crossOrigin(true), s.render.switchLanguage)
+	pub.GET("/login", s.session.form)
+	pub.POST("/login", s.session.login)
+	pub.POST("/logout", s.session.logout)
+
+	p := pub.Group("", s.session.require)
+	p.GET("/", s.dashboard.show)
+	p.POST("/bots/:name/token/refresh", s.dashboard.refresh)
+	p.GET("/conversations", s.conversation.list)
+	p.GET("/conversations/:bot/:user", s.conversation.show)
+	p.POST("/conversations/:bot/:user/reset", s.conversation.reset)
+	p.GET("/messages", s.message.list)
+	p.POST("/messages/:id/resend", s.message.resend)
+	p.GET("/send", s.send.form)
+	p.POST("/send", s.send.submit)
+	p.GET("/config", s.config.show)
+}
+
+// crossOrigin refuses cross-site browser requests that change state (Go's
+// CrossOriginProtection: Sec-Fetch-Site, then Origin against Host). Scripts
+// that send neither header pass.
+func (s *Server) crossOrigin(html bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := s.origin.Check(c.Request); err != nil {
+			s.log.Warn("admin: cross-origin request refused", "method", c.Request.Method, "path", c.Request.URL.Path,
+				"origin", c.GetHeader("Origin"), "sec_fetch_site", c.GetHeader("Sec-Fetch-Site"))
+			if html {
+				s.render.fail(c, errCrossOrigin)
+			} else {
+				s.render.failJSON(c, errCrossOrigin)
+			}
+			c.Abort()
+			return
+		}
+		c.Next()
+	}
+}
+
+// basicAuth guards the JSON API for scripts. Wrong passwords count toward the
+// same per-IP throttle as the panel's login form.
 func (s *Server) basicAuth(c *gin.Context) {
 	user, pass, ok := c.Request.BasicAuth()
-	if !ok || !s.credentialsMatch(user, pass) {
+	if ok {
+		if wait := s.throttle.wait(c.RemoteIP()); wait > 0 {
+			c.Header("Retry-After", strconv.Itoa(retryAfter(wait)))
+			c.AbortWithStatusJSON(http.StatusTooManyRequests, gin.H{"error": "too many failed logins, retry later"})
+			return
+		}
+	}
+	if !ok || !s.admin.match(user, pass) {
+		if ok {
+			s.throttle.fail(c.RemoteIP())
+			s.log.Warn("admin: API login failed", "ip", c.RemoteIP())
+		}
 		c.Header("WWW-Authenticate", `Basic realm="wecombot", charset="UTF-8"`)
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "authentication required"})
 		return
 	}
+	s.throttle.succeed(c.RemoteIP())
 	c.Next()
-}
-
-func (s *Server) credentialsMatch(user, pass string) bool {
-	hu, wu := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(s.admin.Username))
-	hp, wp := sha256.Sum256([]byte(pass)), sha256.Sum256([]byte(s.admin.Password))
-	okUser := subtle.ConstantTimeCompare(hu[:], wu[:])
-	okPass := subtle.ConstantTimeCompare(hp[:], wp[:])
-	return okUser&okPass == 1 && s.admin.Password != ""
 }
 
 type tokenJSON struct {
@@ -106,16 +231,23 @@ func rfc3339(t time.Time) *string {
 	return &s
 }
 
+// callbackPath is where WeCom posts the messages of bot name.
+func callbackPath(name string) string { return "/wecom/" + name + "/callback" }
+
+// expiresIn is how long the token has left at now, in whole seconds.
+func expiresIn(t adapter.TokenStatus, now time.Time) int64 {
+	if t.ExpiresAt.IsZero() {
+		return 0
+	}
+	return max(int64(t.ExpiresAt.Sub(now).Seconds()), 0)
+}
+
 func botView(b adapter.BotStatus) botJSON {
 	t := b.Token
-	expiresIn := int64(0)
-	if !t.ExpiresAt.IsZero() {
-		expiresIn = max(int64(time.Until(t.ExpiresAt).Seconds()), 0)
-	}
 	return botJSON{
-		Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: "/wecom/" + b.Name + "/callback",
+		Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: callbackPath(b.Name),
 		Token: tokenJSON{
-			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn,
+			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, time.Now()),
 			RefreshCount: t.RefreshCount, LastError: t.LastError, Hint: t.Hint, Source: t.Source,
 		},
 	}
@@ -133,18 +265,8 @@ func (s *Server) listBots(c *gin.Context) {
 func (s *Server) refreshToken(c *gin.Context) {
 	b, err := s.bots.RefreshToken(c.Request.Context(), c.Param("name"))
 	if err != nil {
-		writeError(c, err)
+		s.render.failJSON(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, botView(b))
-}
-
-// writeError is the one place that turns errors into HTTP statuses.
-func writeError(c *gin.Context, err error) {
-	switch {
-	case errors.Is(err, adapter.ErrUnknownBot):
-		c.JSON(http.StatusNotFound, gin.H{"error": "unknown bot"})
-	default:
-		c.JSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
-	}
 }

@@ -3,6 +3,8 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -31,7 +33,8 @@ func newTestServer(t *testing.T, bots Bots) http.Handler {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	e := gin.New()
-	New(AdminConfig{Username: "admin", Password: "s3cret-pw"}, bots, nil, http.NotFoundHandler()).Routes(e)
+	New(Options{Admin: AdminConfig{Username: "admin", Password: "s3cret-pw"}, Bots: bots, Metrics: http.NotFoundHandler(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Routes(e)
 	return e
 }
 

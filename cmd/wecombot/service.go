@@ -117,8 +117,16 @@ func (m *Main) Open(ctx context.Context) error {
 	engine := gin.New()
 	engine.Use(gin.Recovery())
 	app.Routes(engine)
-	web.New(web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password}, app, db,
-		promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Routes(engine)
+	web.New(web.Options{
+		Admin:   web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password},
+		Bots:    app,
+		Outbox:  app,
+		Store:   db,
+		Config:  func() web.ConfigReport { return panelConfig(cfg) },
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Log:     m.Log,
+		Now:     m.Clock.Now,
+	}).Routes(engine)
 
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {

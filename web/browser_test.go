@@ -1,0 +1,353 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/gin-gonic/gin"
+
+	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm"
+	"github.com/wecombot/wecombot/storage"
+)
+
+// chromiumPath is Debian's chromium package. Without it the browser tests
+// skip, loudly; under CI (CI set) they fail instead: .ci/run installs it.
+const chromiumPath = "/usr/bin/chromium"
+
+const (
+	browserCorp   = "wwbrowsercorp"
+	browserAgent  = 1000002
+	browserSecret = "browser-app-SECRET-never-shown"
+	browserToken  = "browserCallbackTokenNeverShown"
+)
+
+// echoLLM answers every conversation with its last user message.
+type echoLLM struct{}
+
+func (echoLLM) Complete(_ context.Context, msgs []llm.Message) (string, error) {
+	return "echo: " + msgs[len(msgs)-1].Content, nil
+}
+
+// browserEnv is the real thing in-process: the admin server and the WeCom
+// side (adapter.App) over a real database, against the WeCom simulator.
+type browserEnv struct {
+	t   *testing.T
+	sim *wecomsim.Server
+	db  *storage.DB
+	app *adapter.App
+	url string
+	cb  *wecomsim.Callback
+	id  int64
+}
+
+func newBrowserEnv(t *testing.T) *browserEnv {
+	t.Helper()
+	gin.SetMode(gin.TestMode)
+	e := &browserEnv{t: t, id: 7450000000000000000}
+	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret}}})
+	simSrv := httptest.NewServer(e.sim.Handler())
+	t.Cleanup(simSrv.Close)
+	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "b.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	e.db = db
+	aesKey := wecomsim.NewEncodingAESKey()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	app, err := adapter.New(adapter.Options{
+		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: 5 * time.Minute, RequestTimeout: 5 * time.Second},
+		Bots: []adapter.BotConfig{{Name: "helpdesk", CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret,
+			Token: browserToken, EncodingAESKey: aesKey}},
+		Pipeline: adapter.PipelineConfig{Workers: 2, HistoryTurns: 10, Replies: adapter.Replies{Unavailable: "unavailable"}},
+		Outbox:   adapter.OutboxConfig{GiveUpAfter: time.Hour},
+		Store:    db, LLM: echoLLM{}, Log: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.app = app
+	engine := gin.New()
+	app.Routes(engine)
+	New(Options{
+		Admin: AdminConfig{Username: adminUser, Password: adminPW}, Bots: app, Outbox: app, Store: db,
+		Config: func() ConfigReport { return ConfigReport{Text: "admin:\n  password: '******'\n"} }, Log: quiet,
+	}).Routes(engine)
+	srv := httptest.NewServer(engine)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = app.Shutdown(ctx)
+	})
+	e.url = srv.URL
+	e.cb = &wecomsim.Callback{URL: srv.URL + "/wecom/helpdesk/callback", Token: browserToken, EncodingAESKey: aesKey, CorpID: browserCorp}
+	return e
+}
+
+// say posts a text from user through the encrypted callback.
+func (e *browserEnv) say(user, text string) {
+	e.t.Helper()
+	e.id++
+	xml := wecomsim.TextXML(browserCorp, user, text, e.id, time.Now().Unix(), browserAgent)
+	if status, body, err := e.cb.Post(e.t.Context(), xml); err != nil || status != 200 {
+		e.t.Fatalf("callback: %d %q %v", status, body, err)
+	}
+}
+
+// delivered waits for the n-th message delivered to anyone.
+func (e *browserEnv) delivered(n int) wecomsim.Sent {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
+	defer cancel()
+	sent, err := e.sim.WaitDelivered(ctx, n)
+	if err != nil {
+		e.t.Fatalf("waiting for delivery %d: %v (delivered: %v)", n, err, e.sim.Delivered())
+	}
+	return sent[n-1]
+}
+
+// until polls cond for a few seconds.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// screenshotDir is where the dashboard screenshots go ($WECOMBOT_SCREENSHOTS,
+// else the temporary folder): CI keeps them as artifacts.
+func screenshotDir() string {
+	if d := os.Getenv("WECOMBOT_SCREENSHOTS"); d != "" {
+		return d
+	}
+	return os.TempDir()
+}
+
+// TestBrowser drives the panel in headless Chromium, one browser for every
+// step: log in, switch language, see and refresh a token, open and reset a
+// conversation, send a message that reaches the fake WeCom, re-send a failed
+// answer, and check every page at 375 px.
+func TestBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found, and CI is set: browser tests must run in CI (apt-get install chromium)", chromiumPath)
+		}
+		t.Skip("!!! BROWSER TESTS SKIPPED: " + chromiumPath + " not found. Install Debian's chromium " +
+			"(apt-get install chromium) to run them; with CI set this is a failure. !!!")
+	}
+	e := newBrowserEnv(t)
+	e.say("zhangsan", "hello bot")
+	if got := e.delivered(1); got.ToUser != "zhangsan" || got.Content != "echo: hello bot" {
+		t.Fatalf("first answer %+v", got)
+	}
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("hide-scrollbars", true), // screenshots show the whole width
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	// The browser lives as long as this context: no timeout on it, one per step.
+	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", chromiumPath, err)
+	}
+
+	// Confirm dialogs (reset, re-send) are accepted. Script errors and
+	// console errors (CSP violations among them) fail the test.
+	go func() {
+		for _, err := range chromedp.Events(ctx, page.JavascriptDialogOpening) {
+			if err != nil {
+				return
+			}
+			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	var mu sync.Mutex
+	var problems []string
+	console := chromedp.Console(ctx)
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				mu.Lock()
+				problems = append(problems, m.String()+" "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		stepCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := chromedp.Do(stepCtx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		stepCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(stepCtx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		saveScreenshot(t, name, png)
+	}
+	visible := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
+	click := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+
+	do("open the panel", chromedp.Navigate(e.url+"/admin/"), visible("#password"))
+	if location, err := chromedp.Run(ctx, chromedp.Location()); err != nil || !strings.Contains(location, "/admin/login?next=") {
+		t.Fatalf("without a session the panel shows %s (%v)", location, err)
+	}
+	do("switch to Chinese", click(`a[hreflang="zh"]`), visible(`a[hreflang="zh"][aria-current]`))
+	if h1 := text("h1"); h1 != "登录 wecombot" {
+		t.Fatalf("Chinese login title %q", h1)
+	}
+	do("switch to English", click(`a[hreflang="en"]`), visible(`a[hreflang="en"][aria-current]`))
+	if h1 := text("h1"); h1 != "Log in to wecombot" {
+		t.Fatalf("English login title %q", h1)
+	}
+
+	do("log in", chromedp.SendKeys(chromedp.CSS("#username"), adminUser), chromedp.SendKeys(chromedp.CSS("#password"), adminPW),
+		click("#login"), visible("#bot-helpdesk"))
+	if s := text("#bot-helpdesk [data-test=state]"); s != "valid" {
+		t.Fatalf("token state %q, want valid", s)
+	}
+	if s := text("#bot-helpdesk code"); s != e.url+"/wecom/helpdesk/callback" {
+		t.Fatalf("callback URL %q", s)
+	}
+	if s := text("#count-answered"); s != "1" {
+		t.Fatalf("answered today %q, want 1", s)
+	}
+	// The countdown ticks (app.js runs under the CSP).
+	first := text("#bot-helpdesk .countdown")
+	until(t, "the countdown to tick", func() bool { return text("#bot-helpdesk .countdown") != first })
+
+	before, err := strconv.Atoi(text("#bot-helpdesk .refresh-count"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetches := e.sim.TokenFetches(browserAgent)
+	do("refresh the token", click("#bot-helpdesk button.refresh"), visible(".flash"))
+	if after := text("#bot-helpdesk .refresh-count"); after != strconv.Itoa(before+1) {
+		t.Fatalf("refresh count %s after a refresh, want %d", after, before+1)
+	}
+	if e.sim.TokenFetches(browserAgent) != fetches+1 {
+		t.Fatalf("the refresh did not reach WeCom: %d token fetches, want %d", e.sim.TokenFetches(browserAgent), fetches+1)
+	}
+	screenshot("wecombot-dashboard-desktop.png")
+
+	do("open the conversations", click(`nav a[href="/admin/conversations"]`), visible("#users-helpdesk"),
+		click(`a[href="/admin/conversations/helpdesk/zhangsan"]`), visible("#history"))
+	if h := text("#history"); !strings.Contains(h, "hello bot") || !strings.Contains(h, "echo: hello bot") {
+		t.Fatalf("history %q", h)
+	}
+	do("reset it", click("#reset"), visible("#history-empty"))
+	if turns, err := e.db.Conversation(t.Context(), "helpdesk", "zhangsan", 0); err != nil || len(turns) != 0 {
+		t.Fatalf("after the reset: %v, %v", turns, err)
+	}
+
+	do("send a message", click(`nav a[href="/admin/send"]`), visible("#send-form"),
+		chromedp.SetValue(chromedp.CSS("#send-bot"), "helpdesk"),
+		chromedp.SendKeys(chromedp.CSS("#send-user"), "lisi"), chromedp.SendKeys(chromedp.CSS("#send-text"), "Hello from the panel"),
+		click("#send"), visible(".flash"))
+	if got := e.delivered(2); got.ToUser != "lisi" || got.Content != "Hello from the panel" || got.AgentID != browserAgent {
+		t.Fatalf("the send reached WeCom as %+v", got)
+	}
+
+	// A failed answer, re-sent from the messages page.
+	e.sim.SetInvalidUser("wangwu")
+	e.say("wangwu", "are you there")
+	var failedID int64
+	until(t, "wangwu's answer to fail", func() bool {
+		ms, err := e.db.LatestMessages(t.Context(), storage.MessageFilter{UserID: "wangwu", States: []string{storage.MessageFailed}})
+		if err == nil && len(ms) == 1 {
+			failedID = ms[0].ID
+		}
+		return failedID != 0
+	})
+	e.sim.SetValidUser("wangwu")
+	card := fmt.Sprintf("#msg-%d", failedID)
+	do("re-send the failed answer", chromedp.Navigate(e.url+"/admin/messages?status=failed"), visible(card+" button.resend"),
+		click(card+" button.resend"), visible(".flash"))
+	if got := e.delivered(3); got.ToUser != "wangwu" || got.Content != "echo: are you there" {
+		t.Fatalf("the re-send reached WeCom as %+v", got)
+	}
+
+	// Every page on a 375 px phone: nothing wider than the screen.
+	do("narrow the viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	for _, p := range []string{"/admin/", "/admin/conversations", "/admin/conversations/helpdesk/zhangsan",
+		"/admin/messages", "/admin/send", "/admin/config"} {
+		do("open "+p+" at 375 px", chromedp.Navigate(e.url+p), visible("main"))
+		width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if width > 375 {
+			t.Errorf("%s is %d px wide at a 375 px viewport", p, width)
+		}
+		if p == "/admin/" {
+			screenshot("wecombot-dashboard-375.png")
+		}
+	}
+
+	do("log out", click("#logout"), visible("#password"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+func saveScreenshot(t *testing.T, name string, png []byte) {
+	t.Helper()
+	path := filepath.Join(screenshotDir(), name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}

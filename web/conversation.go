@@ -1,0 +1,105 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/storage"
+)
+
+// Conversations are the users' conversations with the bots (storage.DB).
+type Conversations interface {
+	ConversationUsers(ctx context.Context, bot string, limit int) ([]storage.UserSummary, error)
+	Conversation(ctx context.Context, bot, user string, limit int) ([]storage.Turn, error)
+	ResetConversation(ctx context.Context, bot, user string) error
+}
+
+const (
+	usersShown = 200
+	turnsShown = 200
+)
+
+// conversationHandler lists users, shows one conversation and resets it.
+type conversationHandler struct {
+	render *renderer
+	bots   Bots
+	store  Conversations
+}
+
+type botUsers struct {
+	Bot   string
+	Users []storage.UserSummary
+}
+
+type conversationsData struct {
+	Bots []botUsers
+}
+
+func (h *conversationHandler) list(c *gin.Context) {
+	only := c.Query("bot")
+	var data conversationsData
+	for _, b := range h.bots.Bots() {
+		if only != "" && b.Name != only {
+			continue
+		}
+		users, err := h.store.ConversationUsers(c.Request.Context(), b.Name, usersShown)
+		if err != nil {
+			h.render.fail(c, err)
+			return
+		}
+		data.Bots = append(data.Bots, botUsers{Bot: b.Name, Users: users})
+	}
+	h.render.page(c, http.StatusOK, "conversations", data)
+}
+
+type conversationData struct {
+	Bot, User string
+	Turns     []storage.Turn
+}
+
+func (h *conversationHandler) show(c *gin.Context) {
+	bot, user := c.Param("bot"), c.Param("user")
+	if err := knownBot(h.bots, bot); err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	turns, err := h.store.Conversation(c.Request.Context(), bot, user, turnsShown)
+	if err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	h.render.page(c, http.StatusOK, "conversation", conversationData{Bot: bot, User: user, Turns: turns})
+}
+
+// reset forgets the conversation: the user's next message starts afresh,
+// as after /reset.
+func (h *conversationHandler) reset(c *gin.Context) {
+	bot, user := c.Param("bot"), c.Param("user")
+	if err := knownBot(h.bots, bot); err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	if err := h.store.ResetConversation(c.Request.Context(), bot, user); err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	redirect(c, conversationURL(bot, user), "/admin/conversations", "conversation_reset")
+}
+
+func conversationURL(bot, user string) string {
+	return "/admin/conversations/" + url.PathEscape(bot) + "/" + url.PathEscape(user)
+}
+
+// knownBot is adapter.ErrUnknownBot for a bot that is not configured.
+func knownBot(bots Bots, name string) error {
+	for _, b := range bots.Bots() {
+		if b.Name == name {
+			return nil
+		}
+	}
+	return adapter.ErrUnknownBot
+}

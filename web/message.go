@@ -1,0 +1,135 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/wecombot/wecombot/storage"
+)
+
+// Messages are the inbound messages and the admin's sends (storage.DB).
+type Messages interface {
+	LatestMessages(ctx context.Context, f storage.MessageFilter) ([]storage.MessageWithReply, error)
+	RecentSends(ctx context.Context, limit int) ([]storage.OutboxPart, error)
+}
+
+const messagesShown = 50
+
+// Message statuses as the panel shows and filters them.
+const (
+	statusAnswered = "answered"
+	statusFailed   = "failed"
+	statusPending  = "pending"
+	statusIgnored  = "ignored"
+)
+
+// statesOf are the stored states a status filter selects; nil: all.
+func statesOf(status string) []string {
+	switch status {
+	case statusAnswered:
+		return []string{storage.MessageAnswered}
+	case statusFailed:
+		return []string{storage.MessageFailed}
+	case statusPending:
+		return []string{storage.MessageReceived, storage.MessageAnswering}
+	case statusIgnored:
+		return []string{storage.MessageIgnored}
+	}
+	return nil
+}
+
+func statusOfState(state string) string {
+	switch state {
+	case storage.MessageAnswered:
+		return statusAnswered
+	case storage.MessageFailed:
+		return statusFailed
+	case storage.MessageIgnored:
+		return statusIgnored
+	}
+	return statusPending
+}
+
+// messageHandler lists the latest messages and re-sends failed answers.
+type messageHandler struct {
+	render *renderer
+	bots   Bots
+	store  Messages
+	outbox Outbox
+}
+
+type messageRow struct {
+	storage.MessageWithReply
+	Status    string
+	CanResend bool // some part of the reply failed
+}
+
+type messagesData struct {
+	Bot, User, Status string
+	BotNames          []string
+	Statuses          []string
+	Messages          []messageRow
+	Back              string // this page, for the re-send form to return to
+	Older             string // the next page's URL
+}
+
+func (h *messageHandler) list(c *gin.Context) {
+	data := messagesData{
+		Bot: c.Query("bot"), User: c.Query("user"), Status: c.Query("status"),
+		Statuses: []string{statusAnswered, statusFailed, statusPending, statusIgnored},
+	}
+	states := statesOf(data.Status)
+	if states == nil {
+		data.Status = ""
+	}
+	for _, b := range h.bots.Bots() {
+		data.BotNames = append(data.BotNames, b.Name)
+	}
+	before, _ := strconv.ParseInt(c.Query("before"), 10, 64)
+	msgs, err := h.store.LatestMessages(c.Request.Context(), storage.MessageFilter{
+		Bot: data.Bot, UserID: data.User, States: states, BeforeID: before, Limit: messagesShown,
+	})
+	if err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	for _, m := range msgs {
+		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
+		for _, p := range m.Parts {
+			if p.State == storage.OutboxFailed {
+				row.CanResend = true
+			}
+		}
+		data.Messages = append(data.Messages, row)
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"bot": data.Bot, "user": data.User, "status": data.Status} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	data.Back = "/admin/messages?" + q.Encode()
+	if len(msgs) == messagesShown {
+		q.Set("before", strconv.FormatInt(msgs[len(msgs)-1].ID, 10))
+		data.Older = "/admin/messages?" + q.Encode()
+	}
+	h.render.page(c, http.StatusOK, "messages", data)
+}
+
+// resend puts the failed parts of a message's answer back in the outbox.
+func (h *messageHandler) resend(c *gin.Context) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		h.render.fail(c, invalid("bad_message_id"))
+		return
+	}
+	if err := h.outbox.Resend(c.Request.Context(), id); err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	redirect(c, c.PostForm("back"), "/admin/messages", "resent")
+}
