@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ type renderer struct {
 	log     *slog.Logger
 	version string // of the static assets, for their URLs' cache busting
 	files   http.Handler
+	chat    bool // the menu shows the chat page (demo mode)
 }
 
 func newRenderer(loc *time.Location, log *slog.Logger) *renderer {
@@ -40,9 +42,10 @@ func newRenderer(loc *time.Location, log *slog.Logger) *renderer {
 		"hm":    func(t time.Time) string { return t.In(loc).Format("15:04") },
 		"dur":   clockDuration,
 		"pathq": url.PathEscape,
+		"ms":    millis,
 	}
 	// Each page is parsed with the layout it fills in.
-	for _, name := range []string{"login", "dashboard", "conversations", "conversation", "messages", "send", "config", "error"} {
+	for _, name := range []string{"login", "dashboard", "conversations", "conversation", "messages", "send", "config", "chat", "error"} {
 		r.pages[name] = template.Must(template.New(name).Funcs(funcs).
 			ParseFS(assets, "templates/layout.html", "templates/"+name+".html"))
 	}
@@ -77,12 +80,26 @@ func clockDuration(secs int64) string {
 	return fmt.Sprintf("%d:%02d:%02d", secs/3600, secs/60%60, secs%60)
 }
 
+// millis shows a latency in milliseconds, with decimals when it is short.
+func millis(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	digits := 0
+	switch {
+	case ms < 1:
+		digits = 2
+	case ms < 10:
+		digits = 1
+	}
+	return strconv.FormatFloat(ms, 'f', digits, 64) + " ms"
+}
+
 // view is what every page template receives.
 type view struct {
 	L       translator
 	Page    string // template name
 	Nav     string // the menu entry to highlight
 	Authed  bool
+	Chat    bool // the menu has the chat page
 	Flash   string
 	LangURL map[string]string // this page in each language
 	Asset   string            // asset version
@@ -94,7 +111,7 @@ type view struct {
 func (r *renderer) page(c *gin.Context, status int, name string, data any) {
 	l := r.lang(c)
 	v := view{
-		L: l, Page: name, Nav: strings.TrimSuffix(name, "s"), Authed: c.GetBool(ctxAuthed),
+		L: l, Page: name, Nav: strings.TrimSuffix(name, "s"), Authed: c.GetBool(ctxAuthed), Chat: r.chat,
 		LangURL: map[string]string{}, Asset: r.version, Zone: time.Now().In(r.loc).Format("MST (-07:00)"), Data: data,
 	}
 	if f := c.Query("flash"); f != "" {

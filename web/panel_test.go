@@ -59,6 +59,7 @@ var _ Store = (*storage.DB)(nil)
 type panelEnv struct {
 	t         *testing.T
 	h         http.Handler
+	srv       *Server
 	db        *storage.DB
 	now       time.Time
 	bots      []adapter.BotStatus
@@ -72,7 +73,8 @@ type panelEnv struct {
 // t0 is 10:30 in Shanghai, the panel's time zone in these tests.
 var t0 = time.Date(2026, 3, 2, 2, 30, 0, 0, time.UTC)
 
-func newPanelEnv(t *testing.T) *panelEnv {
+// newPanelEnv starts the panel; with, if given, adds to its options.
+func newPanelEnv(t *testing.T, with ...func(*Options)) *panelEnv {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "p.db")})
@@ -108,11 +110,16 @@ func newPanelEnv(t *testing.T) *panelEnv {
 	}
 	shanghai := time.FixedZone("CST", 8*3600)
 	engine := gin.New()
-	New(Options{
+	o := Options{
 		Admin: AdminConfig{Username: adminUser, Password: adminPW}, Bots: bots, Outbox: e.outbox, Store: db,
 		Config: func() ConfigReport { return e.report }, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now: func() time.Time { return e.now }, Location: shanghai,
-	}).Routes(engine)
+	}
+	for _, f := range with {
+		f(&o)
+	}
+	e.srv = New(o)
+	e.srv.Routes(engine)
 	e.h = engine
 	return e
 }
@@ -710,12 +717,14 @@ func TestLanguage(t *testing.T) {
 // error, no untranslated key, no external resource, the admin password
 // never shown.
 func TestEveryPageRenders(t *testing.T) {
-	e := newPanelEnv(t)
+	e := newChatEnv(t, &fakeSimulator{chat: echoTrace})
 	e.seed()
 	s := e.login()
-	key := regexp.MustCompile(`\b(nav|login|count|chart|bots|state|source|users|conv|role|filter|status|msg|part|send|config|error|flash|footer)\.[a-z_]+\b`)
+	// A chat, so its trace is rendered too.
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"hi"}}), http.StatusSeeOther)
+	key := regexp.MustCompile(`\b(nav|login|count|chart|bots|state|source|users|conv|role|filter|status|msg|part|send|chat|config|error|flash|footer)\.[a-z_]+\b`)
 	pages := []string{"/admin/", "/admin/conversations", "/admin/conversations/helpdesk/lisi", "/admin/messages",
-		"/admin/send", "/admin/config", "/admin/messages?flash=resent", "/admin/login?flash=logged_out"}
+		"/admin/send", "/admin/chat", "/admin/config", "/admin/messages?flash=resent", "/admin/login?flash=logged_out"}
 	for _, lang := range []string{"zh", "en"} {
 		for _, p := range pages {
 			r := request{method: "GET", path: p, header: map[string]string{"Accept-Language": lang}}

@@ -19,6 +19,8 @@ const (
 	sessionCookie = "wecombot_session"
 	// ctxAuthed marks a request of a logged-in admin (for the menu).
 	ctxAuthed = "wecombot.authed"
+	// ctxSession is the admin's session id (the chat page's history).
+	ctxSession = "wecombot.session"
 )
 
 // credentials are admin.username and admin.password.
@@ -101,6 +103,7 @@ type loginData struct {
 func (h *sessionHandler) require(c *gin.Context) {
 	if id, err := c.Cookie(sessionCookie); err == nil && h.sessions.valid(id) {
 		c.Set(ctxAuthed, true)
+		c.Set(ctxSession, id)
 		c.Next()
 		return
 	}

@@ -76,6 +76,9 @@ type Options struct {
 	Location *time.Location
 	// SessionTTL is how long a panel login lasts. Defaults to 12h.
 	SessionTTL time.Duration
+	// Simulator, when set (demo mode), adds the "chat as a WeCom user"
+	// page to the panel.
+	Simulator Simulator
 }
 
 // Server is the admin side's handlers with their dependencies.
@@ -94,6 +97,8 @@ type Server struct {
 	message      *messageHandler
 	send         *sendHandler
 	config       *configHandler
+	chat         *chatHandler // nil without a simulator
+	ready        *readyHandler
 }
 
 // New returns the admin server. The panel's templates are parsed here, once.
@@ -113,23 +118,32 @@ func New(o Options) *Server {
 	r := newRenderer(o.Location, o.Log)
 	admin := credentials{o.Admin}
 	th := newThrottle(o.Now)
+	ss := newSessions(o.Now, o.SessionTTL)
+	var chat *chatHandler
+	if o.Simulator != nil {
+		chat = newChatHandler(r, o.Bots, o.Simulator, ss, o.Now)
+		r.chat = true
+	}
 	return &Server{
 		admin: admin, bots: o.Bots, metrics: o.Metrics, throttle: th,
 		origin: http.NewCrossOriginProtection(), render: r, log: o.Log,
 		session: &sessionHandler{
-			render: r, admin: admin, throttle: th, sessions: newSessions(o.Now, o.SessionTTL), log: o.Log,
+			render: r, admin: admin, throttle: th, sessions: ss, log: o.Log,
 		},
 		dashboard:    &dashboardHandler{render: r, bots: o.Bots, stats: o.Store, now: o.Now, loc: o.Location},
 		conversation: &conversationHandler{render: r, bots: o.Bots, store: o.Store},
 		message:      &messageHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
 		send:         &sendHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
 		config:       &configHandler{render: r, report: o.Config},
+		chat:         chat,
+		ready:        &readyHandler{db: o.Store, bots: o.Bots},
 	}
 }
 
-// Routes mounts /healthz, /metrics, the admin API and the panel.
+// Routes mounts /healthz, /readyz, /metrics, the admin API and the panel.
 func (s *Server) Routes(r gin.IRouter) {
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	r.GET("/readyz", s.ready.check)
 	if s.metrics != nil {
 		r.GET("/metrics", gin.WrapH(s.metrics))
 	}
@@ -158,6 +172,10 @@ func (s *Server) panelRoutes(r gin.IRouter) {
 	p.GET("/send", s.send.form)
 	p.POST("/send", s.send.submit)
 	p.GET("/config", s.config.show)
+	if s.chat != nil {
+		p.GET("/chat", s.chat.form)
+		p.POST("/chat", s.chat.submit)
+	}
 }
 
 // crossOrigin refuses cross-site browser requests that change state (Go's

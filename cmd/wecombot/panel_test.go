@@ -107,7 +107,7 @@ func TestPanelNeverShowsSecrets(t *testing.T) {
 	get("/admin/login")
 	post("/admin/login", url.Values{"username": {"admin"}, "password": {testAdminPW}})
 	for _, p := range []string{"/admin/", "/admin/conversations", "/admin/conversations/helpdesk/zhangsan",
-		"/admin/messages", "/admin/send", "/healthz", "/metrics"} {
+		"/admin/messages", "/admin/send", "/healthz", "/readyz", "/metrics"} {
 		get(p)
 	}
 	cfg := get("/admin/config")

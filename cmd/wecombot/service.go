@@ -32,6 +32,9 @@ type Main struct {
 	Clock clockwork.Clock
 	// LLM replaces the OpenAI client when set (tests, demo).
 	LLM adapter.Completer
+	// Simulator, when set (demo), adds the panel's "chat as a WeCom user"
+	// page.
+	Simulator web.Simulator
 
 	// Addr is the address the server listens on, once Open returned.
 	Addr string
@@ -118,14 +121,15 @@ func (m *Main) Open(ctx context.Context) error {
 	engine.Use(gin.Recovery())
 	app.Routes(engine)
 	web.New(web.Options{
-		Admin:   web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password},
-		Bots:    app,
-		Outbox:  app,
-		Store:   db,
-		Config:  func() web.ConfigReport { return panelConfig(cfg) },
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Log:     m.Log,
-		Now:     m.Clock.Now,
+		Admin:     web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password},
+		Bots:      app,
+		Outbox:    app,
+		Store:     db,
+		Config:    func() web.ConfigReport { return panelConfig(cfg) },
+		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Log:       m.Log,
+		Now:       m.Clock.Now,
+		Simulator: m.Simulator,
 	}).Routes(engine)
 
 	ln, err := net.Listen("tcp", cfg.Server.Addr)

@@ -18,9 +18,19 @@
       var timer = setInterval(function () { if (!tick()) clearInterval(timer); }, 1000);
     }
   });
-  // Forms with data-confirm ask first (reset conversation, re-send).
+  // Forms with data-confirm ask first (reset conversation, re-send). Forms
+  // with data-busy say so on their button while the answer is awaited
+  // (the chat page waits for the bot).
   document.addEventListener("submit", function (e) {
     var msg = e.target.getAttribute("data-confirm");
-    if (msg && !window.confirm(msg)) e.preventDefault();
+    if (msg && !window.confirm(msg)) {
+      e.preventDefault();
+      return;
+    }
+    var busy = e.target.getAttribute("data-busy"), button = e.target.querySelector("button[type=submit]");
+    if (busy && button) {
+      button.disabled = true;
+      button.textContent = busy;
+    }
   });
 })();

@@ -1,0 +1,197 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter"
+)
+
+// fakeSimulator answers Chat with what the test sets and records the calls.
+type fakeSimulator struct {
+	chat  func(ctx context.Context, bot, user, text string) (ChatTrace, error)
+	calls []string
+}
+
+var _ Simulator = (*fakeSimulator)(nil)
+
+func (f *fakeSimulator) Chat(ctx context.Context, bot, user, text string) (ChatTrace, error) {
+	f.calls = append(f.calls, bot+"/"+user+": "+text)
+	return f.chat(ctx, bot, user, text)
+}
+
+// echoTrace is a full exchange whose answer echoes the text.
+func echoTrace(_ context.Context, bot, _, text string) (ChatTrace, error) {
+	return ChatTrace{
+		Path: "/wecom/" + bot + "/callback", CipherLen: 344, CipherPrefix: "q3J8UmVYcG9zZWQrQ2lwaGVy", Signature: "0c1f9a7be2d4",
+		Encrypted: 420 * time.Microsecond, Status: 200, Answered: 3 * time.Millisecond,
+		Answer: []string{"echo: " + text, "part two"}, Delivered: 87 * time.Millisecond, Total: 91 * time.Millisecond,
+	}, nil
+}
+
+func newChatEnv(t *testing.T, sim *fakeSimulator) *panelEnv {
+	t.Helper()
+	return newPanelEnv(t, func(o *Options) { o.Simulator = sim })
+}
+
+func TestChatPageOnlyWithASimulator(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	wantStatus(t, e.get("/admin/chat", s), http.StatusNotFound)
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}}), http.StatusNotFound)
+	if strings.Contains(e.get("/admin/", s).Body.String(), `href="/admin/chat"`) {
+		t.Fatal("the menu links to the chat page without a simulator")
+	}
+
+	sim := &fakeSimulator{chat: echoTrace}
+	e = newChatEnv(t, sim)
+	s = e.login()
+	wantBody(t, e.get("/admin/", s), `<a href="/admin/chat">Chat as a user</a>`)
+	rec := e.get("/admin/chat", s)
+	wantStatus(t, rec, 200)
+	wantBody(t, rec, `<a href="/admin/chat" aria-current="page">`, "<h1>Chat as a WeCom user</h1>", `id="chat-user" value="demo-user"`,
+		`<option>helpdesk</option><option>sales</option>`, `id="exchanges-empty"`, `data-busy="Waiting for the answer…"`)
+	// Without a session: the login, and nothing sent.
+	wantRedirect(t, e.get("/admin/chat", ""), "/admin/login?next=%2Fadmin%2Fchat")
+	wantRedirect(t, e.post("/admin/chat", "", url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}}), "/admin/login?next=%2Fadmin%2F")
+	if len(sim.calls) > 0 {
+		t.Fatalf("chatted without a session: %v", sim.calls)
+	}
+}
+
+func TestChatPage(t *testing.T) {
+	sim := &fakeSimulator{chat: echoTrace}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	rec := e.post("/admin/chat", s, url.Values{"bot": {"sales"}, "user": {" xiaoming "}, "text": {"<b>你好</b>"}})
+	wantRedirect(t, rec, "/admin/chat?bot=sales&user=xiaoming")
+	if len(sim.calls) != 1 || sim.calls[0] != "sales/xiaoming: <b>你好</b>" {
+		t.Fatalf("chats %v", sim.calls)
+	}
+	rec = e.get("/admin/chat?bot=sales&user=xiaoming", s)
+	wantStatus(t, rec, 200)
+	wantBody(t, rec, `<option selected>sales</option>`, `id="chat-user" value="xiaoming"`,
+		"2026-03-02 10:30:00 · sales", "&lt;b&gt;你好&lt;/b&gt;",
+		"Callback encrypted and signed", "344 characters of ciphertext", "<code>q3J8UmVYcG9zZWQrQ2lwaGVy…</code>", "<code>0c1f9a7be2d4</code>",
+		"0.42 ms", "POST /wecom/sales/callback answered 200", "3.0 ms",
+		"Answer delivered to message/send (2 part(s))", "87 ms", "Total", "91 ms",
+		`<div class="text answer">echo: &lt;b&gt;你好&lt;/b&gt;</div>`, `<div class="text answer">part two</div>`)
+
+	// The newest exchange comes first; refused and unanswered ones say so.
+	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Total: chatTimeout}, nil
+	}
+	e.now = e.now.Add(time.Minute)
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"anyone?"}}), http.StatusSeeOther)
+	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 403}, nil
+	}
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"forged"}}), http.StatusSeeOther)
+	body := e.get("/admin/chat", s).Body.String()
+	refused, unanswered, first := strings.Index(body, "forged"), strings.Index(body, "anyone?"), strings.Index(body, "你好")
+	if refused < 0 || unanswered < refused || first < unanswered {
+		t.Fatalf("history not newest first:\n%s", body)
+	}
+	if !strings.Contains(body, "No answer within 60 s.") || !strings.Contains(body, "POST /wecom/helpdesk/callback answered 403") ||
+		!strings.Contains(body, "The service refused the callback") {
+		t.Fatalf("unanswered and refused exchanges:\n%s", body)
+	}
+
+	// The history belongs to the login session, and keeps the last few.
+	other := e.login()
+	wantBody(t, e.get("/admin/chat", other), `id="exchanges-empty"`)
+	for range chatsKept {
+		wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"again"}}), http.StatusSeeOther)
+	}
+	if n := strings.Count(e.get("/admin/chat", s).Body.String(), `<li class="exchange">`); n != chatsKept {
+		t.Fatalf("%d exchanges kept, want %d", n, chatsKept)
+	}
+}
+
+func TestChatHistoryOfEndedSessionsForgotten(t *testing.T) {
+	e := newChatEnv(t, &fakeSimulator{chat: echoTrace})
+	form := url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}}
+	gone, expired := e.login(), e.login()
+	wantStatus(t, e.post("/admin/chat", gone, form), http.StatusSeeOther)
+	wantRedirect(t, e.post("/admin/logout", gone, nil), "/admin/login?flash=logged_out")
+	wantStatus(t, e.post("/admin/chat", expired, form), http.StatusSeeOther)
+	e.now = e.now.Add(11 * time.Hour)
+	s := e.login() // 12 h sessions: expired's ends first
+	e.now = e.now.Add(time.Hour)
+	wantStatus(t, e.post("/admin/chat", s, form), http.StatusSeeOther)
+	h := e.srv.chat
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.history) != 1 || len(h.history[s]) != 1 {
+		t.Fatalf("histories kept: %d, want only the live session's", len(h.history))
+	}
+}
+
+func TestChatValidation(t *testing.T) {
+	sim := &fakeSimulator{chat: echoTrace}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	bad := []struct {
+		form url.Values
+		want string
+	}{
+		{url.Values{"user": {"u"}, "text": {"x"}}, "Choose a bot."},
+		{url.Values{"bot": {"nobody"}, "user": {"u"}, "text": {"x"}}, "Choose one of the bots."},
+		{url.Values{"bot": {"helpdesk"}, "text": {"x"}}, "Enter one WeCom user ID"},
+		{url.Values{"bot": {"helpdesk"}, "user": {"a|b"}, "text": {"x"}}, "Enter one WeCom user ID"},
+		{url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {" \n "}}, "Enter a text."},
+		{url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {strings.Repeat("长", maxSendRunes+1)}}, "too long"},
+	}
+	for _, b := range bad {
+		rec := e.post("/admin/chat", s, b.form)
+		wantStatus(t, rec, http.StatusBadRequest)
+		wantBody(t, rec, b.want, `id="chat-form"`)
+	}
+	// The form keeps what was typed.
+	wantBody(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {""}}), `id="chat-user" value="u"`)
+	if len(sim.calls) > 0 {
+		t.Fatalf("invalid forms were sent: %v", sim.calls)
+	}
+
+	// Refused cross-site, like every form of the panel.
+	rec := e.do(request{method: "POST", path: "/admin/chat", cookie: s, form: url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}},
+		header: map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}})
+	wantStatus(t, rec, http.StatusForbidden)
+	if len(sim.calls) > 0 {
+		t.Fatalf("a cross-site form was sent: %v", sim.calls)
+	}
+
+	// A callback that could not be sent is an error page, its details logged only.
+	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+		return ChatTrace{}, errors.New("demo chat: dial tcp 127.0.0.1:1: connection refused")
+	}
+	rec = e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}})
+	wantStatus(t, rec, http.StatusInternalServerError)
+	if strings.Contains(rec.Body.String(), "connection refused") {
+		t.Fatalf("the error page shows the error: %s", rec.Body)
+	}
+	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+		return ChatTrace{}, adapter.ErrUnknownBot
+	}
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"sales"}, "user": {"u"}, "text": {"x"}}), http.StatusNotFound)
+}
+
+func TestChatWaitsWithADeadline(t *testing.T) {
+	var deadline time.Time
+	sim := &fakeSimulator{chat: func(ctx context.Context, bot, user, text string) (ChatTrace, error) {
+		deadline, _ = ctx.Deadline()
+		return echoTrace(ctx, bot, user, text)
+	}}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	start := time.Now()
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}}), http.StatusSeeOther)
+	if deadline.Before(start.Add(chatTimeout)) || deadline.After(time.Now().Add(chatTimeout)) {
+		t.Fatalf("Chat's deadline %v after the post, want %v", deadline.Sub(start), chatTimeout)
+	}
+}
