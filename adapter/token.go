@@ -251,6 +251,16 @@ func (m *TokenManager) gate() error {
 // single flight: concurrent callers share one attempt. The attempt does not
 // die with the first caller's ctx.
 func (m *TokenManager) refresh(ctx context.Context, stale string) (*tokenState, error) {
+	st, err := m.flight(ctx, stale)
+	if err == nil && stale != "" && st.value == stale && !m.isCurrent(stale) {
+		// We joined a flight that began before stale was refused, and it
+		// handed stale back: Do would retry with the refused token.
+		st, err = m.flight(ctx, stale)
+	}
+	return st, err
+}
+
+func (m *TokenManager) flight(ctx context.Context, stale string) (*tokenState, error) {
 	ch := m.sf.DoChan("token", func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 		defer cancel()
@@ -281,7 +291,14 @@ func (m *TokenManager) obtain(ctx context.Context, stale string) (*tokenState, e
 	if s := m.cur.Load(); s != nil && s.value != stale && m.clock.Now().Before(s.usableUntil) {
 		return s, nil
 	}
-	if m.shared != nil && !m.sharedDown.Load() {
+	// Or failed: its backoff also holds for callers that passed the gate
+	// before it ended, or they would each call gettoken again.
+	if err := m.gate(); err != nil {
+		return nil, err
+	}
+	// Redis is tried even while it is marked down: refreshes are rare, and
+	// this is how its return is noticed (both are logged once).
+	if m.shared != nil {
 		st, err := m.obtainShared(ctx, stale)
 		if err == nil {
 			return st, nil
@@ -368,8 +385,10 @@ func (m *TokenManager) adoptShared(ctx context.Context, key, stale string) (*tok
 	if sh.Value == stale && !(now.Before(sh.RefreshAfter) && m.isCurrent(stale)) {
 		return nil, false, nil
 	}
-	if cur := m.cur.Load(); cur != nil && cur.value == sh.Value {
-		// Our own token, republished: keep our schedule.
+	if cur := m.cur.Load(); cur != nil && cur.value == sh.Value && now.Before(cur.refreshAt) {
+		// Our own token, republished: keep our schedule, unless it is due
+		// (a refetch returned it unchanged): then take refresh_after, or
+		// the loop would come straight back here.
 		st = cur
 	} else {
 		m.persist(ctx, st, false)
