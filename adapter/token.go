@@ -76,6 +76,9 @@ type tokenState struct {
 	// refreshAt is when the background loop replaces the token.
 	refreshAt time.Time
 	source    string
+	// lapsed turns true at usableUntil (a clock timer sets it), so that a
+	// read needs no clock: a clock read costs more than the rest of Get.
+	lapsed *atomic.Bool
 }
 
 // TokenManager owns the access token of one WeCom app (corp id + agent id +
@@ -95,9 +98,12 @@ type TokenManager struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	cur  atomic.Pointer[tokenState]
-	sf   singleflight.Group
-	kick chan struct{}
+	cur atomic.Pointer[tokenState]
+
+	timerMu sync.Mutex
+	lapse   clockwork.Timer // marks cur lapsed at its usableUntil
+	sf      singleflight.Group
+	kick    chan struct{}
 
 	sharedDown atomic.Bool
 
@@ -176,6 +182,7 @@ func (m *TokenManager) Load(ctx context.Context) error {
 	st := m.state(t.Value, t.FetchedAt, t.ExpiresAt, time.Time{}, SourceDatabase)
 	if m.clock.Now().Before(st.usableUntil) {
 		m.cur.Store(st)
+		m.arm(st)
 	}
 	return nil
 }
@@ -187,7 +194,7 @@ func (m *TokenManager) Load(ctx context.Context) error {
 func (m *TokenManager) state(value string, fetchedAt, expiresAt, refreshAfter time.Time, source string) *tokenState {
 	life := expiresAt.Sub(fetchedAt)
 	skew := min(30*time.Second, life/20)
-	st := &tokenState{value: value, expiresAt: expiresAt, fetchedAt: fetchedAt, usableUntil: expiresAt.Add(-skew), source: source}
+	st := &tokenState{value: value, expiresAt: expiresAt, fetchedAt: fetchedAt, usableUntil: expiresAt.Add(-skew), source: source, lapsed: new(atomic.Bool)}
 	switch {
 	case !refreshAfter.IsZero():
 		// WeCom confirmed this token by handing it back: use it to its
@@ -214,12 +221,12 @@ func (m *TokenManager) GetAccessTokenContext(ctx context.Context) (string, error
 	return m.Get(ctx)
 }
 
-// Get returns a valid access token. The hot path is one atomic load and a
-// clock read; only a missing or expired token goes to Redis or WeCom, once
-// for all concurrent callers.
+// Get returns a valid access token. The hot path is two atomic loads;
+// only a missing or expired token goes to Redis or WeCom, once for all
+// concurrent callers.
 func (m *TokenManager) Get(ctx context.Context) (string, error) {
 	s := m.cur.Load()
-	if s != nil && m.clock.Now().Before(s.usableUntil) {
+	if s != nil && !s.lapsed.Load() {
 		return s.value, nil
 	}
 	if err := m.gate(); err != nil {
@@ -459,10 +466,29 @@ func (m *TokenManager) persist(ctx context.Context, st *tokenState, counted bool
 
 func (m *TokenManager) install(st *tokenState) {
 	m.cur.Store(st)
+	m.arm(st)
 	select {
 	case m.kick <- struct{}{}:
 	default:
 	}
+}
+
+// arm sets st to lapse at its usableUntil, replacing the timer of the token
+// it replaces. A timer fires a little late under load; the skew between
+// usableUntil and the real expiry absorbs that.
+func (m *TokenManager) arm(st *tokenState) {
+	m.timerMu.Lock()
+	defer m.timerMu.Unlock()
+	if m.lapse != nil {
+		m.lapse.Stop()
+		m.lapse = nil
+	}
+	d := st.usableUntil.Sub(m.clock.Now())
+	if d <= 0 {
+		st.lapsed.Store(true)
+		return
+	}
+	m.lapse = m.clock.AfterFunc(d, func() { st.lapsed.Store(true) })
 }
 
 func (m *TokenManager) succeeded() {
@@ -523,6 +549,8 @@ func (m *TokenManager) Invalidate(ctx context.Context, token string) {
 	dead := *s
 	dead.usableUntil = time.Time{}
 	dead.refreshAt = time.Time{}
+	dead.lapsed = new(atomic.Bool)
+	dead.lapsed.Store(true)
 	if !m.cur.CompareAndSwap(s, &dead) {
 		return
 	}

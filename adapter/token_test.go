@@ -127,7 +127,8 @@ type tokEnv struct {
 	dir     string
 	dbs     atomic.Int64
 
-	advancing sync.RWMutex // see tokClock
+	advancing  sync.RWMutex // see tokClock
+	afterFuncs *afterFuncs  // see tokClock.AfterFunc
 
 	mu    sync.Mutex
 	sends []tokSend
@@ -162,7 +163,7 @@ func newTokEnv(t testing.TB, opts wecomsim.Options) *tokEnv {
 		opts.Apps = []wecomsim.App{tokApp}
 	}
 	opts.Now = fake.Now
-	e := &tokEnv{fake: fake, sim: wecomsim.New(opts), reg: prometheus.NewRegistry(), log: &tokLog{}, dir: t.TempDir()}
+	e := &tokEnv{fake: fake, sim: wecomsim.New(opts), reg: prometheus.NewRegistry(), log: &tokLog{}, dir: t.TempDir(), afterFuncs: &afterFuncs{}}
 	e.metrics = NewMetrics(e.reg)
 	h := e.sim.Handler()
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -227,6 +228,7 @@ func (e *tokEnv) openDB(t testing.TB, name string) *storage.DB {
 type tokClock struct {
 	*clockwork.FakeClock
 	advancing *sync.RWMutex
+	funcs     *afterFuncs
 	mu        sync.Mutex
 	last      time.Time
 }
@@ -247,11 +249,79 @@ func (c *tokClock) NewTimer(d time.Duration) clockwork.Timer {
 	return c.FakeClock.NewTimer(base.Add(d).Sub(c.FakeClock.Now()))
 }
 
-// advance moves the fake clock; see tokClock.
+// advance moves the fake clock; see tokClock. The AfterFunc callbacks that
+// came due have run when it returns.
 func (e *tokEnv) advance(d time.Duration) {
 	e.advancing.Lock()
 	defer e.advancing.Unlock()
 	e.fake.Advance(d)
+	e.afterFuncs.run(e.fake.Now())
+}
+
+// AfterFunc runs f synchronously in the test's advance (clockwork runs it in
+// a goroutine of its own), so that a token lapses exactly when the test
+// moves past its usable time, not some scheduling moments later.
+func (c *tokClock) AfterFunc(d time.Duration, f func()) clockwork.Timer {
+	c.mu.Lock()
+	base := c.last
+	c.mu.Unlock()
+	return c.funcs.add(base.Add(d), f)
+}
+
+// afterFuncs are the pending AfterFunc callbacks of a test's managers.
+type afterFuncs struct {
+	mu      sync.Mutex
+	pending []*afterFunc
+}
+
+type afterFunc struct {
+	list    *afterFuncs
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func (a *afterFuncs) add(at time.Time, f func()) *afterFunc {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t := &afterFunc{list: a, at: at, f: f}
+	a.pending = append(a.pending, t)
+	return t
+}
+
+func (a *afterFuncs) run(now time.Time) {
+	a.mu.Lock()
+	var due []*afterFunc
+	keep := a.pending[:0]
+	for _, t := range a.pending {
+		switch {
+		case t.stopped:
+		case !now.Before(t.at):
+			t.stopped = true
+			due = append(due, t)
+		default:
+			keep = append(keep, t)
+		}
+	}
+	a.pending = keep
+	a.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+}
+
+func (t *afterFunc) Chan() <-chan time.Time { return nil }
+
+func (t *afterFunc) Stop() bool {
+	t.list.mu.Lock()
+	defer t.list.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func (t *afterFunc) Reset(time.Duration) bool {
+	panic("afterFunc.Reset is not used by the token manager")
 }
 
 type tokManagerOptions struct {
@@ -279,7 +349,7 @@ func (e *tokEnv) manager(t testing.TB, o tokManagerOptions) *TokenManager {
 	return newTokenManager(TokenManagerOptions{
 		Bot:           BotConfig{Name: tokBot, CorpID: tokCorpID, AgentID: tokAgentID, Secret: o.Secret},
 		RefreshBefore: tokRefresh, API: o.API, Store: o.DB, Shared: o.Shared,
-		Clock: &tokClock{FakeClock: e.fake, advancing: &e.advancing, last: e.fake.Now()},
+		Clock: &tokClock{FakeClock: e.fake, advancing: &e.advancing, funcs: e.afterFuncs, last: e.fake.Now()},
 		Log:   o.Log.logger(), Metrics: e.metrics,
 	})
 }
