@@ -93,9 +93,15 @@ var ipPattern = regexp.MustCompile(`from ip: ?([0-9a-fA-F:.]+)`)
 func Hint(err error) string {
 	var e *APIError
 	if !errors.As(err, &e) {
+		var he *HTTPError
 		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) {
+		switch {
+		case errors.As(err, &he):
+			return "WeCom API answered HTTP " + strconv.Itoa(he.Status) + ": an outage or a proxy in between; the service retries."
+		case errors.As(err, &ne) && ne.Timeout():
 			return "WeCom API did not answer in time: check the network path to wecom.api_base."
+		case errors.As(err, &ne):
+			return "WeCom API cannot be reached: check wecom.api_base, DNS and the outgoing firewall."
 		}
 		return ""
 	}

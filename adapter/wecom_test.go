@@ -1,0 +1,56 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHint(t *testing.T) {
+	refused := newAPIClient("http://127.0.0.1:1", time.Second)
+	_, _, connErr := refused.getToken(context.Background(), "ww", "secret-value")
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(300 * time.Millisecond) }))
+	defer slow.Close()
+	_, _, timeoutErr := newAPIClient(slow.URL, 50*time.Millisecond).getToken(context.Background(), "ww", "secret-value")
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{&APIError{API: "gettoken", Code: 60020, Msg: "not allow to access from your ip, hint: [x], from ip: 203.0.113.7, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"}, "203.0.113.7"},
+		{&APIError{API: "gettoken", Code: 40001, Msg: "invalid credential"}, "bots[].secret"},
+		{&APIError{API: "gettoken", Code: 40013, Msg: "invalid corpid"}, "bots[].corp_id"},
+		{&APIError{API: "gettoken", Code: 48002, Msg: "api forbidden"}, "permissions"},
+		{fmt.Errorf("wrapped: %w", &APIError{Code: 45009}), "rate limiting"},
+		{&HTTPError{API: "message/send", Status: 502}, "HTTP 502"},
+		{connErr, "cannot be reached"},
+		{timeoutErr, "did not answer in time"},
+		{errors.New("something else"), ""},
+	}
+	for _, c := range cases {
+		got := Hint(c.err)
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("Hint(%v) = %q, want it to contain %q", c.err, got, c.want)
+		}
+		if c.err != nil && strings.Contains(c.err.Error(), "secret-value") {
+			t.Errorf("error carries the secret: %v", c.err)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"Get \"https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=ww&corpsecret=S3CR3T\": dial tcp": "Get \"https://qyapi.weixin.qq.com/cgi-bin/gettoken?corpid=ww&corpsecret=***\": dial tcp",
+		"/cgi-bin/message/send?access_token=abc.DEF-123&debug=1":                                     "/cgi-bin/message/send?access_token=***&debug=1",
+		"ACCESS_TOKEN=x y": "ACCESS_TOKEN=*** y",
+		"nothing to hide":  "nothing to hide",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
