@@ -22,6 +22,7 @@ type OutboxStore interface {
 	MarkSent(ctx context.Context, id int64, wecomMsgID string) error
 	Reschedule(ctx context.Context, id int64, next time.Time, reason string, attempt bool) error
 	FailPart(ctx context.Context, id int64, reason string) error
+	ClaimPart(ctx context.Context, id int64, attemptsSeen int, retryAt time.Time) (bool, error)
 }
 
 // partSender delivers one part (a bot's sendText).
@@ -180,9 +181,13 @@ func (o *Outbox) deliver(ctx context.Context, p storage.OutboxPart) {
 	if p.Attempts > 0 {
 		dupCheck = min(now.Sub(p.CreatedAt)+time.Minute, 4*time.Hour)
 	}
-	if err := o.store.Reschedule(ctx, p.ID, now.Add(retryDelay(p.Attempts)), "sending", true); err != nil {
+	claimed, err := o.store.ClaimPart(ctx, p.ID, p.Attempts, now.Add(retryDelay(p.Attempts)))
+	if err != nil {
 		log.Error("cannot record send attempt", "err", err)
 		return
+	}
+	if !claimed {
+		return // another sender on this database has it
 	}
 	msgID, err := o.send(ctx, p.Bot, p.UserID, p.Content, dupCheck)
 	switch {

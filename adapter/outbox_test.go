@@ -263,3 +263,44 @@ func TestAdminSendAndResendGoThroughTheOutbox(t *testing.T) {
 		t.Fatalf("resend: %q, state %s", got, e.state(id).State)
 	}
 }
+
+// Two senders on one database (two processes, or an old and a new one during
+// a restart) never send the same part twice.
+func TestTwoOutboxesOnOneDatabaseSendEachPartOnce(t *testing.T) {
+	e := newOutboxEnv(t)
+	other, err := New(Options{
+		WeCom:  WeComConfig{APIBase: e.app.bots["b"].api.base, TokenRefreshBefore: 5 * time.Minute},
+		Bots:   []BotConfig{e.app.bots["b"].cfg},
+		Outbox: OutboxConfig{GiveUpAfter: 24 * time.Hour},
+		Store:  e.db, Clock: e.clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 20 {
+		c := fmt.Sprintf("part %d", i)
+		e.answer(fmt.Sprintf("user%d", i%5), fmt.Sprintf("k%d", i), c)
+		want = append(want, c)
+	}
+	ctx := context.Background()
+	for range 10 {
+		parts, err := e.db.DueParts(ctx, e.clock.Now(), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { other.outbox.deliverAll(ctx, parts); close(done) }()
+		e.app.outbox.deliverAll(ctx, parts)
+		<-done
+	}
+	count := map[string]int{}
+	for _, s := range e.sim.Delivered() {
+		count[s.Content]++
+	}
+	for _, c := range want {
+		if count[c] != 1 {
+			t.Errorf("%q delivered %d times", c, count[c])
+		}
+	}
+}

@@ -237,3 +237,17 @@ func (d *DB) RetryMessage(ctx context.Context, id int64) error {
 	}
 	return nil
 }
+
+// ClaimPart records a send attempt of part id before it is made, and moves
+// its next attempt to retryAt in case this attempt never reports back (a
+// crash). It succeeds only if the part is still pending with the attempt
+// count the caller read, so two senders on one database never both send it.
+func (d *DB) ClaimPart(ctx context.Context, id int64, attemptsSeen int, retryAt time.Time) (bool, error) {
+	res := d.db.WithContext(ctx).Model(&outboxRow{}).
+		Where("id = ? AND state = ? AND attempts = ?", id, OutboxPending, attemptsSeen).
+		Updates(map[string]any{"attempts": gorm.Expr("attempts + 1"), "next_attempt_at": utc(retryAt), "last_error": "sending"})
+	if res.Error != nil {
+		return false, fmt.Errorf("storage: claim outbox part %d: %w", id, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}

@@ -348,3 +348,30 @@ func TestRetryMessage(t *testing.T) {
 		t.Fatalf("retry without failed parts: %v", err)
 	}
 }
+
+func TestClaimPartOnce(t *testing.T) {
+	db, clk := newDB(t)
+	ctx := t.Context()
+	m := insertMsg(t, db, "bot", "u", "k")
+	answer(t, db, m, "one")
+	id := partID(t, db, "one")
+	// Two senders read the part with 0 attempts; only one may send it.
+	first, err := db.ClaimPart(ctx, id, 0, clk.now.Add(time.Minute))
+	must(t, err)
+	second, err := db.ClaimPart(ctx, id, 0, clk.now.Add(time.Minute))
+	must(t, err)
+	if !first || second {
+		t.Fatalf("claims: %v, %v; want exactly the first", first, second)
+	}
+	p := part(t, db, "one")
+	if p.Attempts != 1 || p.LastError != "sending" {
+		t.Fatalf("claimed part: %+v", p)
+	}
+	if due, _ := db.DueParts(ctx, clk.now, 10); len(due) != 0 {
+		t.Fatal("a claimed part is due again before its retry time")
+	}
+	must(t, db.MarkSent(ctx, id, "wx"))
+	if ok, _ := db.ClaimPart(ctx, id, 1, clk.now); ok {
+		t.Fatal("a sent part was claimed")
+	}
+}
