@@ -55,7 +55,12 @@ func TestComposeFile(t *testing.T) {
 	if !strings.HasPrefix(r.Image, "redis:") || len(r.Healthcheck.Test) == 0 || len(r.Volumes) == 0 || r.Restart == "" {
 		t.Errorf("redis service: %+v", r)
 	}
-	for _, v := range []string{"wecombot-data", "redis-data"} {
+	// The second instance shares Redis (tokens) but not the database.
+	w2 := c.Services["wecombot-2"]
+	if w2.Environment["WECOMBOT_REDIS_ADDR"] != "redis:6379" || !strings.Contains(strings.Join(w2.Volumes, " "), "wecombot-2-data:") {
+		t.Errorf("second instance: %+v", w2)
+	}
+	for _, v := range []string{"wecombot-data", "wecombot-2-data", "redis-data"} {
 		if _, ok := c.Volumes[v]; !ok {
 			t.Errorf("volume %s missing", v)
 		}
