@@ -10,23 +10,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
 	"github.com/gin-gonic/gin"
+	"github.com/wecombot/wecombot/web/webtest"
 
 	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
-
-// chromiumPath is Debian's chromium package. Without it the browser tests
-// skip, loudly; under CI (CI set) they fail instead: .ci/run installs it.
-const chromiumPath = "/usr/bin/chromium"
 
 const (
 	browserCorp   = "wwbrowsercorp"
@@ -149,85 +145,14 @@ func screenshotDir() string {
 // conversation, send a message that reaches the fake WeCom, re-send a failed
 // answer, and check every page at 375 px.
 func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found, and CI is set: browser tests must run in CI (apt-get install chromium)", chromiumPath)
-		}
-		t.Skip("!!! BROWSER TESTS SKIPPED: " + chromiumPath + " not found. Install Debian's chromium " +
-			"(apt-get install chromium) to run them; with CI set this is a failure. !!!")
-	}
 	e := newBrowserEnv(t)
 	e.say("zhangsan", "hello bot")
 	if got := e.delivered(1); got.ToUser != "zhangsan" || got.Content != "echo: hello bot" {
 		t.Fatalf("first answer %+v", got)
 	}
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("hide-scrollbars", true), // screenshots show the whole width
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	// The browser lives as long as this context: no timeout on it, one per step.
-	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start %s: %v", chromiumPath, err)
-	}
-
-	// Confirm dialogs (reset, re-send) are accepted. Script errors and
-	// console errors (CSP violations among them) fail the test.
-	go func() {
-		for _, err := range chromedp.Events(ctx, page.JavascriptDialogOpening) {
-			if err != nil {
-				return
-			}
-			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
-		}
-	}()
-	var mu sync.Mutex
-	var problems []string
-	console := chromedp.Console(ctx)
-	go func() {
-		for m, err := range console {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleError || m.IsException() {
-				mu.Lock()
-				problems = append(problems, m.String()+" "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		stepCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if err := chromedp.Do(stepCtx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		stepCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		s, err := chromedp.Run(stepCtx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
+	b := webtest.Start(t, 1280, 900)
+	ctx, do, text := b.Ctx, b.Do, b.Text
 	screenshot := func(name string) {
 		t.Helper()
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -336,11 +261,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	do("log out", click("#logout"), visible("#password"))
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
-	}
+	b.Check()
 }
 
 func saveScreenshot(t *testing.T, name string, png []byte) {

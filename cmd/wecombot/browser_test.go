@@ -1,79 +1,26 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath is Debian's chromium package, as in web/browser_test.go:
-// without it this test skips, under CI (CI set) it fails.
-const chromiumPath = "/usr/bin/chromium"
+	"github.com/wecombot/wecombot/web/webtest"
+)
 
 // TestDemoChatInBrowser types a message on the demo's "chat as a WeCom
 // user" page in headless Chromium and sees the echo model's answer come
 // back through the simulator, then checks the page at 375 px. The rest of
 // the panel is driven by web's TestBrowser.
 func TestDemoChatInBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found, and CI is set: browser tests must run in CI (apt-get install chromium)", chromiumPath)
-		}
-		t.Skip("!!! BROWSER TEST SKIPPED: " + chromiumPath + " not found (apt-get install chromium); with CI set this is a failure. !!!")
-	}
 	d := startTestDemo(t)
 	base := "http://" + d.Main.Addr
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
-	defer cancelAlloc()
-	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start %s: %v", chromiumPath, err)
-	}
-	// Script and console errors (CSP violations among them) fail the test.
-	var mu sync.Mutex
-	var problems []string
-	console := chromedp.Console(ctx)
-	go func() {
-		for m, err := range console {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleError || m.IsException() {
-				mu.Lock()
-				problems = append(problems, m.String()+" "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		stepCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		if err := chromedp.Do(stepCtx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		stepCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		s, err := chromedp.Run(stepCtx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
+	b := webtest.Start(t, 1280, 900)
+	ctx, do, text := b.Ctx, b.Do, b.Text
 	visible := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
 	click := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
 
@@ -118,9 +65,5 @@ func TestDemoChatInBrowser(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "wecombot-chat-375.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
-	}
+	b.Check()
 }
