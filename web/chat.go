@@ -21,9 +21,10 @@ const (
 	chatsKept = 10
 )
 
-// Simulator plays WeCom for a user of a bot (demo mode): it sends text as
-// an encrypted, signed callback, the way WeCom does, and catches the answer
-// where WeCom would receive it (message/send).
+// Simulator plays WeCom for a user of a bot (demo mode, or a service whose
+// api_base is the simulator): it sends text as an encrypted, signed
+// callback, the way WeCom does, and catches the answer where WeCom would
+// receive it (message/send).
 type Simulator interface {
 	// Chat waits for the answer until ctx ends. An exchange that got no
 	// answer, or whose callback the service refused, is a trace, not an

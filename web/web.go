@@ -76,8 +76,8 @@ type Options struct {
 	Location *time.Location
 	// SessionTTL is how long a panel login lasts. Defaults to 12h.
 	SessionTTL time.Duration
-	// Simulator, when set (demo mode), adds the "chat as a WeCom user"
-	// page to the panel.
+	// Simulator, when set (demo mode, or api_base at the simulator), adds
+	// the "chat as a WeCom user" page to the panel.
 	Simulator Simulator
 }
 

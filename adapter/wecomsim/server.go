@@ -130,12 +130,16 @@ func New(opts Options) *Server {
 
 // Handler serves GET .../cgi-bin/gettoken and POST .../cgi-bin/message/send
 // under any path prefix, so it can sit behind httptest.NewServer or be mounted
-// inside a bigger mux.
+// inside a bigger mux. It also serves the read-only InfoPath and
+// DeliveredPath, which WeCom does not have.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.inspect(w, r) {
+		return
+	}
 	var api string
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/cgi-bin/gettoken"):

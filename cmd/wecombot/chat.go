@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,66 +27,92 @@ const (
 	cipherShown = 24
 )
 
-// demoChat is the panel's "chat as a WeCom user" in demo mode. It plays
-// WeCom's side in full, through the same doors as WeCom: an encrypted
-// callback to the service, the answer caught at the simulator's
-// message/send. The answer is told apart only by its recipient and its
-// order, so exchanges run one at a time.
-type demoChat struct {
-	sim     *wecomsim.Server
-	bot     string
-	corpID  string
-	agentID int64
+// simChat is the panel's "chat as a WeCom user", for a service whose WeCom
+// is the simulator: in-process in demo mode, or a separate `wecombot
+// simulate` that wecom.api_base points at. It plays WeCom's side in full,
+// through the same doors as WeCom: an encrypted callback to the service,
+// the answer caught at the simulator's message/send. The answer is told
+// apart only by its recipient, its app and its order, so exchanges run one
+// at a time.
+type simChat struct {
+	from deliveries
+	bots map[string]simBot
 
 	turn chan struct{} // held for an exchange
 
-	mu       sync.Mutex
-	callback *wecomsim.Callback // set once the service listens
-	msgID    int64
+	mu      sync.Mutex
+	service string // the service's base URL, set once it listens
+	msgID   int64
 }
 
-var _ web.Simulator = (*demoChat)(nil)
-
-func newDemoChat(sim *wecomsim.Server, bot, corpID string, agentID int64) *demoChat {
-	return &demoChat{sim: sim, bot: bot, corpID: corpID, agentID: agentID, turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
+// simBot is what the chat needs of a bot to sign and encrypt its callbacks.
+type simBot struct {
+	corpID, token, aesKey string
+	agentID               int64
 }
 
-// setCallback gives the chat the service's callback, known once it listens.
-func (d *demoChat) setCallback(cb *wecomsim.Callback) {
+var _ web.Simulator = (*simChat)(nil)
+
+// deliveries is where the chat reads what the simulator delivered.
+type deliveries interface {
+	// Count is the number of messages delivered so far.
+	Count(ctx context.Context) (int, error)
+	// After waits, until ctx ends, for deliveries past the first n and
+	// returns them; on ctx's end, with what it has and ctx's error.
+	After(ctx context.Context, n int) ([]wecomsim.Sent, error)
+}
+
+func newSimChat(from deliveries, bots []BotConfig) *simChat {
+	c := &simChat{from: from, bots: make(map[string]simBot, len(bots)), turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
+	for _, b := range bots {
+		c.bots[b.Name] = simBot{corpID: b.CorpID, token: b.Token, aesKey: b.EncodingAESKey, agentID: b.AgentID}
+	}
+	return c
+}
+
+// setService gives the chat the service's base URL, known once it listens.
+func (d *simChat) setService(base string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.callback = cb
+	d.service = strings.TrimRight(base, "/")
 }
 
 // Chat sends text from user to the bot and waits, until ctx ends, for the
 // parts of the answer delivered to that user.
-func (d *demoChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTrace, error) {
-	if bot != d.bot {
-		return web.ChatTrace{}, fmt.Errorf("demo chat: bot %s is not on the simulator: %w", bot, adapter.ErrUnknownBot)
+func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTrace, error) {
+	b, ok := d.bots[bot]
+	if !ok {
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: bot %s is not on the simulator: %w", bot, adapter.ErrUnknownBot)
 	}
 	select {
 	case d.turn <- struct{}{}:
 		defer func() { <-d.turn }()
 	case <-ctx.Done():
-		return web.ChatTrace{}, fmt.Errorf("demo chat: waiting for the previous exchange: %w", ctx.Err())
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: waiting for the previous exchange: %w", ctx.Err())
 	}
 	d.mu.Lock()
-	if d.callback == nil {
+	if d.service == "" {
 		d.mu.Unlock()
-		return web.ChatTrace{}, fmt.Errorf("demo chat: the service is not listening yet")
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: the service is not listening yet")
 	}
 	d.msgID++
-	msgID, cb := d.msgID, *d.callback
+	msgID, service := d.msgID, d.service
 	d.mu.Unlock()
-	plain := wecomsim.TextXML(d.corpID, user, text, msgID, time.Now().Unix(), d.agentID)
+	seen, err := d.from.Count(ctx)
+	if err != nil {
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: asking the simulator: %w", err)
+	}
+	plain := wecomsim.TextXML(b.corpID, user, text, msgID, time.Now().Unix(), b.agentID)
 	w := &wire{next: http.DefaultTransport}
-	cb.HTTPClient = &http.Client{Transport: w, Timeout: 5 * time.Second} // WeCom's timeout
+	cb := &wecomsim.Callback{
+		URL: service + "/wecom/" + bot + "/callback", Token: b.token, EncodingAESKey: b.aesKey, CorpID: b.corpID,
+		HTTPClient: &http.Client{Transport: w, Timeout: 5 * time.Second}, // WeCom's timeout
+	}
 
-	seen := len(d.sim.Delivered())
 	start := time.Now()
 	status, _, err := cb.Post(ctx, plain)
 	if err != nil {
-		return web.ChatTrace{}, fmt.Errorf("demo chat: %w", err)
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: %w", err)
 	}
 	t := web.ChatTrace{
 		Path: w.path, CipherLen: len(w.encrypt), CipherPrefix: w.encrypt[:min(len(w.encrypt), cipherShown)], Signature: w.signature,
@@ -90,7 +120,7 @@ func (d *demoChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTr
 	}
 	end := w.answered // a refused callback gets no answer
 	if status == http.StatusOK {
-		parts := d.answer(ctx, user, seen)
+		parts := d.answer(ctx, user, b.agentID, seen)
 		end = time.Now()
 		for _, p := range parts {
 			t.Answer = append(t.Answer, p.Content)
@@ -106,28 +136,132 @@ func (d *demoChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTr
 	return t, nil
 }
 
-// answer collects what is delivered to user after the first seen
-// deliveries: it waits for a first part until ctx ends, then for more
-// until chatQuiet passes without one.
-func (d *demoChat) answer(ctx context.Context, user string, seen int) []wecomsim.Sent {
+// answer collects what is delivered to user of the app agentID after the
+// first seen deliveries: it waits for a first part until ctx ends, then for
+// more until chatQuiet passes without one.
+func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen int) []wecomsim.Sent {
 	var parts []wecomsim.Sent
 	for {
 		wait, cancel := ctx, context.CancelFunc(func() {})
 		if len(parts) > 0 {
 			wait, cancel = context.WithTimeout(ctx, chatQuiet)
 		}
-		sent, err := d.sim.WaitDelivered(wait, seen+1)
+		sent, err := d.from.After(wait, seen)
 		cancel()
-		for _, s := range sent[min(seen, len(sent)):] {
-			if strings.EqualFold(s.ToUser, user) && s.AgentID == d.agentID {
+		for _, s := range sent {
+			if strings.EqualFold(s.ToUser, user) && s.AgentID == agentID {
 				parts = append(parts, s)
 			}
 		}
-		seen = len(sent)
+		seen += len(sent)
 		if err != nil {
 			return parts
 		}
 	}
+}
+
+// localDeliveries reads an in-process simulator (demo mode).
+type localDeliveries struct{ sim *wecomsim.Server }
+
+func (l localDeliveries) Count(context.Context) (int, error) { return len(l.sim.Delivered()), nil }
+
+func (l localDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, error) {
+	sent, err := l.sim.WaitDelivered(ctx, n+1)
+	return sent[min(n, len(sent)):], err
+}
+
+// remoteDeliveries reads a simulator in another process (`wecombot
+// simulate`) through its inspection endpoints under base, the api_base.
+type remoteDeliveries struct {
+	base   string
+	client *http.Client
+	every  time.Duration // polling interval
+}
+
+func newRemoteDeliveries(base string) remoteDeliveries {
+	return remoteDeliveries{base: strings.TrimRight(base, "/"), client: &http.Client{Timeout: 5 * time.Second}, every: 100 * time.Millisecond}
+}
+
+func (r remoteDeliveries) Count(ctx context.Context) (int, error) {
+	var info wecomsim.Info
+	if err := r.get(ctx, wecomsim.InfoPath, &info); err != nil {
+		return 0, err
+	}
+	if info.Simulator != wecomsim.Name {
+		return 0, fmt.Errorf("%s answers as %q, not as the simulator", r.base, info.Simulator)
+	}
+	return info.Delivered, nil
+}
+
+func (r remoteDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, error) {
+	tick := time.NewTicker(r.every)
+	defer tick.Stop()
+	for {
+		var list []wecomsim.Delivery
+		// A failed poll is tried again: the simulator may be restarting.
+		if err := r.get(ctx, wecomsim.DeliveredPath+"?since="+strconv.Itoa(n), &list); err == nil && len(list) > 0 {
+			sent := make([]wecomsim.Sent, len(list))
+			for i, d := range list {
+				sent[i] = wecomsim.Sent{ToUser: d.ToUser, AgentID: d.AgentID, MsgType: d.MsgType, Content: d.Content, MsgID: d.MsgID, At: d.At}
+			}
+			return sent, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (r remoteDeliveries) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(v)
+}
+
+// probeTimeout bounds the one question a starting service asks its api_base.
+const probeTimeout = time.Second
+
+// probeSimulator reports whether apiBase is the WeCom simulator (`wecombot
+// simulate`): it asks once, for at most probeTimeout. Any failure means
+// "not the simulator", never a reason not to start. WeCom itself is not
+// asked.
+func probeSimulator(ctx context.Context, apiBase string) bool {
+	u, err := url.Parse(apiBase)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
+		strings.HasSuffix(strings.ToLower(u.Hostname()), ".weixin.qq.com") {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	r := remoteDeliveries{base: strings.TrimRight(apiBase, "/"), client: client}
+	_, err = r.Count(ctx)
+	return err == nil
+}
+
+// serviceURL is the base URL at which this machine reaches a service
+// listening on addr.
+func serviceURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // wire is the chat's transport: it notes the callback as it goes out (the

@@ -29,7 +29,7 @@ type demo struct {
 	Main     *Main
 	Sim      *wecomsim.Server
 	Callback *wecomsim.Callback
-	Chat     *demoChat // the panel's "chat as a WeCom user"
+	Chat     *simChat // the panel's "chat as a WeCom user"
 	Password string
 	Model    string
 
@@ -103,7 +103,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		return nil, fmt.Errorf("demo configuration: %v", problems)
 	}
 	d.Main = NewMain(&cfg, o.Log)
-	d.Chat = newDemoChat(d.Sim, demoBot, demoCorp, demoAgent)
+	d.Chat = newSimChat(localDeliveries{d.Sim}, cfg.Bots)
 	d.Main.Simulator = d.Chat
 	d.Model = cfg.LLM.Model
 	if !useReal {
@@ -116,7 +116,6 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	d.Callback = &wecomsim.Callback{
 		URL: "http://" + d.Main.Addr + "/wecom/" + demoBot + "/callback", Token: token, EncodingAESKey: aesKey, CorpID: demoCorp,
 	}
-	d.Chat.setCallback(d.Callback)
 	ok = true
 	return d, nil
 }

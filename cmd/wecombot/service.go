@@ -33,7 +33,8 @@ type Main struct {
 	// LLM replaces the OpenAI client when set (tests, demo).
 	LLM adapter.Completer
 	// Simulator, when set (demo), adds the panel's "chat as a WeCom user"
-	// page.
+	// page. When it is nil and wecom.api_base answers as the simulator
+	// (`wecombot simulate`), Open wires one reading that simulator.
 	Simulator web.Simulator
 
 	// Addr is the address the server listens on, once Open returned.
@@ -67,6 +68,11 @@ func newLogger(c LogConfig, out io.Writer) *slog.Logger {
 // Open starts the service: storage, Redis, tokens, pipeline, outbox, HTTP.
 func (m *Main) Open(ctx context.Context) error {
 	cfg := m.Config
+	sim := m.Simulator
+	if sim == nil && probeSimulator(ctx, cfg.WeCom.APIBase) {
+		sim = newSimChat(newRemoteDeliveries(cfg.WeCom.APIBase), cfg.Bots)
+		m.Log.Info("wecom.api_base is the WeCom simulator: the panel has a \"chat as a WeCom user\" page", "api_base", cfg.WeCom.APIBase)
+	}
 	db, err := storage.Open(ctx, cfg.Storage)
 	if err != nil {
 		return err
@@ -129,7 +135,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Log:       m.Log,
 		Now:       m.Clock.Now,
-		Simulator: m.Simulator,
+		Simulator: sim,
 	}).Routes(engine)
 
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
@@ -138,6 +144,9 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
 	}
 	m.Addr = ln.Addr().String()
+	if c, ok := sim.(*simChat); ok {
+		c.setService(serviceURL(m.Addr))
+	}
 	if err := app.Start(ctx); err != nil {
 		ln.Close()
 		m.closeStores()
