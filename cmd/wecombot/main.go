@@ -39,6 +39,9 @@ commands:
           message/send for the configured bots on -listen (point
           wecom.api_base there) and send each stdin line "user: text" as an
           encrypted callback to -service, printing the answers
+  load    measure the service in-process against the simulator and a fake
+          LLM, beside a bare signature+decrypt+parse baseline
+          (-users -rate -duration -llm-latency -senders -drain -cpuprofile)
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
@@ -48,6 +51,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	}
+	if cmd == "load" { // its own flags, shared with no other command
+		return runLoadCommand(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("wecombot "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

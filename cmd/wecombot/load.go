@@ -1,0 +1,487 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/xml"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/silenceper/wechat/v2/util"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm/llmtest"
+)
+
+// Load identities: like the demo's, they exist only in the simulator.
+const (
+	loadCorp   = "wwload000000001"
+	loadAgent  = 1000003
+	loadBot    = "load"
+	loadPrefix = "re: " // the fake LLM answers "re: <message>", so answers match messages by content
+	// loadMaxMessages bounds one run whatever the flags say.
+	loadMaxMessages = 1_000_000
+)
+
+// loadOptions configure `wecombot load`.
+type loadOptions struct {
+	Users      int
+	Rate       float64 // callbacks/s; 0 = as fast as the senders go
+	Duration   time.Duration
+	LLMLatency time.Duration
+	Senders    int           // callbacks in flight at most
+	Drain      time.Duration // how long to wait for answers after the last callback
+	CPUProfile string        // file for a CPU profile of the sending phase
+	Log        io.Writer     // the service's own log (errors only)
+}
+
+// ingress is what one target did with the callbacks it was sent.
+type ingress struct {
+	Sent, Accepted, Failed int
+	Elapsed                time.Duration
+	Ack                    []time.Duration // accepted callbacks only, sorted
+}
+
+func (in ingress) rate() float64 {
+	if in.Elapsed <= 0 {
+		return 0
+	}
+	return float64(in.Accepted) / in.Elapsed.Seconds()
+}
+
+// loadReport is everything `wecombot load` prints.
+type loadReport struct {
+	Opts                 loadOptions
+	Service, Baseline    ingress
+	Answered, Duplicates int
+	Lost                 int
+	AnswerRate           float64 // distinct answers/s, first callback to last answer
+	E2E                  []time.Duration
+	IdleRSS, HWMBefore   int64 // kB, whole load process
+	HWMAfter             int64
+	MessagesPerUser      float64
+	NumCPU               int
+}
+
+// runLoadCommand is `wecombot load`. It has its own flags, which the other
+// commands do not share.
+func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("wecombot load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := loadOptions{Log: stderr}
+	fs.IntVar(&o.Users, "users", 200, "simulated WeCom users")
+	fs.Float64Var(&o.Rate, "rate", 0, "callbacks per second; 0 = as fast as possible")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send callbacks (service and baseline each)")
+	fs.DurationVar(&o.LLMLatency, "llm-latency", 0, "latency of the fake LLM before it answers")
+	fs.IntVar(&o.Senders, "senders", 64, "callbacks in flight at most")
+	fs.DurationVar(&o.Drain, "drain", 60*time.Second, "how long to wait for answers after the last callback")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the service's sending phase (whole process) to this file")
+	service := fs.String("service", "", "drive an already running service (not supported yet)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *service != "" {
+		fmt.Fprintln(stderr, "wecombot load: -service is not supported yet; the load tool starts the service in-process")
+		return 2
+	}
+	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 {
+		fmt.Fprintln(stderr, "wecombot load: -users, -senders and -duration must be positive; -rate, -llm-latency and -drain not negative")
+		return 2
+	}
+	r, err := runLoad(ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "wecombot load: %v\n", err)
+		return 1
+	}
+	r.print(stdout)
+	return 0
+}
+
+// runLoad starts the simulator, the fake LLM and the service in this
+// process, drives the service, then the bare baseline, with the same
+// generator for the same duration.
+func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
+	r := &loadReport{Opts: o, NumCPU: runtime.NumCPU()}
+	dir, err := os.MkdirTemp("", "wecombot-load-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	secret, token, aesKey := randomHex(16), randomHex(8), wecomsim.NewEncodingAESKey()
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: loadCorp, AgentID: loadAgent, Secret: secret}}})
+	simSrv := httptest.NewServer(sim.Handler())
+	defer simSrv.Close()
+	fake := llmtest.New(func(req llmtest.Request) llmtest.Reply {
+		last := ""
+		for _, m := range req.Messages {
+			if m.Role == "user" {
+				last = m.Content
+			}
+		}
+		return llmtest.Reply{Content: loadPrefix + last, Delay: o.LLMLatency}
+	})
+	llmSrv := httptest.NewServer(fake.Handler())
+	defer llmSrv.Close()
+	defer fake.Close() // before llmSrv.Close: it ends requests still waiting
+
+	cfg := defaults()
+	cfg.Server.Addr = "127.0.0.1:0"
+	cfg.Server.ShutdownTimeout = "2s"
+	cfg.Storage.DSN = filepath.Join(dir, "load.db")
+	cfg.WeCom.APIBase = simSrv.URL
+	cfg.LLM.BaseURL = llmSrv.URL + "/v1"
+	cfg.LLM.APIKey = "sk-load"
+	cfg.LLM.Timeout = (o.LLMLatency + 30*time.Second).String()
+	cfg.Admin.Password = randomHex(8)
+	cfg.Log.Level = "error"
+	cfg.Bots = []BotConfig{{Name: loadBot, CorpID: loadCorp, AgentID: loadAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
+	if problems := cfg.validate(); len(problems) > 0 {
+		return nil, fmt.Errorf("load configuration: %v", errors.Join(problems...))
+	}
+	m := NewMain(&cfg, o.Log)
+	if err := m.Open(ctx); err != nil {
+		return nil, err
+	}
+	defer m.Close()
+
+	client := loadClient(o.Senders)
+	defer client.CloseIdleConnections()
+	cb := &wecomsim.Callback{
+		URL: "http://" + m.Addr + "/wecom/" + loadBot + "/callback", Token: token, EncodingAESKey: aesKey,
+		CorpID: loadCorp, HTTPClient: client,
+	}
+
+	runtime.GC()
+	r.IdleRSS, _ = procStatus("VmRSS")
+	r.HWMBefore, _ = procStatus("VmHWM")
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
+	samples, in := drive(ctx, cb, o)
+	if o.CPUProfile != "" {
+		pprof.StopCPUProfile() // the sending phase only: what the acks cost
+	}
+	r.Service = in
+	r.collectAnswers(ctx, sim, samples)
+	r.HWMAfter, _ = procStatus("VmHWM")
+	accepted := 0
+	for _, s := range samples {
+		if s.ok {
+			accepted++
+		}
+	}
+	r.MessagesPerUser = float64(accepted) / float64(o.Users)
+	// Connections the client dialled but never used count as new, not
+	// idle, and would hold up the server's shutdown.
+	client.CloseIdleConnections()
+	if err := m.Close(); err != nil && o.LLMLatency == 0 {
+		fmt.Fprintf(o.Log, "wecombot load: service shutdown: %v\n", err)
+	}
+
+	base := httptest.NewServer(baselineHandler(token, aesKey, loadCorp))
+	defer base.Close()
+	bcb := *cb
+	bcb.URL = base.URL + "/wecom/" + loadBot + "/callback"
+	_, r.Baseline = drive(ctx, &bcb, o)
+	return r, ctx.Err()
+}
+
+// loadClient keeps a connection per sender, so the run measures requests,
+// not TCP handshakes and exhausted ephemeral ports.
+func loadClient(senders int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = senders
+	t.MaxIdleConnsPerHost = senders
+	return &http.Client{Transport: t, Timeout: 5 * time.Second} // WeCom's own callback timeout
+}
+
+// sample is one callback as the generator saw it.
+type sample struct {
+	user, content string
+	start         time.Time
+	ack           time.Duration
+	ok            bool
+}
+
+// drive sends callbacks from o.Users users round-robin for o.Duration, at
+// o.Rate or as fast as o.Senders concurrent senders go. Every message has its
+// own MsgId and content.
+func drive(ctx context.Context, cb *wecomsim.Callback, o loadOptions) ([]sample, ingress) {
+	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	jobs := make(chan int)
+	results := make([][]sample, o.Senders)
+	baseID := time.Now().UnixNano()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range o.Senders {
+		wg.Go(func() {
+			for i := range jobs {
+				user := fmt.Sprintf("load-u%05d", i%o.Users)
+				content := fmt.Sprintf("message %d from %s", i, user)
+				plain := wecomsim.TextXML(loadCorp, user, content, baseID+int64(i), time.Now().Unix(), loadAgent)
+				s := sample{user: user, content: content, start: time.Now()}
+				// The run's end cancels ctx; a callback in flight then is
+				// still waited for, as WeCom would.
+				status, body, err := cb.Post(context.WithoutCancel(ctx), plain)
+				s.ack = time.Since(s.start)
+				s.ok = err == nil && status == http.StatusOK && body == ""
+				results[w] = append(results[w], s)
+			}
+		})
+	}
+	var interval time.Duration
+	if o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / o.Rate)
+	}
+feed:
+	for i := 0; i < loadMaxMessages; i++ {
+		if interval > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					break feed
+				}
+			}
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	var all []sample
+	in := ingress{Elapsed: time.Since(start)}
+	for _, rs := range results {
+		all = append(all, rs...)
+	}
+	for _, s := range all {
+		in.Sent++
+		if s.ok {
+			in.Accepted++
+			in.Ack = append(in.Ack, s.ack)
+		} else {
+			in.Failed++
+		}
+	}
+	slices.Sort(in.Ack)
+	return all, in
+}
+
+// collectAnswers waits up to o.Drain for an answer to every accepted
+// callback, then a moment more for duplicates.
+func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, samples []sample) {
+	byContent := make(map[string]int, len(samples))
+	first := time.Time{}
+	want := 0
+	for i, s := range samples {
+		if !s.ok {
+			continue
+		}
+		byContent[loadPrefix+s.content] = i
+		want++
+		if first.IsZero() || s.start.Before(first) {
+			first = s.start
+		}
+	}
+	answers := make(map[int]int, want)
+	var e2e []time.Duration
+	var last time.Time
+	seen := 0
+	scan := func() {
+		delivered := sim.Delivered()
+		for _, d := range delivered[seen:] {
+			i, ok := byContent[d.Content]
+			if !ok {
+				continue
+			}
+			answers[i]++
+			if answers[i] == 1 {
+				e2e = append(e2e, d.At.Sub(samples[i].start))
+				last = d.At
+			}
+		}
+		seen = len(delivered)
+	}
+	deadline := time.Now().Add(r.Opts.Drain)
+	for {
+		scan()
+		if len(answers) >= want || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		// Polled, not WaitDelivered: that copies every delivery so far on
+		// each new one, which costs more than the service at high counts.
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	// Duplicates arrive after the first answer; give them a chance to.
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+	}
+	scan()
+	for _, n := range answers {
+		if n > 1 {
+			r.Duplicates += n - 1
+		}
+	}
+	r.Answered = len(answers)
+	r.Lost = want - len(answers)
+	if r.Answered > 0 && last.After(first) {
+		r.AnswerRate = float64(r.Answered) / last.Sub(first).Seconds()
+	}
+	slices.Sort(e2e)
+	r.E2E = e2e
+}
+
+// baselineHandler is the floor the service is measured against: only what
+// any callback handler must do (signature check, decrypt, XML parse) with
+// silenceper's code, answering 200. Nothing is stored, deduped or answered.
+func baselineHandler(token, aesKey, corpID string) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.POST("/wecom/:bot/callback", func(c *gin.Context) {
+		body, err := io.ReadAll(io.LimitReader(c.Request.Body, 1<<20))
+		if err != nil {
+			c.Status(http.StatusBadRequest)
+			return
+		}
+		var env struct {
+			Encrypt string `xml:"Encrypt"`
+		}
+		if err := xml.Unmarshal(body, &env); err != nil {
+			c.Status(http.StatusBadRequest)
+			return
+		}
+		if util.Signature(token, c.Query("timestamp"), c.Query("nonce"), env.Encrypt) != c.Query("msg_signature") {
+			c.Status(http.StatusForbidden)
+			return
+		}
+		_, plain, err := util.DecryptMsg(corpID, env.Encrypt, aesKey)
+		if err != nil {
+			c.Status(http.StatusForbidden)
+			return
+		}
+		var msg struct {
+			ToUserName, FromUserName, MsgType, Content string
+			CreateTime, MsgId, AgentID                 int64
+		}
+		if err := xml.Unmarshal(plain, &msg); err != nil {
+			c.Status(http.StatusBadRequest)
+			return
+		}
+		c.Status(http.StatusOK)
+	})
+	return e
+}
+
+// procStatus reads a "kB" field such as VmRSS or VmHWM of this process.
+func procStatus(field string) (int64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("load: %s not in /proc/self/status", field)
+}
+
+// percentile of sorted durations; 0 when there are none.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func (r *loadReport) print(w io.Writer) {
+	o := r.Opts
+	rate := "as fast as possible"
+	if o.Rate > 0 {
+		rate = fmt.Sprintf("%g/s", o.Rate)
+	}
+	fmt.Fprintf(w, "wecombot load: %d users, rate %s, %s per target, LLM latency %s, %d senders, drain %s, %d CPUs\n",
+		o.Users, rate, o.Duration, o.LLMLatency, o.Senders, o.Drain, r.NumCPU)
+	fmt.Fprintln(w, "everything runs in this one process on loopback: generator, WeCom simulator, fake LLM, service, baseline")
+	ratio := func(s, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", s/b)
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+	row := func(name, s, b, rt string) { fmt.Fprintf(w, "  %-24s %14s %14s %8s\n", name, s, b, rt) }
+	fmt.Fprintln(w, "ingress (ack = callback POST sent -> 200 received)")
+	row("", "service", "baseline", "ratio")
+	sv, bl := r.Service, r.Baseline
+	row("callbacks sent", strconv.Itoa(sv.Sent), strconv.Itoa(bl.Sent), ratio(float64(sv.Sent), float64(bl.Sent)))
+	row("callbacks failed/non-200", strconv.Itoa(sv.Failed), strconv.Itoa(bl.Failed), "")
+	row("callbacks/s accepted", fmt.Sprintf("%.1f", sv.rate()), fmt.Sprintf("%.1f", bl.rate()), ratio(sv.rate(), bl.rate()))
+	for _, p := range []struct {
+		name string
+		p    float64
+	}{{"ack p50", 50}, {"ack p95", 95}, {"ack p99", 99}, {"ack max", 100}} {
+		s, b := percentile(sv.Ack, p.p), percentile(bl.Ack, p.p)
+		row(p.name, ms(s), ms(b), ratio(float64(s), float64(b)))
+	}
+	fmt.Fprintln(w, "answers (service only; end-to-end = callback sent -> answer at message/send)")
+	fmt.Fprintf(w, "  %-24s %14d\n", "answered", r.Answered)
+	fmt.Fprintf(w, "  %-24s %14.1f\n", "answers delivered/s", r.AnswerRate)
+	fmt.Fprintf(w, "  %-24s %14s\n", "end-to-end p50", ms(percentile(r.E2E, 50)))
+	fmt.Fprintf(w, "  %-24s %14s\n", "end-to-end p99", ms(percentile(r.E2E, 99)))
+	fmt.Fprintf(w, "  %-24s %14d\n", "duplicates", r.Duplicates)
+	fmt.Fprintf(w, "  %-24s %14d   (accepted without an answer after the %s drain)\n", "losses", r.Lost, o.Drain)
+	fmt.Fprintln(w, "memory (whole load process, kB: service + generator + simulator + fake LLM)")
+	fmt.Fprintf(w, "  %-24s %14d\n", "RSS idle before load", r.IdleRSS)
+	fmt.Fprintf(w, "  %-24s %14d\n", "peak RSS before load", r.HWMBefore)
+	fmt.Fprintf(w, "  %-24s %14d\n", "peak RSS after service", r.HWMAfter)
+	if o.CPUProfile != "" {
+		fmt.Fprintf(w, "CPU profile of the sending phase (whole process): %s\n", o.CPUProfile)
+	}
+	if r.MessagesPerUser > 10 {
+		fmt.Fprintf(w, "note: %.1f messages per user; WeCom pacing (10 at once, then 1 per 3 s per user) delays answers past the 10th,\n"+
+			"      so end-to-end figures measure the pacing. Use -users >= rate x duration / 10.\n", r.MessagesPerUser)
+	}
+	if r.Lost > 0 {
+		fmt.Fprintln(w, "note: unanswered messages may be backlog (stored, answered later), not lost;\n"+
+			"      raise -drain to tell.")
+	}
+}
