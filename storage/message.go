@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Message states. A message is stored as received before WeCom's callback is
@@ -68,6 +67,7 @@ func (r messageRow) message() Message {
 // InsertMessage stores m unless a message of the same bot with the same dedupe
 // key is already stored. It reports whether m was new; on true m.ID is set.
 // The unique key makes the dedupe survive restarts and races alike.
+// Concurrent inserts are committed together (see ingest).
 func (d *DB) InsertMessage(ctx context.Context, m *Message) (bool, error) {
 	if m.Bot == "" || m.DedupeKey == "" {
 		return false, errors.New("storage: insert message: bot and dedupe key are required")
@@ -82,14 +82,11 @@ func (d *DB) InsertMessage(ctx context.Context, m *Message) (bool, error) {
 		Bot: m.Bot, DedupeKey: m.DedupeKey, UserID: m.UserID, MsgType: m.MsgType, Event: m.Event,
 		Content: m.Content, CreateTime: m.CreateTime, ReceivedAt: utc(m.ReceivedAt), State: m.State,
 	}
-	res := d.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-	if res.Error != nil {
-		return false, fmt.Errorf("storage: insert message %s/%s: %w", m.Bot, m.DedupeKey, res.Error)
+	id, err := d.ingest.insert(ctx, row)
+	if err != nil || id == 0 {
+		return false, err
 	}
-	if res.RowsAffected == 0 {
-		return false, nil
-	}
-	m.ID = row.ID
+	m.ID = id
 	return true, nil
 }
 

@@ -35,6 +35,8 @@ type DB struct {
 	// Now is the clock used for the times the storage writes itself
 	// (received_at, sent_at…); tests replace it.
 	Now func() time.Time
+
+	ingest *ingest
 }
 
 // Open opens (and creates, if needed) the database and migrates its schema.
@@ -83,6 +85,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("storage: migrate: %w", err)
 	}
+	d.ingest = newIngest(d)
 	return d, nil
 }
 
@@ -127,6 +130,7 @@ func (d *DB) Ping(ctx context.Context) error {
 
 // Close closes the database; SQLite checkpoints its WAL on the last close.
 func (d *DB) Close() error {
+	d.ingest.close()
 	sqlDB, err := d.db.DB()
 	if err != nil {
 		return err

@@ -1,0 +1,159 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// maxBatch bounds how many accepted messages share one transaction.
+const maxBatch = 256
+
+// errClosed is returned for inserts after Close.
+var errClosed = errors.New("storage: database closed")
+
+// ingest is the group commit of inbound messages. Every callback must be
+// durable before WeCom hears 200; one transaction (one fsync) per callback
+// made SQLite the limit of ingress (BENCHMARKS.md). Callbacks that arrive
+// while a transaction commits are written together in the next one: no
+// timer, so a lone callback waits for nothing but its own commit.
+type ingest struct {
+	d      *DB
+	reqs   chan *insertReq
+	quit   chan struct{}
+	done   chan struct{} // closed when loop has returned
+	wg     sync.WaitGroup
+	closer sync.Once
+}
+
+type insertReq struct {
+	row  messageRow
+	done chan insertRes
+}
+
+type insertRes struct {
+	id  int64 // 0: a duplicate
+	err error
+}
+
+func newIngest(d *DB) *ingest {
+	g := &ingest{d: d, reqs: make(chan *insertReq, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+	g.wg.Add(1)
+	go g.loop()
+	return g
+}
+
+// insert stores row unless its dedupe key exists and returns its id (0 for
+// a duplicate). Once handed over, the insert is waited for even if ctx ends:
+// the caller must know whether the message was stored.
+func (g *ingest) insert(ctx context.Context, row messageRow) (int64, error) {
+	r := &insertReq{row: row, done: make(chan insertRes, 1)}
+	select {
+	case g.reqs <- r:
+	case <-g.quit:
+		return 0, errClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.id, res.err
+	case <-g.done:
+		// The send raced with Close and the loop is gone. A request it
+		// wrote has its answer buffered already.
+		select {
+		case res := <-r.done:
+			return res.id, res.err
+		default:
+			return 0, errClosed
+		}
+	}
+}
+
+func (g *ingest) loop() {
+	defer g.wg.Done()
+	defer close(g.done)
+	for {
+		var first *insertReq
+		select {
+		case first = <-g.reqs:
+		case <-g.quit:
+			g.drain()
+			return
+		}
+		batch := []*insertReq{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-g.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		g.write(batch)
+	}
+}
+
+// drain answers requests that raced with Close.
+func (g *ingest) drain() {
+	for {
+		select {
+		case r := <-g.reqs:
+			r.done <- insertRes{err: errClosed}
+		default:
+			return
+		}
+	}
+}
+
+// write stores a batch in one transaction. If the transaction fails, each
+// message is retried alone, so one bad row fails only its own callback (which
+// answers 500, and WeCom retries it).
+func (g *ingest) write(batch []*insertReq) {
+	ids, err := g.writeTx(batch)
+	if err == nil {
+		for i, r := range batch {
+			r.done <- insertRes{id: ids[i]}
+		}
+		return
+	}
+	if len(batch) == 1 {
+		r := batch[0]
+		r.done <- insertRes{err: fmt.Errorf("storage: insert message %s/%s: %w", r.row.Bot, r.row.DedupeKey, err)}
+		return
+	}
+	for _, r := range batch {
+		g.write([]*insertReq{r})
+	}
+}
+
+// writeTx stores batch in one transaction; ids[i] is 0 for a duplicate.
+func (g *ingest) writeTx(batch []*insertReq) ([]int64, error) {
+	ids := make([]int64, len(batch))
+	err := g.d.db.Transaction(func(tx *gorm.DB) error {
+		for i, r := range batch {
+			row := r.row
+			res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 1 {
+				ids[i] = row.ID
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
+func (g *ingest) close() {
+	g.closer.Do(func() {
+		close(g.quit)
+		g.wg.Wait()
+	})
+}
