@@ -1,9 +1,11 @@
 // Package storage keeps the service's durable state: access tokens, inbound
 // messages with their dedupe keys, conversations and the outbox of replies.
 //
-// It is written against GORM with portable SQL only, so that a Postgres driver
-// can stand beside SQLite later. It imports no sibling package and knows
-// nothing of WeCom or of LLMs: it stores strings and times.
+// It is written against GORM with portable SQL only and runs on SQLite (the
+// default: one file, no server) and on PostgreSQL (storage.driver: postgres,
+// several service instances on one database). Both get the same schema from
+// AutoMigrate of the same row structs. It imports no sibling package and
+// knows nothing of WeCom or of LLMs: it stores strings and times.
 package storage
 
 import (
@@ -15,6 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -23,7 +29,10 @@ import (
 // ErrNotFound is returned when a looked-up row does not exist.
 var ErrNotFound = errors.New("storage: not found")
 
-// Config is the `storage:` section of the configuration.
+// Config is the `storage:` section of the configuration. Driver is "sqlite"
+// (the default; DSN is a file name, or ":memory:") or "postgres" (DSN is a
+// libpq URL, postgres://user:pass@host:5432/db?sslmode=disable, or key=value
+// pairs, "host=… user=… dbname=…").
 type Config struct {
 	Driver string `yaml:"driver"`
 	DSN    string `yaml:"dsn"`
@@ -49,8 +58,19 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			return nil, err
 		}
 		dial = sqlite.Open(dsn)
+	case "postgres":
+		if cfg.DSN == "" {
+			return nil, errors.New("storage: dsn is empty")
+		}
+		if _, err := pgx.ParseConfig(cfg.DSN); err != nil {
+			return nil, fmt.Errorf("storage: postgres dsn: %w", err)
+		}
+		dial = postgres.New(postgres.Config{
+			DSN:          cfg.DSN,
+			OptionOpenDB: []stdlib.OptionOpenDB{stdlib.OptionAfterConnect(scanTimesInUTC)},
+		})
 	default:
-		return nil, fmt.Errorf("storage: unknown driver %q (supported: sqlite)", cfg.Driver)
+		return nil, fmt.Errorf("storage: unknown driver %q (supported: sqlite, postgres)", cfg.Driver)
 	}
 	gdb, err := gorm.Open(dial, &gorm.Config{
 		Logger: logger.Discard,
@@ -65,7 +85,13 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open: %w", err)
 	}
-	if cfg.Driver == "" || cfg.Driver == "sqlite" {
+	if cfg.Driver == "postgres" {
+		// Postgres runs transactions side by side: a few connections let the
+		// ingest's group commit, the outbox and the panel work at once.
+		sqlDB.SetMaxOpenConns(10)
+		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	} else {
 		// SQLite allows one writer at a time. One connection serialises our
 		// writes in Go instead of failing them with SQLITE_BUSY; WAL keeps
 		// readers of other processes (the admin's sqlite3 shell) unblocked.
@@ -128,6 +154,17 @@ func (d *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
+// scanTimesInUTC makes pgx return timestamptz values in UTC, as the SQLite
+// driver does, instead of in time.Local: the same instant either way, but
+// callers then see the same times whatever the driver.
+func scanTimesInUTC(_ context.Context, conn *pgx.Conn) error {
+	conn.TypeMap().RegisterType(&pgtype.Type{
+		Name: "timestamptz", OID: pgtype.TimestamptzOID,
+		Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
+	})
+	return nil
+}
+
 // Close closes the database; SQLite checkpoints its WAL on the last close.
 func (d *DB) Close() error {
 	d.ingest.close()
@@ -141,6 +178,8 @@ func (d *DB) Close() error {
 // now is the storage clock in UTC. SQLite stores times as text with their
 // offset, and compares them as text: mixing offsets (TZ=Asia/Shanghai) breaks
 // every "older than" query, so every time written goes through utc().
+// Postgres stores them as timestamptz (an instant, to the microsecond) and
+// compares instants, so there utc() changes nothing but does no harm.
 func (d *DB) now() time.Time { return d.Now().UTC() }
 
 func utc(t time.Time) time.Time {
