@@ -23,7 +23,7 @@ import (
 // ("5m", "60s") parsed by validate, so that a bad one is reported with its key.
 type Config struct {
 	Server   ServerConfig   `yaml:"server"`
-	Storage  storage.Config `yaml:"storage"`
+	Storage  StorageConfig  `yaml:"storage"`
 	WeCom    WeComConfig    `yaml:"wecom"`
 	LLM      LLMConfig      `yaml:"llm"`
 	Redis    RedisConfig    `yaml:"redis"`
@@ -37,6 +37,16 @@ type Config struct {
 type ServerConfig struct {
 	Addr            string `yaml:"addr"`
 	ShutdownTimeout string `yaml:"shutdown_timeout"`
+}
+
+// StorageConfig is the storage: section: the database, and how long
+// finished messages and conversation turns are kept.
+type StorageConfig struct {
+	storage.Config `yaml:",inline"`
+	// Retention is the age past which the janitor prunes answered, failed
+	// and ignored messages (with their dedupe keys and sent parts) and
+	// conversation turns; "0" keeps everything.
+	Retention string `yaml:"retention"`
 }
 
 type WeComConfig struct {
@@ -96,7 +106,7 @@ type BotConfig struct {
 func defaults() Config {
 	return Config{
 		Server:  ServerConfig{Addr: ":8080", ShutdownTimeout: "20s"},
-		Storage: storage.Config{Driver: "sqlite", DSN: "data/wecombot.db"},
+		Storage: StorageConfig{Config: storage.Config{Driver: "sqlite", DSN: "data/wecombot.db"}, Retention: "720h"},
 		WeCom:   WeComConfig{APIBase: "https://qyapi.weixin.qq.com", TokenRefreshBefore: "5m", RequestTimeout: "10s"},
 		LLM: LLMConfig{
 			BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini",
@@ -179,7 +189,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 var sections = map[string]string{
 	"Config": "", "ServerConfig": "server.", "WeComConfig": "wecom.", "LLMConfig": "llm.",
 	"RedisConfig": "redis.", "AdminConfig": "admin.", "PipelineConfig": "pipeline.", "RepliesConfig": "replies.",
-	"LogConfig": "log.", "BotConfig": "bots[].", "storage.Config": "storage.",
+	"LogConfig": "log.", "BotConfig": "bots[].", "storage.Config": "storage.", "StorageConfig": "storage.",
 }
 
 // unknownKey rewrites yaml's "line 8: field modle not found in type
@@ -267,6 +277,13 @@ func (c *Config) validate() []error {
 	}
 	if c.Storage.DSN == "" {
 		bad("storage.dsn", "is empty")
+	}
+	if d, err := time.ParseDuration(c.Storage.Retention); err != nil {
+		bad("storage.retention", "%q is not a duration (examples: 720h, 168h; 0 keeps everything)", c.Storage.Retention)
+	} else if d < 0 {
+		bad("storage.retention", "must be 0 (keep everything) or positive, got %s", c.Storage.Retention)
+	} else if d > 0 && d < time.Hour {
+		bad("storage.retention", "must be 0 or at least 1h (WeCom retries callbacks; a dedupe key must outlive them), got %s", c.Storage.Retention)
 	}
 	urlKey("wecom.api_base", c.WeCom.APIBase)
 	duration("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)

@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/wecombot/wecombot/storage"
 )
 
 // Values a configuration error must never echo.
@@ -119,6 +127,7 @@ func TestShippedConfig(t *testing.T) {
 		{"server.shutdown_timeout", cfg.Server.ShutdownTimeout, "20s"},
 		{"storage.driver", cfg.Storage.Driver, "sqlite"},
 		{"storage.dsn", cfg.Storage.DSN, "data/wecombot.db"},
+		{"storage.retention", cfg.Storage.Retention, "720h"},
 		{"wecom.api_base", cfg.WeCom.APIBase, "https://qyapi.weixin.qq.com"},
 		{"wecom.token_refresh_before", cfg.WeCom.TokenRefreshBefore, "5m"},
 		{"wecom.request_timeout", cfg.WeCom.RequestTimeout, "10s"},
@@ -318,6 +327,12 @@ func TestParseConfigValidation(t *testing.T) {
 			"wecom.token_refresh_before", `"5x" is not a duration`},
 		{"api_base without scheme", edit(goodYAML, "api_base:", "api_base: qyapi.weixin.qq.com"),
 			"wecom.api_base", `"qyapi.weixin.qq.com" is not an http(s) URL`},
+		{"retention not a duration", edit(goodYAML, "server:", "storage:", "  retention: 30d", "server:"),
+			"storage.retention", `"30d" is not a duration`},
+		{"negative retention", edit(goodYAML, "server:", "storage:", "  retention: -1h", "server:"),
+			"storage.retention", "must be 0 (keep everything) or positive"},
+		{"retention shorter than WeCom's retries", edit(goodYAML, "server:", "storage:", "  retention: 10m", "server:"),
+			"storage.retention", "at least 1h"},
 		{"empty admin password", edit(goodYAML, "password:", `password: ""`), "admin.password", "is empty"},
 		{"no bots", goodYAML[:strings.Index(goodYAML, "bots:")] + "bots: []\n", "bots", "no bot is configured"},
 	}
@@ -439,4 +454,77 @@ func TestEnvDefaults(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", c.value, cfg.Redis.Addr, c.want)
 		}
 	}
+}
+
+func TestStorageRetention(t *testing.T) {
+	for _, tt := range []struct{ yml, want string }{
+		{goodYAML, "720h"},
+		{edit(goodYAML, "server:", "storage:", "  retention: 0", "server:"), "0"},
+		{edit(goodYAML, "server:", "storage:", "  retention: 168h", "  dsn: x.db", "server:"), "168h"},
+	} {
+		cfg, err := ParseConfig([]byte(tt.yml), noEnv)
+		if err != nil {
+			t.Fatalf("ParseConfig: %v\nin:\n%s", err, tt.yml)
+		}
+		if cfg.Storage.Retention != tt.want {
+			t.Errorf("storage.retention = %q, want %q", cfg.Storage.Retention, tt.want)
+		}
+	}
+	// The section keeps storage.Config's keys and reports its unknown ones.
+	_, err := ParseConfig([]byte(edit(goodYAML, "server:", "storage:", "  retension: 1h", "server:")), noEnv)
+	ps := problems(t, err)
+	if len(ps) != 1 || !strings.Contains(ps[0], "unknown key: line 2: storage.retension") {
+		t.Errorf("misspelt key: got %q", ps)
+	}
+}
+
+// prunerFunc is a fake storage for the janitor.
+type prunerFunc func(ctx context.Context, before time.Time) (storage.PruneResult, error)
+
+func (f prunerFunc) Prune(ctx context.Context, before time.Time) (storage.PruneResult, error) {
+	return f(ctx, before)
+}
+
+// TestJanitor: storage.retention is applied at start and then every hour of
+// the service's clock, until the context ends; 0 never prunes.
+func TestJanitor(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 31, 12, 0, 0, 0, time.UTC))
+	calls := make(chan time.Time, 10)
+	db := prunerFunc(func(_ context.Context, before time.Time) (storage.PruneResult, error) {
+		calls <- before
+		return storage.PruneResult{Messages: 1}, nil
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		janitor(ctx, db, 720*time.Hour, clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	next := func() time.Time {
+		t.Helper()
+		select {
+		case b := <-calls:
+			return b
+		case <-time.After(5 * time.Second):
+			t.Fatal("the janitor did not prune")
+			return time.Time{}
+		}
+	}
+	if got, want := next(), clock.Now().Add(-720*time.Hour); !got.Equal(want) {
+		t.Errorf("first prune before %v, want %v", got, want)
+	}
+	if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	if got, want := next(), clock.Now().Add(-720*time.Hour); !got.Equal(want) {
+		t.Errorf("hourly prune before %v, want %v", got, want)
+	}
+	cancel()
+	<-done
+
+	janitor(t.Context(), prunerFunc(func(context.Context, time.Time) (storage.PruneResult, error) {
+		t.Error("retention 0 pruned")
+		return storage.PruneResult{}, nil
+	}), 0, clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }

@@ -45,6 +45,10 @@ type Main struct {
 	app    *adapter.App
 	server *http.Server
 	served chan error
+	// stopJanitor ends the janitor (storage.retention); janitorDone is
+	// closed when it has returned.
+	stopJanitor context.CancelFunc
+	janitorDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -73,7 +77,7 @@ func (m *Main) Open(ctx context.Context) error {
 		sim = newSimChat(newRemoteDeliveries(cfg.WeCom.APIBase), cfg.Bots)
 		m.Log.Info("wecom.api_base is the WeCom simulator: the panel has a \"chat as a WeCom user\" page", "api_base", cfg.WeCom.APIBase)
 	}
-	db, err := storage.Open(ctx, cfg.Storage)
+	db, err := storage.Open(ctx, cfg.Storage.Config)
 	if err != nil {
 		return err
 	}
@@ -161,6 +165,12 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(ln) }()
+	jctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopJanitor, m.janitorDone = stop, make(chan struct{})
+	go func() {
+		defer close(m.janitorDone)
+		janitor(jctx, db, mustDuration(cfg.Storage.Retention), m.Clock, m.Log)
+	}()
 	m.Log.Info("wecombot listening", "addr", m.Addr, "bots", len(cfg.Bots))
 	return nil
 }
@@ -189,6 +199,10 @@ func (m *Main) close() error {
 		if err := m.app.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("work left for the next start: %w", err))
 		}
+	}
+	if m.stopJanitor != nil {
+		m.stopJanitor() // a prune in progress ends with its batch
+		<-m.janitorDone
 	}
 	errs = append(errs, m.closeStores())
 	m.Log.Info("wecombot stopped")
