@@ -26,7 +26,9 @@ func contents(turns []Turn) string {
 	return b.String()
 }
 
-func TestHistory(t *testing.T) {
+func TestHistory(t *testing.T) { eachDriver(t, testHistory) }
+
+func testHistory(t *testing.T) {
 	db, clk := newDB(t)
 	for i := 1; i <= 3; i++ {
 		clk.Advance(time.Minute)
@@ -61,6 +63,10 @@ func TestHistory(t *testing.T) {
 // of whole pairs (a user turn whose answer was never stored): the cut at
 // 2*pairs would otherwise start with an assistant turn.
 func TestHistoryNeverStartsWithAssistant(t *testing.T) {
+	eachDriver(t, testHistoryNeverStartsWithAssistant)
+}
+
+func testHistoryNeverStartsWithAssistant(t *testing.T) {
 	db, _ := newDB(t)
 	say(t, db, "bot", "u", "q1", "a1")
 	say(t, db, "bot", "u", "q2", "a2")
@@ -85,7 +91,9 @@ func TestHistoryNeverStartsWithAssistant(t *testing.T) {
 	}
 }
 
-func TestHistoryIsolationAndReset(t *testing.T) {
+func TestHistoryIsolationAndReset(t *testing.T) { eachDriver(t, testHistoryIsolationAndReset) }
+
+func testHistoryIsolationAndReset(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	say(t, db, "a", "u", "a-u", "1")

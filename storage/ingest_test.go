@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -12,7 +11,11 @@ import (
 // Concurrent inserts share transactions; every message still gets its own
 // answer: new exactly once per dedupe key, with a distinct id, and stored.
 func TestIngestGroupsConcurrentInserts(t *testing.T) {
-	db, err := Open(context.Background(), Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "g.db")})
+	eachDriver(t, testIngestGroupsConcurrentInserts)
+}
+
+func testIngestGroupsConcurrentInserts(t *testing.T) {
+	db, err := Open(context.Background(), Config{Driver: driverOf(t), DSN: freshDSN(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-func TestInsertMessageDedupe(t *testing.T) {
+func TestInsertMessageDedupe(t *testing.T) { eachDriver(t, testInsertMessageDedupe) }
+
+func testInsertMessageDedupe(t *testing.T) {
 	db, _ := newDB(t)
 	tests := []struct {
 		bot, key string
@@ -40,7 +42,9 @@ func TestInsertMessageDedupe(t *testing.T) {
 	}
 }
 
-func TestInsertMessageFields(t *testing.T) {
+func TestInsertMessageFields(t *testing.T) { eachDriver(t, testInsertMessageFields) }
+
+func testInsertMessageFields(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	in := Message{Bot: "bot", DedupeKey: "u|1700000000|enter_agent", UserID: "u", MsgType: "event",
@@ -77,7 +81,9 @@ func TestInsertMessageFields(t *testing.T) {
 	}
 }
 
-func TestInsertMessageConcurrent(t *testing.T) {
+func TestInsertMessageConcurrent(t *testing.T) { eachDriver(t, testInsertMessageConcurrent) }
+
+func testInsertMessageConcurrent(t *testing.T) {
 	db, _ := newDB(t)
 	const n = 50
 	var (
@@ -115,7 +121,9 @@ func TestInsertMessageConcurrent(t *testing.T) {
 	}
 }
 
-func TestInsertMessageRequiresKey(t *testing.T) {
+func TestInsertMessageRequiresKey(t *testing.T) { eachDriver(t, testInsertMessageRequiresKey) }
+
+func testInsertMessageRequiresKey(t *testing.T) {
 	db, _ := newDB(t)
 	for _, m := range []Message{
 		{DedupeKey: "k", UserID: "u"},
@@ -128,7 +136,9 @@ func TestInsertMessageRequiresKey(t *testing.T) {
 	}
 }
 
-func TestStartAnswerAndState(t *testing.T) {
+func TestStartAnswerAndState(t *testing.T) { eachDriver(t, testStartAnswerAndState) }
+
+func testStartAnswerAndState(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -154,7 +164,9 @@ func TestStartAnswerAndState(t *testing.T) {
 	sameTime(t, "AnsweredAt", got.AnsweredAt, clk.now)
 }
 
-func TestUnansweredMessages(t *testing.T) {
+func TestUnansweredMessages(t *testing.T) { eachDriver(t, testUnansweredMessages) }
+
+func testUnansweredMessages(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	received := insertMsg(t, db, "bot", "u1", "1")
@@ -188,7 +200,9 @@ func TestUnansweredMessages(t *testing.T) {
 	}
 }
 
-func TestSaveAnswerWithParts(t *testing.T) {
+func TestSaveAnswerWithParts(t *testing.T) { eachDriver(t, testSaveAnswerWithParts) }
+
+func testSaveAnswerWithParts(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -226,7 +240,9 @@ func TestSaveAnswerWithParts(t *testing.T) {
 	}
 }
 
-func TestSaveAnswerWithoutParts(t *testing.T) {
+func TestSaveAnswerWithoutParts(t *testing.T) { eachDriver(t, testSaveAnswerWithoutParts) }
+
+func testSaveAnswerWithoutParts(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -247,7 +263,9 @@ func TestSaveAnswerWithoutParts(t *testing.T) {
 	}
 }
 
-func TestSaveAnswerResetConversation(t *testing.T) {
+func TestSaveAnswerResetConversation(t *testing.T) { eachDriver(t, testSaveAnswerResetConversation) }
+
+func testSaveAnswerResetConversation(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	for i := range 3 {

@@ -40,7 +40,9 @@ func sendAll(t *testing.T, db *DB, contents ...string) {
 	}
 }
 
-func TestDuePartsPerUserOrder(t *testing.T) {
+func TestDuePartsPerUserOrder(t *testing.T) { eachDriver(t, testDuePartsPerUserOrder) }
+
+func testDuePartsPerUserOrder(t *testing.T) {
 	db, clk := newDB(t)
 	// u asks twice before the first reply is out; v once; w at another bot.
 	answer(t, db, insertMsg(t, db, "bot", "u", "u1"), "u1a", "u1b")
@@ -70,7 +72,9 @@ func TestDuePartsPerUserOrder(t *testing.T) {
 	}
 }
 
-func TestDuePartsNextAttemptAndLimit(t *testing.T) {
+func TestDuePartsNextAttemptAndLimit(t *testing.T) { eachDriver(t, testDuePartsNextAttemptAndLimit) }
+
+func testDuePartsNextAttemptAndLimit(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	answer(t, db, insertMsg(t, db, "bot", "u", "u1"), "u-a", "u-b")
@@ -109,7 +113,9 @@ func TestDuePartsNextAttemptAndLimit(t *testing.T) {
 	}
 }
 
-func TestNextDue(t *testing.T) {
+func TestNextDue(t *testing.T) { eachDriver(t, testNextDue) }
+
+func testNextDue(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	if _, ok, err := db.NextDue(ctx); ok || err != nil {
@@ -144,7 +150,9 @@ func TestNextDue(t *testing.T) {
 	}
 }
 
-func TestMarkSent(t *testing.T) {
+func TestMarkSent(t *testing.T) { eachDriver(t, testMarkSent) }
+
+func testMarkSent(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -177,7 +185,9 @@ func TestMarkSent(t *testing.T) {
 	}
 }
 
-func TestReschedule(t *testing.T) {
+func TestReschedule(t *testing.T) { eachDriver(t, testReschedule) }
+
+func testReschedule(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	answer(t, db, insertMsg(t, db, "bot", "u", "k"), "p")
@@ -203,7 +213,9 @@ func TestReschedule(t *testing.T) {
 	}
 }
 
-func TestFailPart(t *testing.T) {
+func TestFailPart(t *testing.T) { eachDriver(t, testFailPart) }
+
+func testFailPart(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m1 := insertMsg(t, db, "bot", "u", "u1")
@@ -252,7 +264,9 @@ func TestFailPart(t *testing.T) {
 	}
 }
 
-func TestEnqueueText(t *testing.T) {
+func TestEnqueueText(t *testing.T) { eachDriver(t, testEnqueueText) }
+
+func testEnqueueText(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "u1")
@@ -297,7 +311,9 @@ func TestEnqueueText(t *testing.T) {
 	}
 }
 
-func TestEnqueueTextNoParts(t *testing.T) {
+func TestEnqueueTextNoParts(t *testing.T) { eachDriver(t, testEnqueueTextNoParts) }
+
+func testEnqueueTextNoParts(t *testing.T) {
 	db, clk := newDB(t)
 	must(t, db.EnqueueText(t.Context(), "bot", "u", nil))
 	if got := dueParts(t, db, clk.now); len(got) != 0 {
@@ -305,7 +321,9 @@ func TestEnqueueTextNoParts(t *testing.T) {
 	}
 }
 
-func TestFailureNoticeEndsFailed(t *testing.T) {
+func TestFailureNoticeEndsFailed(t *testing.T) { eachDriver(t, testFailureNoticeEndsFailed) }
+
+func testFailureNoticeEndsFailed(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -326,7 +344,9 @@ func TestFailureNoticeEndsFailed(t *testing.T) {
 	}
 }
 
-func TestRetryMessage(t *testing.T) {
+func TestRetryMessage(t *testing.T) { eachDriver(t, testRetryMessage) }
+
+func testRetryMessage(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")
@@ -349,7 +369,9 @@ func TestRetryMessage(t *testing.T) {
 	}
 }
 
-func TestClaimPartOnce(t *testing.T) {
+func TestClaimPartOnce(t *testing.T) { eachDriver(t, testClaimPartOnce) }
+
+func testClaimPartOnce(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "bot", "u", "k")

@@ -5,7 +5,9 @@ import (
 	"time"
 )
 
-func TestCountMessages(t *testing.T) {
+func TestCountMessages(t *testing.T) { eachDriver(t, testCountMessages) }
+
+func testCountMessages(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	old := insertMsg(t, db, "b", "u1", "old") // before the period: not counted
@@ -37,7 +39,9 @@ func TestCountMessages(t *testing.T) {
 	}
 }
 
-func TestHourlyActivity(t *testing.T) {
+func TestHourlyActivity(t *testing.T) { eachDriver(t, testHourlyActivity) }
+
+func testHourlyActivity(t *testing.T) {
 	db, clk := newDB(t) // t0 is 12:00:00.5 UTC
 	ctx := t.Context()
 	at := func(d time.Duration, user, key string, answerAfter time.Duration) {
@@ -78,7 +82,9 @@ func TestHourlyActivity(t *testing.T) {
 	}
 }
 
-func TestConversationUsers(t *testing.T) {
+func TestConversationUsers(t *testing.T) { eachDriver(t, testConversationUsers) }
+
+func testConversationUsers(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	insertMsg(t, db, "b", "alice", "1")
@@ -115,7 +121,9 @@ func TestConversationUsers(t *testing.T) {
 	}
 }
 
-func TestConversation(t *testing.T) {
+func TestConversation(t *testing.T) { eachDriver(t, testConversation) }
+
+func testConversation(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	say(t, db, "b", "u", "q1", "a1")
@@ -144,7 +152,9 @@ func TestConversation(t *testing.T) {
 	}
 }
 
-func TestLatestMessages(t *testing.T) {
+func TestLatestMessages(t *testing.T) { eachDriver(t, testLatestMessages) }
+
+func testLatestMessages(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	a := insertMsg(t, db, "b", "alice", "1")
@@ -222,7 +232,9 @@ func equalIDs(a, b []int64) bool {
 	return true
 }
 
-func TestRecentSends(t *testing.T) {
+func TestRecentSends(t *testing.T) { eachDriver(t, testRecentSends) }
+
+func testRecentSends(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	m := insertMsg(t, db, "b", "alice", "1")

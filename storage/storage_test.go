@@ -7,7 +7,42 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wecombot/wecombot/storage/pgtest"
 )
+
+// TestMain stops the tests' Postgres server (see pgtest) at the end.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// eachDriver runs f as the subtests sqlite and postgres. Inside them newDB,
+// openDB and freshDSN use the subtest's driver. Without a Postgres server
+// the postgres subtests are skipped loudly (failed under
+// WECOMBOT_REQUIRE_POSTGRES=1: CI).
+func eachDriver(t *testing.T, f func(t *testing.T)) {
+	t.Run("sqlite", f)
+	t.Run("postgres", f)
+}
+
+// driverOf is the driver of the eachDriver subtest t is, or is inside of;
+// sqlite for tests that are not run by eachDriver.
+func driverOf(t testing.TB) string {
+	for _, part := range strings.Split(t.Name(), "/")[1:] {
+		if part == "postgres" {
+			return "postgres"
+		}
+	}
+	return "sqlite"
+}
+
+// freshDSN is the DSN of a new, empty database of t's driver: a file in the
+// test's temporary folder, or a database of its own on the test server.
+func freshDSN(t *testing.T) string {
+	t.Helper()
+	if driverOf(t) == "postgres" {
+		return pgtest.Start(t)
+	}
+	return filepath.Join(t.TempDir(), "x.db")
+}
 
 // t0 is the start of every test clock; whole seconds plus a fraction, so that
 // the fractional part of stored times is exercised too.
@@ -20,11 +55,11 @@ type fakeClock struct{ now time.Time }
 func (c *fakeClock) Now() time.Time          { return c.now }
 func (c *fakeClock) Advance(d time.Duration) { c.now = c.now.Add(d) }
 
-// openDB opens dsn, closes it at the end of the test and installs a fake
-// clock set to t0.
+// openDB opens dsn with t's driver, closes it at the end of the test and
+// installs a fake clock set to t0.
 func openDB(t *testing.T, dsn string) (*DB, *fakeClock) {
 	t.Helper()
-	db, err := Open(t.Context(), Config{Driver: "sqlite", DSN: dsn})
+	db, err := Open(t.Context(), Config{Driver: driverOf(t), DSN: dsn})
 	if err != nil {
 		t.Fatalf("Open(%q): %v", dsn, err)
 	}
@@ -34,10 +69,10 @@ func openDB(t *testing.T, dsn string) (*DB, *fakeClock) {
 	return db, clk
 }
 
-// newDB opens a fresh database file in the test's temporary folder.
+// newDB opens a fresh database of t's driver (sqlite outside eachDriver).
 func newDB(t *testing.T) (*DB, *fakeClock) {
 	t.Helper()
-	return openDB(t, filepath.Join(t.TempDir(), "x.db"))
+	return openDB(t, freshDSN(t))
 }
 
 func must(t *testing.T, err error) {
@@ -118,9 +153,11 @@ func TestOpenErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"unknown driver", Config{Driver: "postgres", DSN: "x.db"}, "unknown driver"},
+		{"unknown driver", Config{Driver: "mysql", DSN: "x.db"}, "unknown driver"},
 		{"empty dsn", Config{Driver: "sqlite"}, "dsn is empty"},
 		{"empty dsn, default driver", Config{}, "dsn is empty"},
+		{"empty dsn, postgres", Config{Driver: "postgres"}, "dsn is empty"},
+		{"bad postgres dsn", Config{Driver: "postgres", DSN: "postgres://h:notaport/db"}, "postgres dsn"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,8 +210,13 @@ func TestOpenMemory(t *testing.T) {
 
 // TestReopenKeepsData simulates a restart: everything written before Close is
 // there after Open of the same file, and dedupe still holds.
-func TestReopenKeepsData(t *testing.T) {
+func TestReopenKeepsData(t *testing.T) { eachDriver(t, testReopenKeepsData) }
+
+func testReopenKeepsData(t *testing.T) {
 	dsn := filepath.Join(t.TempDir(), "data", "bot.db")
+	if driverOf(t) == "postgres" {
+		dsn = pgtest.Start(t)
+	}
 	db, clk := openDB(t, dsn)
 	ctx := t.Context()
 	tok := Token{Bot: "bot", CorpID: "corp", AgentID: 1000002, Value: "tok-1",
@@ -216,7 +258,9 @@ func TestReopenKeepsData(t *testing.T) {
 // TestTimesInShanghai runs with a clock (and a local zone) eight hours ahead
 // of UTC. SQLite compares times as text, so a mix of offsets would make a
 // part due at 20:00+08:00 look later than 12:30+00:00.
-func TestTimesInShanghai(t *testing.T) {
+func TestTimesInShanghai(t *testing.T) { eachDriver(t, testTimesInShanghai) }
+
+func testTimesInShanghai(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
 	oldLocal := time.Local
 	time.Local = cst
@@ -231,10 +275,19 @@ func TestTimesInShanghai(t *testing.T) {
 	sameTime(t, "ReceivedAt", message(t, db, m.ID).ReceivedAt, now)
 	answer(t, db, m, "a")
 
-	var stored string
-	must(t, db.db.Raw("SELECT next_attempt_at || '' FROM outbox").Scan(&stored).Error)
-	if !strings.HasSuffix(stored, "+00:00") {
-		t.Errorf("next_attempt_at stored as %q, want UTC", stored)
+	if driverOf(t) == "postgres" {
+		// Postgres keeps instants (timestamptz): no offset is stored.
+		var typ string
+		must(t, db.db.Raw("SELECT data_type FROM information_schema.columns WHERE table_name = 'outbox' AND column_name = 'next_attempt_at'").Scan(&typ).Error)
+		if typ != "timestamp with time zone" {
+			t.Errorf("next_attempt_at has type %q, want timestamp with time zone", typ)
+		}
+	} else {
+		var stored string
+		must(t, db.db.Raw("SELECT next_attempt_at || '' FROM outbox").Scan(&stored).Error)
+		if !strings.HasSuffix(stored, "+00:00") {
+			t.Errorf("next_attempt_at stored as %q, want UTC", stored)
+		}
 	}
 
 	utc := now.UTC()

@@ -13,7 +13,9 @@ func loadToken(t *testing.T, db *DB, bot string) Token {
 	return tok
 }
 
-func TestLoadTokenNotFound(t *testing.T) {
+func TestLoadTokenNotFound(t *testing.T) { eachDriver(t, testLoadTokenNotFound) }
+
+func testLoadTokenNotFound(t *testing.T) {
 	db, _ := newDB(t)
 	_, err := db.LoadToken(t.Context(), "nobody")
 	if !errors.Is(err, ErrNotFound) {
@@ -21,7 +23,9 @@ func TestLoadTokenNotFound(t *testing.T) {
 	}
 }
 
-func TestTokenLifecycle(t *testing.T) {
+func TestTokenLifecycle(t *testing.T) { eachDriver(t, testTokenLifecycle) }
+
+func testTokenLifecycle(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	cst := time.FixedZone("CST", 8*3600)
@@ -70,7 +74,9 @@ func TestTokenLifecycle(t *testing.T) {
 	sameTime(t, "UpdatedAt", got.UpdatedAt, clk.now)
 }
 
-func TestSaveTokenErrorWithoutToken(t *testing.T) {
+func TestSaveTokenErrorWithoutToken(t *testing.T) { eachDriver(t, testSaveTokenErrorWithoutToken) }
+
+func testSaveTokenErrorWithoutToken(t *testing.T) {
 	db, _ := newDB(t)
 	ctx := t.Context()
 	must(t, db.SaveTokenError(ctx, "bot", "corp", 7, "network down"))
@@ -87,7 +93,9 @@ func TestSaveTokenErrorWithoutToken(t *testing.T) {
 	}
 }
 
-func TestForgetToken(t *testing.T) {
+func TestForgetToken(t *testing.T) { eachDriver(t, testForgetToken) }
+
+func testForgetToken(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 	exp := t0.Add(time.Hour)

@@ -304,30 +304,27 @@ func launch(bin, dir, data string, cred *syscall.Credential) (*server, error) {
 	}
 }
 
-// kill ends the server at once.
-func (s *server) kill() {
-	if s.admin != nil {
-		s.admin.Close()
-	}
-	s.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
+// kill ends the server at once (immediate shutdown).
+func (s *server) kill() { s.shutdown(syscall.SIGQUIT, 10*time.Second) }
 
 // stop shuts the server down (fast shutdown: open sessions are ended) and
 // removes its folder.
 func (s *server) stop() {
-	s.admin.Close()
-	s.cmd.Process.Signal(syscall.SIGINT)
+	s.shutdown(syscall.SIGINT, 15*time.Second)
+	os.RemoveAll(s.dir)
+}
+
+// shutdown sends sig to the server and waits for it to end, killing it
+// after grace.
+func (s *server) shutdown(sig syscall.Signal, grace time.Duration) {
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
-	case <-time.After(15 * time.Second):
+	case <-time.After(grace):
 		s.cmd.Process.Kill()
 		<-s.exited
 	}
-	os.RemoveAll(s.dir)
 }
