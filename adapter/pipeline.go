@@ -34,6 +34,9 @@ type Replies struct {
 	Welcome     string // subscribe / enter_agent; empty: say nothing
 	Reset       string // after /reset or /new
 	Empty       string // a text message without text
+	// Interrupted follows the parts of an answer whose stream was cut off
+	// by a stop or a crash; empty: Unavailable.
+	Interrupted string
 }
 
 // PipelineConfig configures the conversation pipeline.
@@ -44,7 +47,10 @@ type PipelineConfig struct {
 	// LLMRetries is how many times a failed LLM call is retried before the
 	// user gets Replies.Unavailable.
 	LLMRetries int
-	Replies    Replies
+	// Stream asks the LLM for a streamed answer, when it can stream, and
+	// sends its paragraphs as they complete (see streamSplitter).
+	Stream  bool
+	Replies Replies
 }
 
 // MessageStore is what the pipeline needs of storage.
@@ -55,12 +61,19 @@ type MessageStore interface {
 	SetMessageState(ctx context.Context, id int64, state, reason string) error
 	UnansweredMessages(ctx context.Context) ([]storage.Message, error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
+	AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error
 	History(ctx context.Context, bot, user string, pairs int) ([]storage.Turn, error)
 }
 
 // Completer answers a conversation (llm.Client).
 type Completer interface {
 	Complete(ctx context.Context, msgs []llm.Message) (string, error)
+}
+
+// StreamCompleter is a Completer that can also answer piece by piece
+// (llm.Client, llm.Echo).
+type StreamCompleter interface {
+	Stream(ctx context.Context, msgs []llm.Message, onDelta func(string) error) (string, error)
 }
 
 type userKey struct{ bot, user string }
@@ -208,10 +221,18 @@ func (p *Pipeline) handle(ctx context.Context, id int64) {
 		p.log.Error("cannot load message", "id", id, "err", err)
 		return
 	}
-	if m.State != storage.MessageReceived && m.State != storage.MessageAnswering {
+	log := p.log.With("bot", m.Bot, "user", m.UserID, "message", m.ID)
+	switch m.State {
+	case storage.MessageReceived, storage.MessageAnswering:
+	case storage.MessageStreaming:
+		// Resumed after a stop or crash in the middle of a streamed answer:
+		// its first parts are out, the rest is gone with the process. The
+		// user is told, rather than getting the answer again from the top.
+		p.interrupted(ctx, log, m)
+		return
+	default:
 		return
 	}
-	log := p.log.With("bot", m.Bot, "user", m.UserID, "message", m.ID)
 	if err := p.store.StartAnswer(ctx, id); err != nil {
 		log.Error("cannot start answer", "err", err)
 		return
@@ -228,6 +249,25 @@ func (p *Pipeline) handle(ctx context.Context, id int64) {
 	if len(a.Parts) > 0 {
 		p.outbox.Notify()
 	}
+}
+
+// interrupted ends m, whose streamed answer was cut off, with a notice
+// after the parts that were stored.
+func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.Message) {
+	notice := p.cfg.Replies.Interrupted
+	if notice == "" {
+		notice = p.cfg.Replies.Unavailable
+	}
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: "interrupted: the service stopped while the answer was streaming"}
+	if notice != "" {
+		a.Parts = Split(notice, maxPartBytes)
+	}
+	log.Warn("streamed answer was interrupted; the user is told")
+	if err := p.store.SaveAnswer(ctx, a); err != nil {
+		log.Error("cannot store answer", "err", err)
+		return
+	}
+	p.outbox.Notify()
 }
 
 // answer decides what to say to m. failure, when set, is why the user gets
@@ -260,6 +300,9 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	case "/help":
 		return say(p.cfg.Replies.Help), ""
 	}
+	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.Stream {
+		return p.stream(ctx, log, m, text, sc)
+	}
 	answer, err := p.complete(ctx, m, text)
 	if err != nil {
 		log.Warn("LLM failed", "err", err)
@@ -269,12 +312,12 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	return say(answer), ""
 }
 
-// complete asks the LLM with the conversation so far, retrying a failed call
-// a couple of times with growing pauses.
-func (p *Pipeline) complete(ctx context.Context, m storage.Message, text string) (string, error) {
+// conversation is what the LLM is asked: the system prompt, the history and
+// the new text.
+func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text string) ([]llm.Message, error) {
 	history, err := p.store.History(ctx, m.Bot, m.UserID, p.cfg.HistoryTurns)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	msgs := make([]llm.Message, 0, len(history)+2)
 	if p.cfg.SystemPrompt != "" {
@@ -283,21 +326,91 @@ func (p *Pipeline) complete(ctx context.Context, m storage.Message, text string)
 	for _, t := range history {
 		msgs = append(msgs, llm.Message{Role: t.Role, Content: t.Content})
 	}
-	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: text})
+	return append(msgs, llm.Message{Role: llm.RoleUser, Content: text}), nil
+}
+
+// complete asks the LLM with the conversation so far, retrying a failed call
+// a couple of times with growing pauses.
+func (p *Pipeline) complete(ctx context.Context, m storage.Message, text string) (string, error) {
+	msgs, err := p.conversation(ctx, m, text)
+	if err != nil {
+		return "", err
+	}
+	var answer string
+	err = p.retry(ctx, func() (bool, error) {
+		answer, err = p.llm.Complete(ctx, msgs)
+		return true, err
+	})
+	return answer, err
+}
+
+// retry calls try until it succeeds, says not to retry, or LLMRetries
+// retries failed, pausing longer each time.
+func (p *Pipeline) retry(ctx context.Context, try func() (retryable bool, err error)) error {
 	pause := time.Second
 	for attempt := 0; ; attempt++ {
-		answer, err := p.llm.Complete(ctx, msgs)
+		retryable, err := try()
 		if err == nil {
-			return answer, nil
+			return nil
 		}
-		if attempt >= p.cfg.LLMRetries || errors.Is(err, llm.ErrEmpty) || ctx.Err() != nil {
-			return "", err
+		if !retryable || attempt >= p.cfg.LLMRetries || errors.Is(err, llm.ErrEmpty) || ctx.Err() != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return ctx.Err()
 		case <-p.clock.After(pause):
 		}
 		pause *= 2
 	}
+}
+
+// stream answers m with a streamed completion: parts go to the outbox as
+// the splitter hands them out, the rest and the conversation turns with
+// SaveAnswer. A failed stream is retried only while nothing was sent;
+// afterwards the user gets the parts sent so far and the Unavailable notice.
+func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, text string, sc StreamCompleter) (storage.Answer, string) {
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
+	notice := func(err error) (storage.Answer, string) {
+		log.Warn("LLM failed", "err", err)
+		if p.cfg.Replies.Unavailable != "" {
+			a.Parts = Split(p.cfg.Replies.Unavailable, maxPartBytes)
+		}
+		return a, "llm: " + err.Error()
+	}
+	msgs, err := p.conversation(ctx, m, text)
+	if err != nil {
+		return notice(err)
+	}
+	var sp *streamSplitter
+	var stored error // set when storing streamed parts failed
+	err = p.retry(ctx, func() (bool, error) {
+		sp = newStreamSplitter(maxPartBytes)
+		_, err := sc.Stream(ctx, msgs, func(delta string) error {
+			parts := sp.add(delta, p.clock.Now())
+			if len(parts) == 0 {
+				return nil
+			}
+			if err := p.store.AppendParts(ctx, m.ID, m.Bot, m.UserID, parts); err != nil {
+				stored = err
+				return err
+			}
+			p.outbox.Notify()
+			return nil
+		})
+		return !sp.started(), err
+	})
+	switch {
+	case stored != nil && errors.Is(stored, storage.ErrNotFound):
+		// Delivery of the first parts failed for good meanwhile (the
+		// message is failed): nothing more is sent.
+		return a, "streamed answer abandoned: its first parts could not be delivered"
+	case stored != nil:
+		return notice(stored)
+	case err != nil:
+		return notice(err)
+	}
+	a.UserTurn, a.AssistantTurn = text, sp.answer()
+	a.Parts = sp.finish()
+	return a, ""
 }

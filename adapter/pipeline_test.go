@@ -53,6 +53,8 @@ type pipelineEnv struct {
 	outbox *notifyCounter
 	p      *Pipeline
 	keys   atomic.Int64
+	// streamer, when set, is the LLM instead of llm (a StreamCompleter).
+	streamer Completer
 }
 
 func newPipelineEnv(t *testing.T, cfg PipelineConfig, complete func(context.Context, []llm.Message) (string, error)) *pipelineEnv {
@@ -74,7 +76,11 @@ func newPipelineEnv(t *testing.T, cfg PipelineConfig, complete func(context.Cont
 // Start: tests call it when they need the resume.
 func (e *pipelineEnv) start() {
 	e.outbox = &notifyCounter{}
-	e.p = NewPipeline(e.cfg, e.db, e.llm, e.outbox, e.clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var completer Completer = e.llm
+	if e.streamer != nil {
+		completer = e.streamer
+	}
+	e.p = NewPipeline(e.cfg, e.db, completer, e.outbox, e.clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	p := e.p
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

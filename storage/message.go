@@ -126,12 +126,13 @@ func (d *DB) SetMessageState(ctx context.Context, id int64, state, reason string
 
 // UnansweredMessages returns the messages that were accepted but whose answer
 // never reached the outbox (the service stopped or crashed while working on
-// them), oldest first, so that a start resumes them.
+// them), and those whose streamed answer was cut off, oldest first, so that a
+// start resumes them.
 func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {
 	var rows []messageRow
 	err := d.db.WithContext(ctx).
-		Where("state IN ?", []string{MessageReceived, MessageAnswering}).
-		Where("NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)").
+		Where("(state IN ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)) OR state = ?",
+			[]string{MessageReceived, MessageAnswering}, MessageStreaming).
 		Order("id").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("storage: list unanswered messages: %w", err)
@@ -181,17 +182,29 @@ func (d *DB) SaveAnswer(ctx context.Context, a Answer) error {
 				return err
 			}
 		}
+		// Parts streamed before (AppendParts) come first; the message
+		// stays answering while any of them is unsent.
+		seq, err := nextSeq(tx, a.MessageID)
+		if err != nil {
+			return err
+		}
 		if len(a.Parts) > 0 {
 			rows := make([]outboxRow, len(a.Parts))
 			for i, p := range a.Parts {
 				rows[i] = outboxRow{
-					MessageID: a.MessageID, Bot: a.Bot, UserID: a.UserID, Seq: i, Content: p,
+					MessageID: a.MessageID, Bot: a.Bot, UserID: a.UserID, Seq: seq + i, Content: p,
 					State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
 				}
 			}
 			if err := tx.Create(&rows).Error; err != nil {
 				return err
 			}
+		}
+		var pending int64
+		if err := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", a.MessageID, OutboxPending).Count(&pending).Error; err != nil {
+			return err
+		}
+		if pending > 0 {
 			return tx.Model(&messageRow{}).Where("id = ?", a.MessageID).
 				Updates(map[string]any{"state": MessageAnswering, "error": a.Failure}).Error
 		}

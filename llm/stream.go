@@ -1,0 +1,85 @@
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// maxStream bounds a whole streamed answer; between chunks the configured
+// timeout applies, so a slow but steady model is not cut off.
+const maxStream = 10 * time.Minute
+
+// Stream asks for the answer to msgs as a stream and calls onDelta with each
+// piece of text as it arrives, in order; it returns the whole answer. The
+// configured timeout bounds the wait for the first piece and between pieces.
+// onDelta runs on the caller's goroutine; when it returns an error the stream
+// is abandoned and that error returned.
+func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string) error) (string, error) {
+	req, err := c.request(msgs)
+	if err != nil {
+		return "", err
+	}
+	req.Stream = true
+	ctx, cancel := context.WithTimeout(ctx, maxStream)
+	defer cancel()
+	// Idle watchdog: cancelled when no piece arrived for the timeout.
+	idle, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	errIdle := fmt.Errorf("timed out: no text for %s", c.timeout)
+	watchdog := time.AfterFunc(c.timeout, func() { stop(errIdle) })
+	defer watchdog.Stop()
+
+	stream, err := c.api.CreateChatCompletionStream(idle, req)
+	if err != nil {
+		return "", fmt.Errorf("llm: chat completion stream: %w", streamErr(idle, err))
+	}
+	defer stream.Close()
+	var answer strings.Builder
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("llm: chat completion stream: %w", streamErr(idle, err))
+		}
+		watchdog.Reset(c.timeout)
+		if len(resp.Choices) == 0 || resp.Choices[0].Delta.Content == "" {
+			continue
+		}
+		delta := resp.Choices[0].Delta.Content
+		answer.WriteString(delta)
+		if err := onDelta(delta); err != nil {
+			return "", err
+		}
+	}
+	if strings.TrimSpace(answer.String()) == "" {
+		return "", errors.New("llm: chat completion stream: the model returned no text")
+	}
+	return answer.String(), nil
+}
+
+// streamErr prefers the idle watchdog's reason over the bare "context
+// canceled" the transport reports.
+func streamErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return describe(err)
+}
+
+// Stream answers like Complete, in one piece.
+func (e Echo) Stream(ctx context.Context, msgs []Message, onDelta func(string) error) (string, error) {
+	answer, err := e.Complete(ctx, msgs)
+	if err != nil {
+		return "", err
+	}
+	if err := onDelta(answer); err != nil {
+		return "", err
+	}
+	return answer, nil
+}
