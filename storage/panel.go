@@ -231,6 +231,8 @@ func (d *DB) RecentSends(ctx context.Context, limit int) ([]OutboxPart, error) {
 }
 
 // limitOrAll turns "no limit" (0 or less) into GORM's -1: Limit(0) is LIMIT 0.
+// GORM writes no LIMIT clause at all for a negative limit, so this is
+// portable (LIMIT -1 itself is SQLite's and an error on Postgres).
 func limitOrAll(n int) int {
 	if n <= 0 {
 		return -1

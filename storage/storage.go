@@ -107,12 +107,34 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.Close()
 		return nil, err
 	}
-	if err := gdb.WithContext(ctx).AutoMigrate(&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}); err != nil {
+	if err := migrate(ctx, gdb); err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("storage: migrate: %w", err)
 	}
 	d.ingest = newIngest(d)
 	return d, nil
+}
+
+// migrateLock is the Postgres advisory lock key the migrations take turns on
+// ("wecombot" in ASCII).
+const migrateLock = 0x77_65_63_6f_6d_62_6f_74
+
+// migrate creates the tables, or adds what they lack. Several instances of
+// the service can start at once on one Postgres database; their concurrent
+// CREATE TABLEs of one table fail (duplicate key in pg_type), so there each
+// migration is one transaction that first waits for an advisory lock. SQLite
+// is one file of one process: its AutoMigrate runs as it is.
+func migrate(ctx context.Context, gdb *gorm.DB) error {
+	models := []any{&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}}
+	if gdb.Dialector.Name() != "postgres" {
+		return gdb.WithContext(ctx).AutoMigrate(models...)
+	}
+	return gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", migrateLock).Error; err != nil {
+			return err
+		}
+		return tx.AutoMigrate(models...)
+	})
 }
 
 // sqliteDSN turns the configured file name into a DSN with the pragmas the

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,6 +174,28 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// Instances of the service that start together on one Postgres database
+// migrate it together: each Open must succeed.
+func TestOpenConcurrentMigrations(t *testing.T) {
+	t.Run("postgres", func(t *testing.T) {
+		for range 3 {
+			dsn := freshDSN(t)
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					db, err := Open(t.Context(), Config{Driver: "postgres", DSN: dsn})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					db.Close()
+				})
+			}
+			wg.Wait()
+		}
+	})
+}
+
 func TestSQLiteDSN(t *testing.T) {
 	const pragmas = "_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=1"
 	dir := t.TempDir()
@@ -273,6 +296,10 @@ func testTimesInShanghai(t *testing.T) {
 
 	m := insertMsg(t, db, "bot", "u", "k")
 	sameTime(t, "ReceivedAt", message(t, db, m.ID).ReceivedAt, now)
+	// Both drivers hand times back in UTC, whatever time.Local is.
+	if loc := message(t, db, m.ID).ReceivedAt.Location(); loc != time.UTC {
+		t.Errorf("ReceivedAt read back in %v, want UTC", loc)
+	}
 	answer(t, db, m, "a")
 
 	if driverOf(t) == "postgres" {
