@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-func TestPrune(t *testing.T) {
+func TestPrune(t *testing.T) { eachDriver(t, testPrune) }
+
+func testPrune(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
 
@@ -99,7 +101,9 @@ func TestPrune(t *testing.T) {
 }
 
 // TestPruneBatches deletes more rows than one batch holds.
-func TestPruneBatches(t *testing.T) {
+func TestPruneBatches(t *testing.T) { eachDriver(t, testPruneBatches) }
+
+func testPruneBatches(t *testing.T) {
 	db, clk := newDB(t)
 	const n = 2*pruneBatch + 7
 	msgs := make([]messageRow, n)
@@ -124,7 +128,9 @@ func TestPruneBatches(t *testing.T) {
 }
 
 // TestPruneKeepsTheBoundary keeps what was received exactly at before.
-func TestPruneKeepsTheBoundary(t *testing.T) {
+func TestPruneKeepsTheBoundary(t *testing.T) { eachDriver(t, testPruneKeepsTheBoundary) }
+
+func testPruneKeepsTheBoundary(t *testing.T) {
 	db, clk := newDB(t)
 	m := insertMsg(t, db, "bot", "u", "k")
 	must(t, db.SaveAnswer(t.Context(), Answer{MessageID: m.ID, Bot: "bot", UserID: "u"}))
