@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/silenceper/wechat/v2/util"
+	"gopkg.in/yaml.v3"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/llm/llmtest"
@@ -47,6 +50,23 @@ type loadOptions struct {
 	Drain      time.Duration // how long to wait for answers after the last callback
 	CPUProfile string        // file for a CPU profile of the sending phase
 	Log        io.Writer     // the service's own log (errors only)
+	// InProcess runs the service in this process (Main), as the first
+	// version of the tool did: memory figures are then the whole process's.
+	// Otherwise the service is a child process, `Binary serve -config …`,
+	// and the memory figures are its own. A CPU profile needs InProcess.
+	InProcess bool
+	Binary    string        // the wecombot executable for the child; "" = this one
+	Settle    time.Duration // after /readyz, before the idle RSS is read
+	// Soak, when set, sends for this long instead of Duration, samples the
+	// service's RSS every SampleEvery, and skips the baseline.
+	Soak        time.Duration
+	SampleEvery time.Duration
+}
+
+// rssSample is the service's VmRSS at a moment of a soak.
+type rssSample struct {
+	At  time.Duration // since the first callback
+	RSS int64         // kB
 }
 
 // ingress is what one target did with the callbacks it was sent.
@@ -71,8 +91,13 @@ type loadReport struct {
 	Lost                 int
 	AnswerRate           float64 // distinct answers/s, first callback to last answer
 	E2E                  []time.Duration
-	IdleRSS, HWMBefore   int64 // kB, whole load process
+	IdleRSS, HWMBefore   int64 // kB, of the service's process (the whole load process in-process)
 	HWMAfter             int64
+	IdleAnon, IdleFile   int64 // kB, the idle RSS's anonymous (heap, stacks) and file-backed (the binary's pages) parts
+	EndRSS               int64 // kB, after the drain
+	LoadHWM              int64 // kB, the load process's own peak, when the service is a child
+	ServicePID           int   // 0: the service ran in this process
+	Soak                 []rssSample
 	MessagesPerUser      float64
 	NumCPU               int
 }
@@ -89,7 +114,11 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.DurationVar(&o.LLMLatency, "llm-latency", 0, "latency of the fake LLM before it answers")
 	fs.IntVar(&o.Senders, "senders", 64, "callbacks in flight at most")
 	fs.DurationVar(&o.Drain, "drain", 60*time.Second, "how long to wait for answers after the last callback")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the service's sending phase (whole process) to this file")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the service's sending phase (whole process) to this file; implies -inprocess")
+	fs.BoolVar(&o.InProcess, "inprocess", false, "run the service in this process (memory figures are then the whole process's) instead of as a child process")
+	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "wait this long after the service is ready before reading its idle RSS")
+	fs.DurationVar(&o.Soak, "soak", 0, "soak: send at -rate for this long (instead of -duration), sample the service's RSS every -sample, no baseline")
+	fs.DurationVar(&o.SampleEvery, "sample", 10*time.Second, "RSS sampling interval of -soak")
 	service := fs.String("service", "", "drive an already running service (not supported yet)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,11 +127,16 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 2
 	}
 	if *service != "" {
-		fmt.Fprintln(stderr, "wecombot load: -service is not supported yet; the load tool starts the service in-process")
+		fmt.Fprintln(stderr, "wecombot load: -service is not supported yet; the load tool starts the service itself, "+
+			"as a child process pointed at its simulator and fake LLM")
 		return 2
 	}
-	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 {
-		fmt.Fprintln(stderr, "wecombot load: -users, -senders and -duration must be positive; -rate, -llm-latency and -drain not negative")
+	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 || o.Settle < 0 {
+		fmt.Fprintln(stderr, "wecombot load: -users, -senders and -duration must be positive; -rate, -llm-latency, -drain and -settle not negative")
+		return 2
+	}
+	if o.Soak < 0 || (o.Soak > 0 && (o.Rate <= 0 || o.SampleEvery <= 0)) {
+		fmt.Fprintln(stderr, "wecombot load: -soak needs a steady -rate (> 0) and a positive -sample")
 		return 2
 	}
 	r, err := runLoad(ctx, o)
@@ -114,10 +148,17 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	return 0
 }
 
-// runLoad starts the simulator, the fake LLM and the service in this
-// process, drives the service, then the bare baseline, with the same
-// generator for the same duration.
+// runLoad starts the simulator and the fake LLM in this process, and the
+// service as a child process (or in this process with o.InProcess), drives
+// the service, then the bare baseline, with the same generator for the same
+// duration.
 func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
+	if o.Soak > 0 {
+		o.Duration = o.Soak
+	}
+	if o.CPUProfile != "" {
+		o.InProcess = true // the profile is of this process
+	}
 	r := &loadReport{Opts: o, NumCPU: runtime.NumCPU()}
 	dir, err := os.MkdirTemp("", "wecombot-load-")
 	if err != nil {
@@ -153,25 +194,38 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	cfg.Admin.Password = randomHex(8)
 	cfg.Log.Level = "error"
 	cfg.Bots = []BotConfig{{Name: loadBot, CorpID: loadCorp, AgentID: loadAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
-	if problems := cfg.validate(); len(problems) > 0 {
-		return nil, fmt.Errorf("load configuration: %v", errors.Join(problems...))
+	var svc *loadService
+	if o.InProcess {
+		svc, err = startInProcess(ctx, &cfg, o)
+	} else {
+		svc, err = startChild(ctx, &cfg, dir, o)
 	}
-	m := NewMain(&cfg, o.Log)
-	if err := m.Open(ctx); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	defer m.Close()
+	defer svc.stop()
+	r.ServicePID = svc.pid
 
 	client := loadClient(o.Senders)
 	defer client.CloseIdleConnections()
 	cb := &wecomsim.Callback{
-		URL: "http://" + m.Addr + "/wecom/" + loadBot + "/callback", Token: token, EncodingAESKey: aesKey,
+		URL: "http://" + svc.addr + "/wecom/" + loadBot + "/callback", Token: token, EncodingAESKey: aesKey,
 		CorpID: loadCorp, HTTPClient: client,
 	}
 
-	runtime.GC()
-	r.IdleRSS, _ = procStatus("VmRSS")
-	r.HWMBefore, _ = procStatus("VmHWM")
+	if svc.pid == 0 {
+		runtime.GC()
+	} else if o.Settle > 0 {
+		select {
+		case <-time.After(o.Settle):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	r.IdleRSS, _ = procStatus(svc.pid, "VmRSS")
+	r.IdleAnon, _ = procStatus(svc.pid, "RssAnon")
+	r.IdleFile, _ = procStatus(svc.pid, "RssFile")
+	r.HWMBefore, _ = procStatus(svc.pid, "VmHWM")
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)
 		if err != nil {
@@ -182,13 +236,22 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 			return nil, err
 		}
 	}
+	stopSampling := func() []rssSample { return nil }
+	if o.Soak > 0 {
+		stopSampling = sampleRSS(svc.pid, o.SampleEvery)
+	}
 	samples, in := drive(ctx, cb, o)
+	r.Soak = stopSampling()
 	if o.CPUProfile != "" {
 		pprof.StopCPUProfile() // the sending phase only: what the acks cost
 	}
 	r.Service = in
 	r.collectAnswers(ctx, sim, samples)
-	r.HWMAfter, _ = procStatus("VmHWM")
+	r.HWMAfter, _ = procStatus(svc.pid, "VmHWM")
+	r.EndRSS, _ = procStatus(svc.pid, "VmRSS")
+	if svc.pid != 0 {
+		r.LoadHWM, _ = procStatus(0, "VmHWM")
+	}
 	accepted := 0
 	for _, s := range samples {
 		if s.ok {
@@ -199,8 +262,11 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	// Connections the client dialled but never used count as new, not
 	// idle, and would hold up the server's shutdown.
 	client.CloseIdleConnections()
-	if err := m.Close(); err != nil && o.LLMLatency == 0 {
+	if err := svc.stop(); err != nil && o.LLMLatency == 0 {
 		fmt.Fprintf(o.Log, "wecombot load: service shutdown: %v\n", err)
+	}
+	if o.Soak > 0 {
+		return r, ctx.Err() // the baseline's memory is of no interest
 	}
 
 	base := httptest.NewServer(baselineHandler(token, aesKey, loadCorp))
@@ -209,6 +275,153 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	bcb.URL = base.URL + "/wecom/" + loadBot + "/callback"
 	_, r.Baseline = drive(ctx, &bcb, o)
 	return r, ctx.Err()
+}
+
+// loadService is the service under test: its address, its process (0 when
+// it runs in this one) and how to stop it (idempotent).
+type loadService struct {
+	addr string
+	pid  int
+	stop func() error
+}
+
+func startInProcess(ctx context.Context, cfg *Config, o loadOptions) (*loadService, error) {
+	if problems := cfg.validate(); len(problems) > 0 {
+		return nil, fmt.Errorf("load configuration: %v", errors.Join(problems...))
+	}
+	m := NewMain(cfg, o.Log)
+	if err := m.Open(ctx); err != nil {
+		return nil, err
+	}
+	return &loadService{addr: m.Addr, stop: m.Close}, nil
+}
+
+// startChild writes cfg to dir and runs `wecombot serve -config` on it as a
+// child process, on a free loopback port, until its /readyz answers 200.
+func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*loadService, error) {
+	bin := o.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("the wecombot executable for the service: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the child listens there next; nothing else here dials 0-ports
+	cfg.Server.Addr = addr
+	if problems := cfg.validate(); len(problems) > 0 {
+		return nil, fmt.Errorf("load configuration: %v", errors.Join(problems...))
+	}
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve", "-config", path)
+	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the service (%s serve): %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case stopErr = <-exited:
+			case <-time.After(mustDuration(cfg.Server.ShutdownTimeout) + 10*time.Second):
+				_ = cmd.Process.Kill()
+				stopErr = fmt.Errorf("killed after the shutdown timeout: %v", <-exited)
+			}
+		})
+		return stopErr
+	}
+	svc := &loadService{addr: addr, pid: cmd.Process.Pid, stop: stop}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return svc, nil
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err // for stop
+			stop()
+			return nil, fmt.Errorf("the service exited before it was ready: %v", err)
+		case <-ctx.Done():
+			stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("the service on %s was not ready within 30s", addr)
+		}
+	}
+}
+
+// sampleRSS reads the VmRSS of process pid every interval until the
+// returned function is called, which returns the samples.
+func sampleRSS(pid int, every time.Duration) func() []rssSample {
+	quit, done := make(chan struct{}), make(chan []rssSample)
+	go func() {
+		var out []rssSample
+		start := time.Now()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				done <- out
+				return
+			case <-t.C:
+				if v, err := procStatus(pid, "VmRSS"); err == nil {
+					out = append(out, rssSample{At: time.Since(start), RSS: v})
+				}
+			}
+		}
+	}()
+	return func() []rssSample {
+		close(quit)
+		return <-done
+	}
+}
+
+// soakGrowth is the median RSS of the last minute of samples minus that of
+// the first minute (kB), and the two medians.
+func soakGrowth(samples []rssSample) (growth, first, last int64, ok bool) {
+	if len(samples) < 2 {
+		return 0, 0, 0, false
+	}
+	end := samples[len(samples)-1].At
+	var a, b []int64
+	for _, s := range samples {
+		if s.At <= time.Minute {
+			a = append(a, s.RSS)
+		}
+		if s.At >= end-time.Minute {
+			b = append(b, s.RSS)
+		}
+	}
+	median := func(v []int64) int64 {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	first, last = median(a), median(b)
+	return last - first, first, last, true
 }
 
 // loadClient keeps a connection per sender, so the run measures requests,
@@ -407,9 +620,14 @@ func baselineHandler(token, aesKey, corpID string) http.Handler {
 	return e
 }
 
-// procStatus reads a "kB" field such as VmRSS or VmHWM of this process.
-func procStatus(field string) (int64, error) {
-	f, err := os.Open("/proc/self/status")
+// procStatus reads a "kB" field such as VmRSS or VmHWM of process pid (0:
+// this process).
+func procStatus(pid int, field string) (int64, error) {
+	file := "/proc/self/status"
+	if pid != 0 {
+		file = "/proc/" + strconv.Itoa(pid) + "/status"
+	}
+	f, err := os.Open(file)
 	if err != nil {
 		return 0, err
 	}
@@ -420,7 +638,7 @@ func procStatus(field string) (int64, error) {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("load: %s not in /proc/self/status", field)
+	return 0, fmt.Errorf("load: %s not in %s", field, file)
 }
 
 // percentile of sorted durations; 0 when there are none.
@@ -440,7 +658,14 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "wecombot load: %d users, rate %s, %s per target, LLM latency %s, %d senders, drain %s, %d CPUs\n",
 		o.Users, rate, o.Duration, o.LLMLatency, o.Senders, o.Drain, r.NumCPU)
-	fmt.Fprintln(w, "everything runs in this one process on loopback: generator, WeCom simulator, fake LLM, service, baseline")
+	if r.ServicePID == 0 {
+		fmt.Fprintln(w, "everything runs in this one process on loopback: generator, WeCom simulator, fake LLM, service, baseline")
+	} else {
+		fmt.Fprintf(w, "the service runs as its own process (pid %d, wecombot serve); generator, WeCom simulator, fake LLM and baseline in this one; all on loopback\n", r.ServicePID)
+	}
+	if o.Soak > 0 {
+		fmt.Fprintf(w, "soak: %s at %g/s, service RSS sampled every %s; no baseline\n", o.Soak, o.Rate, o.SampleEvery)
+	}
 	ratio := func(s, b float64) string {
 		if b == 0 {
 			return "-"
@@ -448,7 +673,12 @@ func (r *loadReport) print(w io.Writer) {
 		return fmt.Sprintf("%.2fx", s/b)
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
-	row := func(name, s, b, rt string) { fmt.Fprintf(w, "  %-24s %14s %14s %8s\n", name, s, b, rt) }
+	row := func(name, s, b, rt string) {
+		if o.Soak > 0 && name != "" { // no baseline
+			b, rt = "-", ""
+		}
+		fmt.Fprintf(w, "  %-24s %14s %14s %8s\n", name, s, b, rt)
+	}
 	fmt.Fprintln(w, "ingress (ack = callback POST sent -> 200 received)")
 	row("", "service", "baseline", "ratio")
 	sv, bl := r.Service, r.Baseline
@@ -469,10 +699,32 @@ func (r *loadReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  %-24s %14s\n", "end-to-end p99", ms(percentile(r.E2E, 99)))
 	fmt.Fprintf(w, "  %-24s %14d\n", "duplicates", r.Duplicates)
 	fmt.Fprintf(w, "  %-24s %14d   (accepted without an answer after the %s drain)\n", "losses", r.Lost, o.Drain)
-	fmt.Fprintln(w, "memory (whole load process, kB: service + generator + simulator + fake LLM)")
-	fmt.Fprintf(w, "  %-24s %14d\n", "RSS idle before load", r.IdleRSS)
+	if r.ServicePID == 0 {
+		fmt.Fprintln(w, "memory (whole load process, kB: service + generator + simulator + fake LLM)")
+	} else {
+		fmt.Fprintf(w, "memory (the service's own process, kB: /proc/%d/status VmRSS, VmHWM)\n", r.ServicePID)
+	}
+	idle := "RSS idle before load"
+	if r.ServicePID != 0 {
+		idle = fmt.Sprintf("RSS idle (ready + %s)", o.Settle)
+	}
+	fmt.Fprintf(w, "  %-24s %14d   (anonymous %d + file-backed %d)\n", idle, r.IdleRSS, r.IdleAnon, r.IdleFile)
 	fmt.Fprintf(w, "  %-24s %14d\n", "peak RSS before load", r.HWMBefore)
 	fmt.Fprintf(w, "  %-24s %14d\n", "peak RSS after service", r.HWMAfter)
+	fmt.Fprintf(w, "  %-24s %14d   (after the drain)\n", "RSS at the end", r.EndRSS)
+	if r.ServicePID != 0 {
+		fmt.Fprintf(w, "  %-24s %14d   (generator, simulator, fake LLM: not the service)\n", "load process peak RSS", r.LoadHWM)
+	}
+	if o.Soak > 0 {
+		fmt.Fprintln(w, "soak: service RSS, kB (time since the first callback)")
+		for _, s := range r.Soak {
+			fmt.Fprintf(w, "  %8s %10d\n", s.At.Round(min(o.SampleEvery, time.Second)), s.RSS)
+		}
+		if g, first, last, ok := soakGrowth(r.Soak); ok {
+			fmt.Fprintf(w, "  %-24s %14d   (median of the last minute %d - median of the first minute %d; %+.1f%%)\n",
+				"RSS growth", g, last, first, 100*float64(g)/float64(first))
+		}
+	}
 	if o.CPUProfile != "" {
 		fmt.Fprintf(w, "CPU profile of the sending phase (whole process): %s\n", o.CPUProfile)
 	}

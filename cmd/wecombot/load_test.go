@@ -10,24 +10,16 @@ import (
 	"time"
 )
 
-// TestLoadSmoke runs the load tool for a moment. Timings are not asserted:
-// they depend on the machine. Only that nothing is lost or duplicated, and
-// that the report has every figure.
-func TestLoadSmoke(t *testing.T) {
-	prof := filepath.Join(t.TempDir(), "cpu.pprof")
-	o := loadOptions{
-		Users: 20, Rate: 100, Duration: 2 * time.Second, Senders: 8,
-		Drain: 30 * time.Second, CPUProfile: prof, Log: io.Discard,
-	}
-	r, err := runLoad(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+// checkLoadReport checks what every run must show: nothing lost or
+// duplicated, and every figure in the report. Timings are not asserted:
+// they depend on the machine.
+func checkLoadReport(t *testing.T, r *loadReport, fields ...string) string {
+	t.Helper()
 	var out bytes.Buffer
 	r.print(&out)
 	t.Log("\n" + out.String())
-	if r.Service.Accepted == 0 || r.Baseline.Accepted == 0 {
-		t.Fatalf("accepted: service %d, baseline %d; want both > 0", r.Service.Accepted, r.Baseline.Accepted)
+	if r.Service.Accepted == 0 {
+		t.Fatalf("service accepted nothing")
 	}
 	if r.Service.Failed != 0 {
 		t.Errorf("%d callbacks failed", r.Service.Failed)
@@ -38,23 +30,95 @@ func TestLoadSmoke(t *testing.T) {
 	if r.Answered != r.Service.Accepted {
 		t.Errorf("answered %d of %d accepted", r.Answered, r.Service.Accepted)
 	}
-	for _, field := range []string{
+	for _, field := range append([]string{
 		"callbacks/s accepted", "ack p50", "ack p95", "ack p99", "ack max", "baseline", "ratio",
 		"answers delivered/s", "end-to-end p50", "end-to-end p99", "duplicates", "losses",
-		"peak RSS before load", "peak RSS after service", "CPU profile",
-	} {
+		"peak RSS before load", "peak RSS after service", "RSS at the end",
+	}, fields...) {
 		if !strings.Contains(out.String(), field) {
 			t.Errorf("report has no %q", field)
 		}
 	}
+	if r.IdleRSS <= 0 || r.HWMAfter < r.HWMBefore || r.EndRSS <= 0 {
+		t.Errorf("memory: idle %d, peak before %d, after %d, end %d kB", r.IdleRSS, r.HWMBefore, r.HWMAfter, r.EndRSS)
+	}
+	return out.String()
+}
+
+// TestLoadSmoke runs the load tool for a moment with the service in this
+// process (as -cpuprofile does).
+func TestLoadSmoke(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
+	o := loadOptions{
+		Users: 20, Rate: 100, Duration: 2 * time.Second, Senders: 8,
+		Drain: 30 * time.Second, CPUProfile: prof, Log: io.Discard,
+	}
+	r, err := runLoad(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Baseline.Accepted == 0 {
+		t.Errorf("the baseline accepted nothing")
+	}
+	if r.ServicePID != 0 {
+		t.Errorf("with a CPU profile the service runs in-process, got pid %d", r.ServicePID)
+	}
+	checkLoadReport(t, r, "CPU profile", "whole load process")
+}
+
+// TestLoadChildSoak runs the real binary as the service, in a short soak:
+// the memory figures are the child's, and sampled.
+func TestLoadChildSoak(t *testing.T) {
+	bin := buildBinary(t)
+	o := loadOptions{
+		Users: 20, Rate: 50, Soak: 3 * time.Second, SampleEvery: 500 * time.Millisecond, Senders: 8,
+		Drain: 30 * time.Second, Settle: 100 * time.Millisecond, Binary: bin, Log: io.Discard,
+	}
+	r, err := runLoad(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ServicePID == 0 {
+		t.Fatal("the service ran in-process")
+	}
+	if len(r.Soak) < 3 {
+		t.Errorf("%d RSS samples in a 3 s soak every 500 ms", len(r.Soak))
+	}
+	if r.Baseline.Sent != 0 {
+		t.Errorf("a soak drove the baseline too (%d callbacks)", r.Baseline.Sent)
+	}
+	checkLoadReport(t, r, "the service's own process", "load process peak RSS", "RSS growth", "soak:")
+}
+
+func TestSoakGrowth(t *testing.T) {
+	var s []rssSample
+	for i := 1; i <= 30; i++ { // 5 minutes every 10 s: 100 MB, then 120 MB from 4 min on
+		rss := int64(100_000)
+		if i >= 24 {
+			rss = 120_000
+		}
+		s = append(s, rssSample{At: time.Duration(i) * 10 * time.Second, RSS: rss})
+	}
+	g, first, last, ok := soakGrowth(s)
+	if !ok || g != 20_000 || first != 100_000 || last != 120_000 {
+		t.Errorf("soakGrowth = %d (%d -> %d), %v; want 20000 (100000 -> 120000)", g, first, last, ok)
+	}
+	if _, _, _, ok := soakGrowth(s[:1]); ok {
+		t.Error("soakGrowth of one sample is ok")
+	}
 }
 
 func TestLoadCommandFlags(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"load", "-users", "0"}, io.Discard, &stderr); code != 2 {
-		t.Errorf("-users 0: exit %d, want 2; stderr %s", code, stderr.String())
-	}
-	if code := run(context.Background(), []string{"load", "-service", "http://127.0.0.1:1"}, io.Discard, io.Discard); code != 2 {
-		t.Errorf("-service: exit %d, want 2", code)
+	for _, args := range [][]string{
+		{"-users", "0"},
+		{"-service", "http://127.0.0.1:1"},
+		{"-soak", "1m"}, // without a steady rate
+		{"-soak", "1m", "-rate", "10", "-sample", "0s"},
+		{"-settle", "-1s"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), append([]string{"load"}, args...), io.Discard, &stderr); code != 2 {
+			t.Errorf("load %v: exit %d, want 2; stderr %s", args, code, stderr.String())
+		}
 	}
 }
