@@ -98,8 +98,13 @@ func Start(t testing.TB) string {
 	name := fmt.Sprintf("t_%d", dbSeq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("postgres: create database %s: %v", name, err)
+	// FILE_COPY (Postgres 15 on) copies the template's files: without fsync
+	// that is several times faster than the default, which writes the copy
+	// to the WAL. Older servers know only the plain form.
+	if _, err := s.admin.ExecContext(ctx, "CREATE DATABASE "+name+" STRATEGY = FILE_COPY"); err != nil {
+		if _, err := s.admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+			t.Fatalf("postgres: create database %s: %v", name, err)
+		}
 	}
 	return s.dsn(name)
 }
