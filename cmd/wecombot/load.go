@@ -47,6 +47,7 @@ type loadOptions struct {
 	Duration   time.Duration
 	LLMLatency time.Duration
 	Senders    int           // callbacks in flight at most
+	Workers    int           // pipeline.workers of the service; 0: its default
 	Drain      time.Duration // how long to wait for answers after the last callback
 	CPUProfile string        // file for a CPU profile of the sending phase
 	Log        io.Writer     // the service's own log (errors only)
@@ -113,6 +114,7 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send callbacks (service and baseline each)")
 	fs.DurationVar(&o.LLMLatency, "llm-latency", 0, "latency of the fake LLM before it answers")
 	fs.IntVar(&o.Senders, "senders", 64, "callbacks in flight at most")
+	fs.IntVar(&o.Workers, "workers", 0, "the service's pipeline.workers (users answered at once); 0 = its default")
 	fs.DurationVar(&o.Drain, "drain", 60*time.Second, "how long to wait for answers after the last callback")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the service's sending phase (whole process) to this file; implies -inprocess")
 	fs.BoolVar(&o.InProcess, "inprocess", false, "run the service in this process (memory figures are then the whole process's) instead of as a child process")
@@ -131,8 +133,8 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			"as a child process pointed at its simulator and fake LLM")
 		return 2
 	}
-	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 || o.Settle < 0 {
-		fmt.Fprintln(stderr, "wecombot load: -users, -senders and -duration must be positive; -rate, -llm-latency, -drain and -settle not negative")
+	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 || o.Settle < 0 || o.Workers < 0 {
+		fmt.Fprintln(stderr, "wecombot load: -users, -senders and -duration must be positive; -rate, -llm-latency, -drain, -settle and -workers not negative")
 		return 2
 	}
 	if o.Soak < 0 || (o.Soak > 0 && (o.Rate <= 0 || o.SampleEvery <= 0)) {
@@ -193,6 +195,9 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	cfg.LLM.Timeout = (o.LLMLatency + 30*time.Second).String()
 	cfg.Admin.Password = randomHex(8)
 	cfg.Log.Level = "error"
+	if o.Workers > 0 {
+		cfg.Pipeline.Workers = o.Workers
+	}
 	cfg.Bots = []BotConfig{{Name: loadBot, CorpID: loadCorp, AgentID: loadAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
 	var svc *loadService
 	if o.InProcess {
@@ -656,8 +661,12 @@ func (r *loadReport) print(w io.Writer) {
 	if o.Rate > 0 {
 		rate = fmt.Sprintf("%g/s", o.Rate)
 	}
-	fmt.Fprintf(w, "wecombot load: %d users, rate %s, %s per target, LLM latency %s, %d senders, drain %s, %d CPUs\n",
-		o.Users, rate, o.Duration, o.LLMLatency, o.Senders, o.Drain, r.NumCPU)
+	workers := fmt.Sprintf("%d (default)", defaults().Pipeline.Workers)
+	if o.Workers > 0 {
+		workers = strconv.Itoa(o.Workers)
+	}
+	fmt.Fprintf(w, "wecombot load: %d users, rate %s, %s per target, LLM latency %s, %d senders, drain %s, %d CPUs, %s workers\n",
+		o.Users, rate, o.Duration, o.LLMLatency, o.Senders, o.Drain, r.NumCPU, workers)
 	if r.ServicePID == 0 {
 		fmt.Fprintln(w, "everything runs in this one process on loopback: generator, WeCom simulator, fake LLM, service, baseline")
 	} else {
