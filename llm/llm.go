@@ -48,11 +48,13 @@ type Client struct {
 }
 
 // New returns a client for cfg. go-openai's default HTTP client has no
-// timeout, so each call runs under cfg.Timeout.
+// timeout, so each call runs under a context with cfg.Timeout: the whole
+// call for Complete, the wait between pieces for Stream. The HTTP client
+// itself has none, which would cut a long stream off mid-answer.
 func New(cfg Config) *Client {
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = &http.Client{Timeout: cfg.Timeout + 5*time.Second}
+	oc.HTTPClient = &http.Client{}
 	timeout := cfg.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second

@@ -63,3 +63,15 @@ func TestStreamErrors(t *testing.T) {
 		})
 	}
 }
+
+// A stream longer than the timeout is fine as long as it keeps coming.
+func TestStreamOutlastsTheTimeout(t *testing.T) {
+	answer := strings.Repeat("abc", 100)
+	c, _ := newClient(t, func(llmtest.Request) llmtest.Reply {
+		return llmtest.Reply{Content: answer, ChunkDelay: 10 * time.Millisecond} // 100 chunks, ~1 s
+	}, 200*time.Millisecond)
+	got, err := c.Stream(context.Background(), []Message{{Role: RoleUser, Content: "hi"}}, func(string) error { return nil })
+	if err != nil || got != answer {
+		t.Fatalf("Stream = %d bytes, %v", len(got), err)
+	}
+}

@@ -63,6 +63,9 @@ type LLMConfig struct {
 	Timeout      string `yaml:"timeout"`
 	HistoryTurns int    `yaml:"history_turns"`
 	Retries      int    `yaml:"retries"`
+	// Stream asks for streamed answers and sends each paragraph as soon as
+	// it is written; off for a server that cannot stream.
+	Stream bool `yaml:"stream"`
 }
 
 type RedisConfig struct {
@@ -86,6 +89,7 @@ type RepliesConfig struct {
 	Welcome     string `yaml:"welcome"`
 	Reset       string `yaml:"reset"`
 	Empty       string `yaml:"empty"`
+	Interrupted string `yaml:"interrupted"`
 }
 
 type LogConfig struct {
@@ -111,6 +115,7 @@ func defaults() Config {
 		LLM: LLMConfig{
 			BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini",
 			SystemPrompt: "You are a helpful assistant.", Timeout: "60s", HistoryTurns: 10, Retries: 2,
+			Stream: true,
 		},
 		Admin:    AdminConfig{Username: "admin"},
 		Pipeline: PipelineConfig{Workers: 16, GiveUpAfter: "24h"},
@@ -120,6 +125,7 @@ func defaults() Config {
 			TextOnly:    "目前只能理解文字消息，请用文字描述您的问题。",
 			Reset:       "好的，已开始新的对话。",
 			Empty:       "请输入文字内容。",
+			Interrupted: "（回答被中断了，请重新提问。）",
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
 	}
@@ -271,9 +277,9 @@ func (c *Config) validate() []error {
 	}
 	duration("server.shutdown_timeout", c.Server.ShutdownTimeout)
 	switch c.Storage.Driver {
-	case "sqlite":
+	case "sqlite", "postgres":
 	default:
-		bad("storage.driver", "%q is not supported (supported: sqlite)", c.Storage.Driver)
+		bad("storage.driver", "%q is not supported (supported: sqlite, postgres)", c.Storage.Driver)
 	}
 	if c.Storage.DSN == "" {
 		bad("storage.dsn", "is empty")

@@ -28,7 +28,7 @@ const (
 
 // env is a running service between a simulated WeCom and a fake LLM.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	sim    *wecomsim.Server
 	simSrv *httptest.Server
 	llm    *llmtest.Server
@@ -40,7 +40,7 @@ type env struct {
 	msgID  atomic.Int64
 }
 
-func newEnv(t *testing.T, respond func(llmtest.Request) llmtest.Reply) *env {
+func newEnv(t testing.TB, respond func(llmtest.Request) llmtest.Reply) *env {
 	t.Helper()
 	e := &env{t: t, aesKey: wecomsim.NewEncodingAESKey(), dbPath: filepath.Join(t.TempDir(), "wecombot.db")}
 	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})

@@ -106,10 +106,11 @@ func (m *Main) Open(ctx context.Context) error {
 		Bots: cfg.botConfigs(),
 		Pipeline: adapter.PipelineConfig{
 			Workers: cfg.Pipeline.Workers, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
-			LLMRetries: cfg.LLM.Retries,
+			LLMRetries: cfg.LLM.Retries, Stream: cfg.LLM.Stream,
 			Replies: adapter.Replies{
 				Unavailable: cfg.Replies.Unavailable, Help: cfg.Replies.Help, TextOnly: cfg.Replies.TextOnly,
 				Welcome: cfg.Replies.Welcome, Reset: cfg.Replies.Reset, Empty: cfg.Replies.Empty,
+				Interrupted: cfg.Replies.Interrupted,
 			},
 		},
 		Outbox:  adapter.OutboxConfig{GiveUpAfter: mustDuration(cfg.Pipeline.GiveUpAfter)},
