@@ -737,7 +737,8 @@ func (r *loadReport) print(w io.Writer) {
 	if o.CPUProfile != "" {
 		fmt.Fprintf(w, "CPU profile of the sending phase (whole process): %s\n", o.CPUProfile)
 	}
-	if r.MessagesPerUser > 10 {
+	// WeCom's pacing lets 10 through at once, then one per 3 s.
+	if r.MessagesPerUser > 10+o.Duration.Seconds()/3 {
 		fmt.Fprintf(w, "note: %.1f messages per user; WeCom pacing (10 at once, then 1 per 3 s per user) delays answers past the 10th,\n"+
 			"      so end-to-end figures measure the pacing. Use -users >= rate x duration / 10.\n", r.MessagesPerUser)
 	}
