@@ -41,10 +41,13 @@ type Options struct {
 	Outbox   OutboxConfig
 	Store    Store
 	Shared   SharedTokens // nil without Redis
-	LLM      Completer
-	Clock    clockwork.Clock
-	Log      *slog.Logger
-	Metrics  *Metrics
+	// Claims, when set, dedupes inbound messages across instances that have
+	// a database each (SQLite + Redis); nil with a shared database.
+	Claims  MessageClaims
+	LLM     Completer
+	Clock   clockwork.Clock
+	Log     *slog.Logger
+	Metrics *Metrics
 }
 
 // App is the WeCom side of the service: its bots, pipeline and outbox.
@@ -90,6 +93,9 @@ func New(o Options) (*App, error) {
 	}
 	a.outbox = NewOutbox(o.Outbox, o.Store, a.sendText, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
+	if o.Claims != nil {
+		a.pipeline.UseClaims(o.Claims)
+	}
 	return a, nil
 }
 

@@ -35,6 +35,11 @@ type OutboxConfig struct {
 	GiveUpAfter time.Duration
 	// Concurrency is how many users' parts are sent at once.
 	Concurrency int
+	// Poll bounds the wait for the next due part (default 1m). Other
+	// instances on the same database cannot wake this one, so with a shared
+	// database it is short: parts a dead instance left are sent by the
+	// others within it.
+	Poll time.Duration
 }
 
 // Outbox delivers stored reply parts: per user in order, paced under WeCom's
@@ -77,6 +82,9 @@ func NewOutbox(cfg OutboxConfig, store OutboxStore, send partSender, clock clock
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Minute
 	}
 	if clock == nil {
 		clock = clockwork.NewRealClock()
@@ -125,9 +133,9 @@ func (o *Outbox) flush(ctx context.Context) {
 
 // idle waits for the next due part, a notification or the end.
 func (o *Outbox) idle(ctx context.Context) {
-	wait := time.Minute
+	wait := o.cfg.Poll
 	if next, ok, err := o.store.NextDue(ctx); err == nil && ok {
-		wait = max(next.Sub(o.clock.Now()), 0)
+		wait = min(max(next.Sub(o.clock.Now()), 0), wait)
 	}
 	o.sleep(ctx, wait)
 }

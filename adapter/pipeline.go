@@ -2,8 +2,12 @@ package adapter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +55,16 @@ type PipelineConfig struct {
 	// sends its paragraphs as they complete (see streamSplitter).
 	Stream  bool
 	Replies Replies
+	// Owner names this instance in the user leases; empty: host, pid and
+	// a random suffix.
+	Owner string
+	// Lease is how long this instance's claim on a user's messages lasts
+	// without renewal: after a crash, how long until another instance (or
+	// the next start) takes its users over. Default 15s.
+	Lease time.Duration
+	// Exclusive says no other instance uses the database (SQLite): leases
+	// found at start are a previous run's and are dropped at once.
+	Exclusive bool
 }
 
 // MessageStore is what the pipeline needs of storage.
@@ -59,11 +73,36 @@ type MessageStore interface {
 	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 	StartAnswer(ctx context.Context, id int64) error
 	SetMessageState(ctx context.Context, id int64, state, reason string) error
-	UnansweredMessages(ctx context.Context) ([]storage.Message, error)
+	ClaimUser(ctx context.Context, u storage.UserRef, owner string, until time.Time) (bool, error)
+	ReleaseUser(ctx context.Context, u storage.UserRef, owner string) (bool, error)
+	DropUserLease(ctx context.Context, u storage.UserRef, owner string) error
+	DropLeases(ctx context.Context, keep string) error
+	NextPending(ctx context.Context, u storage.UserRef) (storage.Message, bool, error)
+	UnclaimedUsers(ctx context.Context, now time.Time, limit int) ([]storage.UserRef, error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
 	AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error
 	History(ctx context.Context, bot, user string, pairs int) ([]storage.Turn, error)
 }
+
+// MessageClaims dedupes inbound messages across instances that do not share
+// a database (storage.Redis).
+type MessageClaims interface {
+	ClaimMessage(ctx context.Context, key string, pendingTTL time.Duration) (claimed, done bool, err error)
+	ConfirmMessage(ctx context.Context, key string, keep time.Duration) error
+	Unclaim(ctx context.Context, key string) error
+}
+
+// ErrInFlight is Accept's answer to a retry of a message another instance
+// is storing right now: the callback answers 500 and WeCom retries later.
+var ErrInFlight = errors.New("adapter: another instance is storing this message; WeCom will retry it")
+
+// How long a message claim waits for its instance to store the message
+// (longer than a callback may take), and how long a stored message's claim
+// is kept (WeCom's retries come within seconds).
+const (
+	claimPendingTTL = 10 * time.Second
+	claimKeep       = 24 * time.Hour
+)
 
 // Completer answers a conversation (llm.Client).
 type Completer interface {
@@ -81,6 +120,14 @@ type userKey struct{ bot, user string }
 // Pipeline turns accepted messages into stored answers: one message of a user
 // at a time, in arrival order, different users concurrently with a bounded
 // number of workers. It never sends anything itself: answers go to the outbox.
+//
+// Which messages to answer comes from the database, not from memory: a
+// worker claims a user (a lease in the database, renewed while it works),
+// answers the user's pending messages oldest first, and releases the user
+// when none is left. So several instances on one database answer each user
+// in order, whichever instance WeCom delivered a message to, and the users
+// of an instance that died are taken over when its leases expire (the
+// sweeper finds them). Accept only wakes a worker early.
 type Pipeline struct {
 	cfg    PipelineConfig
 	store  MessageStore
@@ -93,9 +140,14 @@ type Pipeline struct {
 	cancelWork context.CancelFunc
 	wg         sync.WaitGroup
 
+	owner       string
+	claims      MessageClaims // nil: the database's unique key dedupes alone
+	stopSweep   context.CancelFunc
+	sweeperDone chan struct{}
+
 	mu      sync.Mutex
-	queues  map[userKey][]int64
-	active  map[userKey]bool
+	again   map[userKey]bool // woken while being served: look again before leaving
+	active  map[userKey]bool // queued or being served
 	ready   []userKey
 	running int
 	closed  bool
@@ -106,15 +158,29 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 15 * time.Second
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = instanceName()
+	}
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
-		workCtx: ctx, cancelWork: cancel,
-		queues: map[userKey][]int64{}, active: map[userKey]bool{},
+		workCtx: ctx, cancelWork: cancel, owner: cfg.Owner,
+		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
+}
+
+// instanceName is a lease owner unique to this process.
+func instanceName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // Accept stores in (deduplicated on its key, so a retried callback, even
@@ -125,36 +191,114 @@ func (p *Pipeline) Accept(ctx context.Context, in Inbound) (bool, error) {
 		Bot: in.Bot, DedupeKey: in.DedupeKey, UserID: in.UserID, MsgType: in.MsgType,
 		Event: in.Event, Content: in.Content, CreateTime: in.CreateTime, ReceivedAt: p.clock.Now(),
 	}
+	if p.claims != nil {
+		key := "wecombot:msg:" + in.Bot + ":" + in.DedupeKey
+		claimed, done, err := p.claims.ClaimMessage(ctx, key, claimPendingTTL)
+		switch {
+		case err != nil:
+			p.log.Warn("Redis dedupe unavailable; only this instance's database dedupes", "err", err)
+		case done:
+			return false, nil
+		case !claimed:
+			return false, ErrInFlight
+		default:
+			isNew, err := p.insert(ctx, m)
+			// Stored (or known): later retries are duplicates. Not stored:
+			// the claim is given back so that WeCom's retry is not dropped.
+			if err == nil {
+				err2 := p.claims.ConfirmMessage(ctx, key, claimKeep)
+				if err2 != nil {
+					p.log.Warn("cannot confirm the Redis dedupe claim; it expires", "err", err2)
+				}
+			} else if err2 := p.claims.Unclaim(context.WithoutCancel(ctx), key); err2 != nil {
+				p.log.Warn("cannot release the Redis dedupe claim; it expires", "err", err2)
+			}
+			return isNew, err
+		}
+	}
+	return p.insert(ctx, m)
+}
+
+// insert stores m and wakes a worker for its user when it is new.
+func (p *Pipeline) insert(ctx context.Context, m *storage.Message) (bool, error) {
 	isNew, err := p.store.InsertMessage(ctx, m)
 	if err != nil || !isNew {
 		return false, err
 	}
-	p.enqueue(userKey{in.Bot, in.UserID}, m.ID)
+	// Stored before the user is claimed: an owner elsewhere that releases
+	// the user checks for it in the same statement (storage.ReleaseUser).
+	p.enqueue(userKey{m.Bot, m.UserID})
 	return true, nil
 }
 
-// Start resumes the messages a previous run accepted but did not answer.
+// UseClaims makes Accept claim every message in c before storing it: the
+// dedupe across instances with a database each.
+func (p *Pipeline) UseClaims(c MessageClaims) { p.claims = c }
+
+// Start resumes the messages a previous run (of this or a dead instance)
+// accepted but did not answer, and keeps looking for such work every third
+// of a lease until Shutdown.
 func (p *Pipeline) Start(ctx context.Context) error {
-	msgs, err := p.store.UnansweredMessages(ctx)
+	if p.cfg.Exclusive {
+		if err := p.store.DropLeases(ctx, p.owner); err != nil {
+			return err
+		}
+	}
+	n, err := p.sweep(ctx)
 	if err != nil {
 		return err
 	}
-	if len(msgs) > 0 {
-		p.log.Info("resuming unanswered messages", "count", len(msgs))
+	if n > 0 {
+		p.log.Info("resuming unanswered messages", "users", n)
 	}
-	for _, m := range msgs {
-		p.enqueue(userKey{m.Bot, m.UserID}, m.ID)
-	}
+	sweepCtx, stop := context.WithCancel(p.workCtx)
+	p.stopSweep, p.sweeperDone = stop, make(chan struct{})
+	go p.sweeper(sweepCtx)
 	return nil
 }
 
+// sweeper looks for users whose messages nobody answers, until ctx ends.
+func (p *Pipeline) sweeper(ctx context.Context) {
+	defer close(p.sweeperDone)
+	t := p.clock.NewTicker(max(p.cfg.Lease/3, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			if n, err := p.sweep(ctx); err != nil && ctx.Err() == nil {
+				p.log.Error("cannot look for unanswered messages", "err", err)
+			} else if n > 0 {
+				p.log.Info("taking over unanswered messages", "users", n)
+			}
+		}
+	}
+}
+
+// sweep queues the users with pending messages and no live lease.
+func (p *Pipeline) sweep(ctx context.Context) (int, error) {
+	users, err := p.store.UnclaimedUsers(ctx, p.clock.Now(), 1000)
+	if err != nil {
+		return 0, err
+	}
+	for _, u := range users {
+		p.enqueue(userKey{u.Bot, u.UserID})
+	}
+	return len(users), nil
+}
+
 // Shutdown stops taking queued messages and waits for the ones in progress
-// until ctx ends, then cancels them. What is left stays stored and is
-// resumed by the next Start.
+// until ctx ends, then cancels them. What is left stays stored, its users'
+// leases dropped: another instance, or the next Start, resumes it.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+	if p.stopSweep != nil {
+		p.stopSweep()
+		<-p.sweeperDone
+	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -168,17 +312,19 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (p *Pipeline) enqueue(k userKey, id int64) {
+// enqueue wakes a worker for user k.
+func (p *Pipeline) enqueue(k userKey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return // stored; the next start resumes it
+		return // stored; another instance or the next start resumes it
 	}
-	p.queues[k] = append(p.queues[k], id)
-	if !p.active[k] {
-		p.active[k] = true
-		p.ready = append(p.ready, k)
+	if p.active[k] {
+		p.again[k] = true
+		return
 	}
+	p.active[k] = true
+	p.ready = append(p.ready, k)
 	p.dispatchLocked()
 }
 
@@ -192,35 +338,139 @@ func (p *Pipeline) dispatchLocked() {
 	}
 }
 
-// serve answers the queued messages of one user in order.
+// serve answers the pending messages of user k, looking again if k was
+// woken meanwhile.
 func (p *Pipeline) serve(k userKey) {
 	defer p.wg.Done()
 	for {
+		p.serveUser(k)
 		p.mu.Lock()
-		q := p.queues[k]
-		if len(q) == 0 || p.closed {
-			delete(p.queues, k)
-			delete(p.active, k)
-			p.running--
-			p.dispatchLocked()
+		if p.again[k] && !p.closed {
+			delete(p.again, k)
 			p.mu.Unlock()
-			return
+			continue
 		}
-		id := q[0]
-		p.queues[k] = q[1:]
+		delete(p.again, k)
+		delete(p.active, k)
+		p.running--
+		p.dispatchLocked()
 		p.mu.Unlock()
-		p.handle(p.workCtx, id)
+		return
 	}
 }
 
-// handle answers one message. Errors of storage leave the message as it is,
-// to be resumed at the next start; nothing the user sees carries an error.
-func (p *Pipeline) handle(ctx context.Context, id int64) {
-	m, err := p.store.GetMessage(ctx, id)
+// serveUser claims user k and answers its pending messages in order until
+// none is left, the lease is lost, or the pipeline stops.
+func (p *Pipeline) serveUser(k userKey) {
+	u := storage.UserRef{Bot: k.bot, UserID: k.user}
+	log := p.log.With("bot", k.bot, "user", k.user)
+	claimed, err := p.store.ClaimUser(p.workCtx, u, p.owner, p.clock.Now().Add(p.cfg.Lease))
 	if err != nil {
-		p.log.Error("cannot load message", "id", id, "err", err)
+		if p.workCtx.Err() == nil {
+			log.Error("cannot claim user; the sweeper retries", "err", err)
+		}
 		return
 	}
+	if !claimed {
+		return // another instance answers this user, this message included
+	}
+	ctx, cancel := context.WithCancel(p.workCtx)
+	renewed := make(chan struct{})
+	go p.renew(ctx, cancel, u, log, renewed)
+	defer func() { cancel(); <-renewed }()
+
+	var last int64
+	for {
+		p.mu.Lock()
+		closed := p.closed
+		delete(p.again, k)
+		p.mu.Unlock()
+		if closed || ctx.Err() != nil {
+			p.dropLease(u, log)
+			return
+		}
+		m, found, err := p.store.NextPending(ctx, u)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("cannot read pending messages; the sweeper retries", "err", err)
+			}
+			p.dropLease(u, log)
+			return
+		}
+		if !found {
+			released, err := p.store.ReleaseUser(ctx, u, p.owner)
+			if err != nil || released {
+				if err != nil {
+					p.dropLease(u, log)
+				}
+				return
+			}
+			// A message arrived since NextPending, or the lease is gone.
+			if ok, err := p.store.ClaimUser(ctx, u, p.owner, p.clock.Now().Add(p.cfg.Lease)); err != nil || !ok {
+				return
+			}
+			continue
+		}
+		if m.ID == last {
+			// Answered without leaving the pending state: stop rather
+			// than loop; the sweeper tries again later.
+			log.Error("message still pending after its answer; retrying later", "message", m.ID)
+			p.dropLease(u, log)
+			return
+		}
+		last = m.ID
+		if !p.handle(ctx, m) {
+			p.dropLease(u, log)
+			return
+		}
+	}
+}
+
+// renew keeps the lease on u until ctx ends. When the lease is lost (this
+// instance stalled past it, and another took over) or cannot be renewed for
+// a whole lease, the work on u is cancelled: someone else may be doing it.
+func (p *Pipeline) renew(ctx context.Context, cancel context.CancelFunc, u storage.UserRef, log *slog.Logger, done chan struct{}) {
+	defer close(done)
+	t := p.clock.NewTicker(max(p.cfg.Lease/3, 10*time.Millisecond))
+	defer t.Stop()
+	lastOK := p.clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		now := p.clock.Now()
+		ok, err := p.store.ClaimUser(ctx, u, p.owner, now.Add(p.cfg.Lease))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && now.Sub(lastOK) < p.cfg.Lease:
+			log.Warn("cannot renew the user lease", "err", err)
+		case err != nil || !ok:
+			log.Warn("user lease lost; stopping work on this user", "err", err)
+			cancel()
+			return
+		default:
+			lastOK = now
+		}
+	}
+}
+
+// dropLease gives up the lease on u so that its pending messages are taken
+// over at once rather than when the lease expires.
+func (p *Pipeline) dropLease(u storage.UserRef, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.workCtx), 5*time.Second)
+	defer cancel()
+	if err := p.store.DropUserLease(ctx, u, p.owner); err != nil {
+		log.Warn("cannot drop the user lease; it expires by itself", "err", err)
+	}
+}
+
+// handle answers one message and reports whether it is done with it. Errors
+// of storage leave the message as it is, to be resumed later; nothing the
+// user sees carries an error.
+func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	log := p.log.With("bot", m.Bot, "user", m.UserID, "message", m.ID)
 	switch m.State {
 	case storage.MessageReceived, storage.MessageAnswering:
@@ -228,32 +478,32 @@ func (p *Pipeline) handle(ctx context.Context, id int64) {
 		// Resumed after a stop or crash in the middle of a streamed answer:
 		// its first parts are out, the rest is gone with the process. The
 		// user is told, rather than getting the answer again from the top.
-		p.interrupted(ctx, log, m)
-		return
+		return p.interrupted(ctx, log, m)
 	default:
-		return
+		return true
 	}
-	if err := p.store.StartAnswer(ctx, id); err != nil {
+	if err := p.store.StartAnswer(ctx, m.ID); err != nil {
 		log.Error("cannot start answer", "err", err)
-		return
+		return false
 	}
 	a, failure := p.answer(ctx, log, m)
 	if ctx.Err() != nil {
-		return // shutting down: the message stays for the next start
+		return false // stopping or the lease lost: the message stays pending
 	}
 	a.Failure = failure
 	if err := p.store.SaveAnswer(ctx, a); err != nil {
 		log.Error("cannot store answer", "err", err)
-		return
+		return false
 	}
 	if len(a.Parts) > 0 {
 		p.outbox.Notify()
 	}
+	return true
 }
 
 // interrupted ends m, whose streamed answer was cut off, with a notice
 // after the parts that were stored.
-func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.Message) {
+func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.Message) bool {
 	notice := p.cfg.Replies.Interrupted
 	if notice == "" {
 		notice = p.cfg.Replies.Unavailable
@@ -265,9 +515,10 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 	log.Warn("streamed answer was interrupted; the user is told")
 	if err := p.store.SaveAnswer(ctx, a); err != nil {
 		log.Error("cannot store answer", "err", err)
-		return
+		return false
 	}
 	p.outbox.Notify()
+	return true
 }
 
 // answer decides what to say to m. failure, when set, is why the user gets

@@ -477,9 +477,10 @@ func TestPipelineLLMRetries(t *testing.T) {
 				case <-time.After(5 * time.Second):
 					t.Fatalf("call %d not made within 5s", i)
 				}
-				// The pipeline waits on the clock before the next attempt.
+				// The pipeline waits on the clock before the next attempt
+				// (the other waiter is the renewal of the user lease).
 				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-				if err := e.clock.BlockUntilContext(ctx, 1); err != nil {
+				if err := e.clock.BlockUntilContext(ctx, 2); err != nil {
 					t.Fatalf("no pause after call %d: %v", i, err)
 				}
 				cancel()

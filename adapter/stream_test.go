@@ -246,7 +246,7 @@ func TestPipelineStreamFailures(t *testing.T) {
 		id := e.text("u", "q")
 		f.pieces <- "half a para"
 		f.end <- errors.New("connection reset")
-		e.clock.BlockUntilContext(t.Context(), 1) // the pause before the retry
+		e.clock.BlockUntilContext(t.Context(), 2) // the lease renewal and the pause before the retry
 		e.clock.Advance(time.Second)
 		f.pieces <- "Whole answer."
 		f.end <- nil

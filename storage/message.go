@@ -131,8 +131,7 @@ func (d *DB) SetMessageState(ctx context.Context, id int64, state, reason string
 func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {
 	var rows []messageRow
 	err := d.db.WithContext(ctx).
-		Where("(state IN ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)) OR state = ?",
-			[]string{MessageReceived, MessageAnswering}, MessageStreaming).
+		Where(pendingMessage).
 		Order("id").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("storage: list unanswered messages: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 
 	"fmt"
 	"strconv"
@@ -169,6 +170,49 @@ func (r *Redis) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (b
 func (r *Redis) Unclaim(ctx context.Context, key string) error {
 	if err := r.c.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("storage: redis unclaim %s: %w", key, err)
+	}
+	return nil
+}
+
+// Message claim values: a claim is pending while its instance stores the
+// message, done once the message is stored.
+const (
+	claimPending = "pending"
+	claimDone    = "done"
+)
+
+// ClaimMessage claims an inbound message's key for the instance about to
+// store it (SET NX, value pending, for pendingTTL). When it is claimed
+// already, done tells whether the message is stored (a retry to drop) or
+// still being stored by another instance, which may yet die before it
+// commits: the caller refuses the retry, WeCom retries again later, and by
+// then the claim is done or has expired. An error means Redis did not answer.
+func (r *Redis) ClaimMessage(ctx context.Context, key string, pendingTTL time.Duration) (claimed, done bool, err error) {
+	for range 2 {
+		ok, err := r.c.SetNX(ctx, key, claimPending, pendingTTL).Result()
+		if err != nil {
+			return false, false, fmt.Errorf("storage: redis claim %s: %w", key, err)
+		}
+		if ok {
+			return true, false, nil
+		}
+		v, err := r.c.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // expired between the two calls: claim again
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("storage: redis claim %s: %w", key, err)
+		}
+		return false, v != claimPending, nil
+	}
+	return false, false, nil
+}
+
+// ConfirmMessage marks a claimed message stored, for keep (WeCom's retries
+// come within seconds; a day is plenty).
+func (r *Redis) ConfirmMessage(ctx context.Context, key string, keep time.Duration) error {
+	if err := r.c.Set(ctx, key, claimDone, keep).Err(); err != nil {
+		return fmt.Errorf("storage: redis confirm %s: %w", key, err)
 	}
 	return nil
 }

@@ -138,3 +138,41 @@ func TestRedisClaimUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// A message claim is pending while its instance stores the message, done
+// after: a retry meanwhile is refused (not dropped), a retry after is a
+// duplicate, and a claim whose instance died expires.
+func TestRedisClaimMessage(t *testing.T) {
+	srv := startClaimRedis(t)
+	ctx := context.Background()
+	a, b := OpenRedis(srv.addr), OpenRedis(srv.addr)
+	defer a.Close()
+	defer b.Close()
+	const pending = 300 * time.Millisecond
+	claim := func(r *Redis, key string, wantClaimed, wantDone bool) {
+		t.Helper()
+		claimed, done, err := r.ClaimMessage(ctx, key, pending)
+		if err != nil || claimed != wantClaimed || done != wantDone {
+			t.Fatalf("ClaimMessage(%s) = %v, %v, %v; want %v, %v", key, claimed, done, err, wantClaimed, wantDone)
+		}
+	}
+	claim(a, "msg:1", true, false)
+	claim(b, "msg:1", false, false) // a is still storing it
+	if err := a.ConfirmMessage(ctx, "msg:1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	claim(b, "msg:1", false, true) // stored: a duplicate
+	if pttl := a.c.PTTL(ctx, "msg:1").Val(); pttl < 59*time.Minute {
+		t.Fatalf("confirmed claim TTL %v, want about the hour kept", pttl)
+	}
+
+	claim(a, "msg:2", true, false) // a dies before storing it
+	srv.pass(pending + 100*time.Millisecond)
+	claim(b, "msg:2", true, false) // the retry after the pending TTL is b's
+
+	closed := OpenRedis(srv.addr)
+	closed.Close()
+	if _, _, err := closed.ClaimMessage(ctx, "msg:3", pending); err == nil {
+		t.Fatal("a closed client claimed a message")
+	}
+}

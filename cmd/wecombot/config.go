@@ -80,6 +80,9 @@ type AdminConfig struct {
 type PipelineConfig struct {
 	Workers     int    `yaml:"workers"`
 	GiveUpAfter string `yaml:"give_up_after"`
+	// Lease is how long an instance's claim on a user's pending messages
+	// lasts unrenewed: after a crash, how soon others take them over.
+	Lease string `yaml:"lease"`
 }
 
 type RepliesConfig struct {
@@ -118,7 +121,7 @@ func defaults() Config {
 			Stream: true,
 		},
 		Admin:    AdminConfig{Username: "admin"},
-		Pipeline: PipelineConfig{Workers: 16, GiveUpAfter: "24h"},
+		Pipeline: PipelineConfig{Workers: 16, GiveUpAfter: "24h", Lease: "15s"},
 		Replies: RepliesConfig{
 			Unavailable: "抱歉，助手暂时无法回答，请稍后再试。",
 			Help:        "直接发送文字即可与助手对话。\n命令：\n/reset 或 /new 开始新的对话\n/help 查看帮助",
@@ -315,6 +318,9 @@ func (c *Config) validate() []error {
 		bad("pipeline.workers", "must be at least 1, got %d", c.Pipeline.Workers)
 	}
 	duration("pipeline.give_up_after", c.Pipeline.GiveUpAfter)
+	if d, err := time.ParseDuration(c.Pipeline.Lease); err != nil || d < time.Second || d > 10*time.Minute {
+		bad("pipeline.lease", "must be a duration from 1s to 10m, got %q", c.Pipeline.Lease)
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:

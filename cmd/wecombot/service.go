@@ -90,6 +90,18 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Log.Warn("redis unavailable at start; each instance uses its own token until it answers", "err", err)
 		}
 	}
+	// A shared database (Postgres) dedupes and hands out work for every
+	// instance. With SQLite each instance has its own: Redis, when there,
+	// dedupes across them (README, "Scale out").
+	shareDB := cfg.Storage.Driver == "postgres"
+	outboxPoll := time.Minute
+	if shareDB {
+		outboxPoll = time.Second
+	}
+	var claims adapter.MessageClaims
+	if m.redis != nil && !shareDB {
+		claims = m.redis
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := adapter.NewMetrics(reg)
@@ -107,13 +119,15 @@ func (m *Main) Open(ctx context.Context) error {
 		Pipeline: adapter.PipelineConfig{
 			Workers: cfg.Pipeline.Workers, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
 			LLMRetries: cfg.LLM.Retries, Stream: cfg.LLM.Stream,
+			Lease: mustDuration(cfg.Pipeline.Lease), Exclusive: !shareDB,
 			Replies: adapter.Replies{
 				Unavailable: cfg.Replies.Unavailable, Help: cfg.Replies.Help, TextOnly: cfg.Replies.TextOnly,
 				Welcome: cfg.Replies.Welcome, Reset: cfg.Replies.Reset, Empty: cfg.Replies.Empty,
 				Interrupted: cfg.Replies.Interrupted,
 			},
 		},
-		Outbox:  adapter.OutboxConfig{GiveUpAfter: mustDuration(cfg.Pipeline.GiveUpAfter)},
+		Outbox:  adapter.OutboxConfig{GiveUpAfter: mustDuration(cfg.Pipeline.GiveUpAfter), Poll: outboxPoll},
+		Claims:  claims,
 		Store:   db,
 		Shared:  shared,
 		LLM:     completer,

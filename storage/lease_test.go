@@ -1,0 +1,96 @@
+package storage
+
+import (
+	"testing"
+	"time"
+)
+
+func TestUserLeases(t *testing.T) { eachDriver(t, testUserLeases) }
+
+func testUserLeases(t *testing.T) {
+	db, clk := newDB(t)
+	ctx := t.Context()
+	u := UserRef{Bot: "b", UserID: "u"}
+	claim := func(owner string, ttl time.Duration) bool {
+		t.Helper()
+		ok, err := db.ClaimUser(ctx, u, owner, clk.Now().Add(ttl))
+		must(t, err)
+		return ok
+	}
+	if !claim("A", 10*time.Second) {
+		t.Fatal("a free user could not be claimed")
+	}
+	if claim("B", 10*time.Second) {
+		t.Fatal("B claimed a user A holds")
+	}
+	if !claim("A", 10*time.Second) {
+		t.Fatal("A could not renew its own lease")
+	}
+	clk.Advance(11 * time.Second) // A died: its lease runs out
+	if !claim("B", 10*time.Second) {
+		t.Fatal("B could not take over an expired lease")
+	}
+	if claim("A", 10*time.Second) {
+		t.Fatal("A, back from the dead, took the lease B holds")
+	}
+
+	// Release only when nothing is pending, and only by the owner.
+	m := insertMsg(t, db, "b", "u", "k1")
+	if ok, err := db.ReleaseUser(ctx, u, "B"); err != nil || ok {
+		t.Fatalf("released with a message pending: %v %v", ok, err)
+	}
+	if got, ok, err := db.NextPending(ctx, u); err != nil || !ok || got.ID != m.ID {
+		t.Fatalf("NextPending = %+v %v %v", got, ok, err)
+	}
+	must(t, db.SaveAnswer(ctx, Answer{MessageID: m.ID, Bot: "b", UserID: "u", Parts: []string{"hi"}}))
+	if _, ok, err := db.NextPending(ctx, u); err != nil || ok {
+		t.Fatalf("a message with its answer in the outbox is still pending: %v %v", ok, err)
+	}
+	if ok, err := db.ReleaseUser(ctx, u, "A"); err != nil || ok {
+		t.Fatalf("A released B's lease: %v %v", ok, err)
+	}
+	if ok, err := db.ReleaseUser(ctx, u, "B"); err != nil || !ok {
+		t.Fatalf("B could not release: %v %v", ok, err)
+	}
+	if !claim("A", 10*time.Second) {
+		t.Fatal("a released user could not be claimed")
+	}
+	must(t, db.DropUserLease(ctx, u, "A"))
+	if !claim("C", 10*time.Second) {
+		t.Fatal("a dropped lease still held the user")
+	}
+	must(t, db.DropLeases(ctx, "nobody"))
+	if !claim("D", 10*time.Second) {
+		t.Fatal("DropLeases left a lease")
+	}
+}
+
+func TestUnclaimedUsers(t *testing.T) { eachDriver(t, testUnclaimedUsers) }
+
+func testUnclaimedUsers(t *testing.T) {
+	db, clk := newDB(t)
+	ctx := t.Context()
+	insertMsg(t, db, "b", "x", "k1")
+	insertMsg(t, db, "b", "y", "k2")
+	insertMsg(t, db, "b", "x", "k3")
+	z := insertMsg(t, db, "b", "z", "k4")
+	must(t, db.SetMessageState(ctx, z.ID, MessageAnswered, "")) // nothing pending for z
+	ok, err := db.ClaimUser(ctx, UserRef{"b", "y"}, "A", clk.Now().Add(5*time.Second))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	got, err := db.UnclaimedUsers(ctx, clk.Now(), 10)
+	must(t, err)
+	if len(got) != 1 || got[0] != (UserRef{"b", "x"}) {
+		t.Fatalf("unclaimed %+v, want only x (y is leased, z has nothing pending)", got)
+	}
+	clk.Advance(6 * time.Second) // A's lease on y expired
+	got, err = db.UnclaimedUsers(ctx, clk.Now(), 10)
+	must(t, err)
+	if len(got) != 2 || got[0].UserID != "x" || got[1].UserID != "y" {
+		t.Fatalf("unclaimed %+v, want x then y (oldest pending first)", got)
+	}
+	if got, err := db.UnclaimedUsers(ctx, clk.Now(), 1); err != nil || len(got) != 1 {
+		t.Fatalf("limit 1: %+v %v", got, err)
+	}
+}
