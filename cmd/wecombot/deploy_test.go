@@ -223,15 +223,8 @@ func TestComposeScale(t *testing.T) {
 		if cfg == nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		// TODO(postgres): drop this once cmd/wecombot's validate accepts
-		// storage.driver postgres (the storage package is getting the
-		// driver); until then that one complaint is expected.
-		for _, e := range joined(err) {
-			if strings.HasPrefix(e.Error(), "config: storage.driver:") && strings.Contains(e.Error(), `"postgres"`) {
-				t.Logf("%s: expected until the postgres driver is accepted by the config: %v", name, e)
-				continue
-			}
-			t.Errorf("%s: its config does not validate: %v", name, e)
+		if err != nil {
+			t.Errorf("%s: its config does not validate: %v", name, err)
 		}
 		if cfg.Storage.Driver != "postgres" || cfg.Storage.DSN != "postgres://wecombot:pw_1@postgres:5432/wecombot?sslmode=disable" {
 			t.Errorf("%s storage: %+v", name, cfg.Storage)
