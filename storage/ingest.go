@@ -135,7 +135,7 @@ func (g *ingest) write(batch []*insertReq) {
 // writeTx stores batch in one transaction; ids[i] is 0 for a duplicate.
 func (g *ingest) writeTx(batch []*insertReq) ([]int64, error) {
 	ids := make([]int64, len(batch))
-	err := g.d.db.Transaction(func(tx *gorm.DB) error {
+	err := g.d.first.Transaction(func(tx *gorm.DB) error {
 		for i, r := range batch {
 			row := r.row
 			res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)

@@ -10,6 +10,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,9 @@ type Config struct {
 // DB is the service's database. Its methods are safe for concurrent use.
 type DB struct {
 	db *gorm.DB
+	// first is db for the writes WeCom waits for (the ingest): on SQLite
+	// it passes the connection's gate ahead of everything else.
+	first *gorm.DB
 	// Now is the clock used for the times the storage writes itself
 	// (received_at, sent_at…); tests replace it.
 	Now func() time.Time
@@ -50,14 +54,22 @@ type DB struct {
 
 // Open opens (and creates, if needed) the database and migrates its schema.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
-	var dial gorm.Dialector
+	var dial, firstDial gorm.Dialector
+	closeConn := func() {} // the *sql.DB opened here, before GORM has it
 	switch cfg.Driver {
 	case "", "sqlite":
 		dsn, err := sqliteDSN(cfg.DSN)
 		if err != nil {
 			return nil, err
 		}
-		dial = sqlite.Open(dsn)
+		sqlDB, err := sql.Open(sqlite.DriverName, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open: %w", err)
+		}
+		closeConn = func() { sqlDB.Close() }
+		g := &gate{}
+		dial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g}})
+		firstDial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g, high: true}})
 	case "postgres":
 		if cfg.DSN == "" {
 			return nil, errors.New("storage: dsn is empty")
@@ -72,14 +84,23 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	default:
 		return nil, fmt.Errorf("storage: unknown driver %q (supported: sqlite, postgres)", cfg.Driver)
 	}
-	gdb, err := gorm.Open(dial, &gorm.Config{
+	gcfg := &gorm.Config{
 		Logger: logger.Discard,
 		// Times are written by us in UTC; see utc().
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		SkipDefaultTransaction: true,
-	})
+	}
+	gdb, err := gorm.Open(dial, gcfg)
 	if err != nil {
+		closeConn()
 		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	first := gdb
+	if firstDial != nil {
+		if first, err = gorm.Open(firstDial, gcfg); err != nil {
+			closeConn()
+			return nil, fmt.Errorf("storage: open: %w", err)
+		}
 	}
 	sqlDB, err := gdb.DB()
 	if err != nil {
@@ -102,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.SetConnMaxIdleTime(0)
 		sqlDB.SetConnMaxLifetime(0)
 	}
-	d := &DB{db: gdb, Now: time.Now}
+	d := &DB{db: gdb, first: first, Now: time.Now}
 	if err := d.Ping(ctx); err != nil {
 		sqlDB.Close()
 		return nil, err
