@@ -89,6 +89,7 @@ type loadReport struct {
 	Opts                 loadOptions
 	Service, Baseline    ingress
 	Answered, Duplicates int
+	TokenFetches         int // gettoken calls the simulator answered
 	Lost                 int
 	AnswerRate           float64 // distinct answers/s, first callback to last answer
 	E2E                  []time.Duration
@@ -252,6 +253,7 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	}
 	r.Service = in
 	r.collectAnswers(ctx, sim, samples)
+	r.TokenFetches = sim.TotalTokenFetches()
 	r.HWMAfter, _ = procStatus(svc.pid, "VmHWM")
 	r.EndRSS, _ = procStatus(svc.pid, "VmRSS")
 	if svc.pid != 0 {
@@ -708,6 +710,7 @@ func (r *loadReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  %-24s %14s\n", "end-to-end p99", ms(percentile(r.E2E, 99)))
 	fmt.Fprintf(w, "  %-24s %14d\n", "duplicates", r.Duplicates)
 	fmt.Fprintf(w, "  %-24s %14d   (accepted without an answer after the %s drain)\n", "losses", r.Lost, o.Drain)
+	fmt.Fprintf(w, "  %-24s %14d   (one token lifetime: want 1)\n", "gettoken calls", r.TokenFetches)
 	if r.ServicePID == 0 {
 		fmt.Fprintln(w, "memory (whole load process, kB: service + generator + simulator + fake LLM)")
 	} else {

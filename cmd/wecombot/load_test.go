@@ -27,12 +27,15 @@ func checkLoadReport(t *testing.T, r *loadReport, fields ...string) string {
 	if r.Lost != 0 || r.Duplicates != 0 {
 		t.Errorf("lost %d, duplicates %d; want none", r.Lost, r.Duplicates)
 	}
+	if r.TokenFetches != 1 {
+		t.Errorf("%d gettoken calls under load, want 1 (one token lifetime)", r.TokenFetches)
+	}
 	if r.Answered != r.Service.Accepted {
 		t.Errorf("answered %d of %d accepted", r.Answered, r.Service.Accepted)
 	}
 	for _, field := range append([]string{
 		"callbacks/s accepted", "ack p50", "ack p95", "ack p99", "ack max", "baseline", "ratio",
-		"answers delivered/s", "end-to-end p50", "end-to-end p99", "duplicates", "losses",
+		"answers delivered/s", "end-to-end p50", "end-to-end p99", "duplicates", "losses", "gettoken calls",
 		"peak RSS before load", "peak RSS after service", "RSS at the end",
 	}, fields...) {
 		if !strings.Contains(out.String(), field) {
