@@ -53,13 +53,13 @@ func (g *gate) release() {
 }
 
 // gatedPool is the connection pool GORM sees for SQLite: every statement,
-// and every transaction from begin to commit, passes the gate. Rows of a
+// and every transaction from begin to commit, passes the gate after the
+// ingest (which does not use GORM: ingest.writeTx). Rows of a
 // query are read after the gate is passed on; the next holder then waits in
 // database/sql for that moment only.
 type gatedPool struct {
-	db   *sql.DB
-	g    *gate
-	high bool
+	db *sql.DB
+	g  *gate
 }
 
 var (
@@ -69,32 +69,32 @@ var (
 )
 
 func (p gatedPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
-	p.g.acquire(p.high)
+	p.g.acquire(false)
 	defer p.g.release()
 	return p.db.PrepareContext(ctx, query)
 }
 
 func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	p.g.acquire(p.high)
+	p.g.acquire(false)
 	defer p.g.release()
 	return p.db.ExecContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	p.g.acquire(p.high)
+	p.g.acquire(false)
 	defer p.g.release()
 	return p.db.QueryContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	p.g.acquire(p.high)
+	p.g.acquire(false)
 	defer p.g.release()
 	return p.db.QueryRowContext(ctx, query, args...)
 }
 
 // BeginTx holds the gate until the transaction ends.
 func (p gatedPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	p.g.acquire(p.high)
+	p.g.acquire(false)
 	tx, err := p.db.BeginTx(ctx, opts)
 	if err != nil {
 		p.g.release()

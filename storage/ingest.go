@@ -2,12 +2,11 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
-
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // maxBatch bounds how many accepted messages share one transaction.
@@ -23,6 +22,8 @@ var errClosed = errors.New("storage: database closed")
 // timer, so a lone callback waits for nothing but its own commit.
 type ingest struct {
 	d      *DB
+	sqlDB  *sql.DB
+	stmt   *sql.Stmt // the INSERT, prepared once
 	reqs   chan *insertReq
 	quit   chan struct{}
 	done   chan struct{} // closed when loop has returned
@@ -40,11 +41,33 @@ type insertRes struct {
 	err error
 }
 
-func newIngest(d *DB) *ingest {
-	g := &ingest{d: d, reqs: make(chan *insertReq, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+func newIngest(ctx context.Context, d *DB) (*ingest, error) {
+	sqlDB, err := d.db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("storage: ingest: %w", err)
+	}
+	// One statement prepared once: compiling the INSERT for every message
+	// cost as much as running it (BENCHMARKS.md, session 2). RETURNING
+	// gives the id of a new row and no row for a duplicate.
+	cols := []string{"bot", "dedupe_key", "user_id", "msg_type", "event", "content", "create_time",
+		"received_at", "state", "error", "attempts", "answered_at"}
+	marks := make([]string, len(cols))
+	for i := range marks {
+		marks[i] = "?"
+		if d.gate == nil {
+			marks[i] = fmt.Sprintf("$%d", i+1) // pgx numbers its parameters
+		}
+	}
+	stmt, err := sqlDB.PrepareContext(ctx, "INSERT INTO messages ("+strings.Join(cols, ", ")+") VALUES ("+
+		strings.Join(marks, ", ")+") ON CONFLICT (bot, dedupe_key) DO NOTHING RETURNING id")
+	if err != nil {
+		return nil, fmt.Errorf("storage: ingest: prepare: %w", err)
+	}
+	g := &ingest{d: d, sqlDB: sqlDB, stmt: stmt, reqs: make(chan *insertReq, maxBatch),
+		quit: make(chan struct{}), done: make(chan struct{})}
 	g.wg.Add(1)
 	go g.loop()
-	return g
+	return g, nil
 }
 
 // insert stores row unless its dedupe key exists and returns its id (0 for
@@ -133,27 +156,39 @@ func (g *ingest) write(batch []*insertReq) {
 }
 
 // writeTx stores batch in one transaction; ids[i] is 0 for a duplicate.
-func (g *ingest) writeTx(batch []*insertReq) ([]int64, error) {
-	ids := make([]int64, len(batch))
-	err := g.d.first.Transaction(func(tx *gorm.DB) error {
-		for i, r := range batch {
-			row := r.row
-			res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected == 1 {
-				ids[i] = row.ID
-			}
+// On SQLite it passes the connection's gate first in line.
+func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
+	if g.d.gate != nil {
+		g.d.gate.acquire(true)
+		defer g.d.gate.release()
+	}
+	ctx := context.Background() // a callback that gave up still gets its row stored
+	tx, err := g.sqlDB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
 		}
-		return nil
-	})
-	return ids, err
+	}()
+	stmt := tx.StmtContext(ctx, g.stmt)
+	ids = make([]int64, len(batch))
+	for i, r := range batch {
+		m := r.row
+		err := stmt.QueryRowContext(ctx, m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime,
+			m.ReceivedAt, m.State, m.Error, m.Attempts, m.AnsweredAt).Scan(&ids[i])
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+	}
+	return ids, tx.Commit()
 }
 
 func (g *ingest) close() {
 	g.closer.Do(func() {
 		close(g.quit)
 		g.wg.Wait()
+		g.stmt.Close()
 	})
 }

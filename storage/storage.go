@@ -42,9 +42,9 @@ type Config struct {
 // DB is the service's database. Its methods are safe for concurrent use.
 type DB struct {
 	db *gorm.DB
-	// first is db for the writes WeCom waits for (the ingest): on SQLite
-	// it passes the connection's gate ahead of everything else.
-	first *gorm.DB
+	// gate serves SQLite's one connection, the ingest first; nil on
+	// Postgres.
+	gate *gate
 	// Now is the clock used for the times the storage writes itself
 	// (received_at, sent_at…); tests replace it.
 	Now func() time.Time
@@ -54,7 +54,8 @@ type DB struct {
 
 // Open opens (and creates, if needed) the database and migrates its schema.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
-	var dial, firstDial gorm.Dialector
+	var dial gorm.Dialector
+	var g *gate
 	closeConn := func() {} // the *sql.DB opened here, before GORM has it
 	switch cfg.Driver {
 	case "", "sqlite":
@@ -67,9 +68,8 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			return nil, fmt.Errorf("storage: open: %w", err)
 		}
 		closeConn = func() { sqlDB.Close() }
-		g := &gate{}
+		g = &gate{}
 		dial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g}})
-		firstDial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g, high: true}})
 	case "postgres":
 		if cfg.DSN == "" {
 			return nil, errors.New("storage: dsn is empty")
@@ -95,13 +95,6 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		closeConn()
 		return nil, fmt.Errorf("storage: open: %w", err)
 	}
-	first := gdb
-	if firstDial != nil {
-		if first, err = gorm.Open(firstDial, gcfg); err != nil {
-			closeConn()
-			return nil, fmt.Errorf("storage: open: %w", err)
-		}
-	}
 	sqlDB, err := gdb.DB()
 	if err != nil {
 		return nil, fmt.Errorf("storage: open: %w", err)
@@ -123,7 +116,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.SetConnMaxIdleTime(0)
 		sqlDB.SetConnMaxLifetime(0)
 	}
-	d := &DB{db: gdb, first: first, Now: time.Now}
+	d := &DB{db: gdb, gate: g, Now: time.Now}
 	if err := d.Ping(ctx); err != nil {
 		sqlDB.Close()
 		return nil, err
@@ -132,7 +125,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("storage: migrate: %w", err)
 	}
-	d.ingest = newIngest(d)
+	if d.ingest, err = newIngest(ctx, d); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
 	return d, nil
 }
 

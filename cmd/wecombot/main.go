@@ -197,6 +197,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	if err != nil {
 		return 1
 	}
+	tuneGC(os.Getenv)
 	m := NewMain(cfg, stderr)
 	if err := m.Open(ctx); err != nil {
 		fmt.Fprintf(stderr, "wecombot: %v\n", err)
