@@ -39,9 +39,10 @@ commands:
           message/send for the configured bots on -listen (point
           wecom.api_base there) and send each stdin line "user: text" as an
           encrypted callback to -service, printing the answers
-  load    measure the service in-process against the simulator and a fake
-          LLM, beside a bare signature+decrypt+parse baseline
-          (-users -rate -duration -llm-latency -senders -drain -cpuprofile)
+  load    measure the service (its own process, or -inprocess) against the
+          simulator and a fake LLM, beside a bare signature+decrypt+parse
+          baseline (-users -rate -duration -llm-latency -senders -workers
+          -drain -cpuprofile -inprocess -settle -soak -sample)
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
