@@ -237,3 +237,35 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 		}
 	}
 }
+
+// Without leases (exclusive database), one user's messages, accepted while
+// earlier ones are answered, are still answered once each, in order.
+func TestExclusiveKeepsOrderWithoutLeases(t *testing.T) {
+	e := newPipelineEnv(t, PipelineConfig{Workers: 4, HistoryTurns: 50, Exclusive: true, Replies: testReplies},
+		func(ctx context.Context, msgs []llm.Message) (string, error) {
+			time.Sleep(2 * time.Millisecond)
+			return fmt.Sprintf("answer to %s after %d messages", msgs[len(msgs)-1].Content, len(msgs)), nil
+		})
+	if err := e.p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 10 {
+		ids = append(ids, e.text("u", fmt.Sprint("q", i)))
+	}
+	for _, id := range ids {
+		e.done(id)
+	}
+	h := e.history("u")
+	if len(h) != 20 {
+		t.Fatalf("%d turns, want 20: %q", len(h), h)
+	}
+	for i := range 10 {
+		if want := fmt.Sprintf("assistant: answer to q%d after %d messages", i, 2*i+1); h[2*i+1] != want {
+			t.Fatalf("turn %d %q, want %q", i, h[2*i+1], want)
+		}
+	}
+	if left, err := e.db.UnclaimedUsers(t.Context(), time.Now(), 10); err != nil || len(left) != 0 {
+		t.Fatalf("users with pending messages left: %+v %v", left, err)
+	}
+}

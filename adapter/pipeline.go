@@ -63,7 +63,9 @@ type PipelineConfig struct {
 	// the next start) takes its users over. Default 15s.
 	Lease time.Duration
 	// Exclusive says no other instance uses the database (SQLite): leases
-	// found at start are a previous run's and are dropped at once.
+	// found at start are a previous run's and are dropped at once, and no
+	// lease is taken: this process's own bookkeeping (one worker per user)
+	// is enough, and two writes (two fsyncs) per answer are saved.
 	Exclusive bool
 }
 
@@ -360,24 +362,33 @@ func (p *Pipeline) serve(k userKey) {
 }
 
 // serveUser claims user k and answers its pending messages in order until
-// none is left, the lease is lost, or the pipeline stops.
+// none is left, the lease is lost, or the pipeline stops. On an exclusive
+// database no lease is taken: a message accepted meanwhile wakes k again
+// (enqueue), so none is missed.
 func (p *Pipeline) serveUser(k userKey) {
 	u := storage.UserRef{Bot: k.bot, UserID: k.user}
 	log := p.log.With("bot", k.bot, "user", k.user)
-	claimed, err := p.store.ClaimUser(p.workCtx, u, p.owner, p.clock.Now().Add(p.cfg.Lease))
-	if err != nil {
-		if p.workCtx.Err() == nil {
-			log.Error("cannot claim user; the sweeper retries", "err", err)
+	ctx := p.workCtx
+	leased := !p.cfg.Exclusive
+	drop := func() {}
+	if leased {
+		claimed, err := p.store.ClaimUser(ctx, u, p.owner, p.clock.Now().Add(p.cfg.Lease))
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("cannot claim user; the sweeper retries", "err", err)
+			}
+			return
 		}
-		return
+		if !claimed {
+			return // another instance answers this user, this message included
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		renewed := make(chan struct{})
+		go p.renew(ctx, cancel, u, log, renewed)
+		defer func() { cancel(); <-renewed }()
+		drop = func() { p.dropLease(u, log) }
 	}
-	if !claimed {
-		return // another instance answers this user, this message included
-	}
-	ctx, cancel := context.WithCancel(p.workCtx)
-	renewed := make(chan struct{})
-	go p.renew(ctx, cancel, u, log, renewed)
-	defer func() { cancel(); <-renewed }()
 
 	var last int64
 	for {
@@ -386,7 +397,7 @@ func (p *Pipeline) serveUser(k userKey) {
 		delete(p.again, k)
 		p.mu.Unlock()
 		if closed || ctx.Err() != nil {
-			p.dropLease(u, log)
+			drop()
 			return
 		}
 		m, found, err := p.store.NextPending(ctx, u)
@@ -394,14 +405,17 @@ func (p *Pipeline) serveUser(k userKey) {
 			if ctx.Err() == nil {
 				log.Error("cannot read pending messages; the sweeper retries", "err", err)
 			}
-			p.dropLease(u, log)
+			drop()
 			return
 		}
 		if !found {
+			if !leased {
+				return
+			}
 			released, err := p.store.ReleaseUser(ctx, u, p.owner)
 			if err != nil || released {
 				if err != nil {
-					p.dropLease(u, log)
+					drop()
 				}
 				return
 			}
@@ -415,12 +429,12 @@ func (p *Pipeline) serveUser(k userKey) {
 			// Answered without leaving the pending state: stop rather
 			// than loop; the sweeper tries again later.
 			log.Error("message still pending after its answer; retrying later", "message", m.ID)
-			p.dropLease(u, log)
+			drop()
 			return
 		}
 		last = m.ID
 		if !p.handle(ctx, m) {
-			p.dropLease(u, log)
+			drop()
 			return
 		}
 	}
