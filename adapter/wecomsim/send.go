@@ -16,6 +16,8 @@ const (
 	maxBodyBytes       = 1 << 20
 	// pruneDupAt bounds lastDelivered for long-running simulations: past
 	// this size, entries older than any possible interval are forgotten.
+	// The next prune waits until the map has doubled again, so a map of
+	// fresh entries is not scanned on every send.
 	pruneDupAt = 4096
 )
 
@@ -214,7 +216,7 @@ func messageContent(req *sendRequest) (content string, errcode int, errmsg strin
 // pruneDuplicates forgets deliveries too old to matter to any duplicate
 // check. s.mu must be held.
 func (s *Server) pruneDuplicates(now time.Time) {
-	if len(s.lastDelivered) < pruneDupAt {
+	if len(s.lastDelivered) < max(s.pruneAt, pruneDupAt) {
 		return
 	}
 	for k, at := range s.lastDelivered {
@@ -222,4 +224,5 @@ func (s *Server) pruneDuplicates(now time.Time) {
 			delete(s.lastDelivered, k)
 		}
 	}
+	s.pruneAt = 2 * len(s.lastDelivered)
 }

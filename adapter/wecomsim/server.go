@@ -81,6 +81,7 @@ type Server struct {
 	dropped       []Sent
 	deliveredCh   chan struct{} // closed and replaced on every delivery; WaitDelivered waits on it
 	lastDelivered map[dupKey]time.Time
+	pruneAt       int             // lastDelivered's size that triggers the next prune; see pruneDupAt
 	invalidUsers  map[string]bool // lower-cased: WeCom user IDs are case-insensitive
 	faults        map[string][]fault
 	down          bool
