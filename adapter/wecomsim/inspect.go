@@ -48,10 +48,7 @@ func (s *Server) inspect(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	if info {
-		s.mu.Lock()
-		n := len(s.delivered)
-		s.mu.Unlock()
-		writeJSON(w, Info{Simulator: Name, Delivered: n})
+		writeJSON(w, Info{Simulator: Name, Delivered: s.DeliveredCount()})
 		return true
 	}
 	since := 0
@@ -63,12 +60,11 @@ func (s *Server) inspect(w http.ResponseWriter, r *http.Request) bool {
 		}
 		since = n
 	}
-	s.mu.Lock()
-	list := make([]Delivery, 0, max(len(s.delivered)-since, 0))
-	for _, m := range s.delivered[min(since, len(s.delivered)):] {
-		list = append(list, Delivery{ToUser: m.ToUser, AgentID: m.AgentID, MsgType: m.MsgType, Content: m.Content, MsgID: m.MsgID, At: m.At})
+	sent := s.DeliveredSince(since)
+	list := make([]Delivery, len(sent))
+	for i, m := range sent {
+		list[i] = Delivery{ToUser: m.ToUser, AgentID: m.AgentID, MsgType: m.MsgType, Content: m.Content, MsgID: m.MsgID, At: m.At}
 	}
-	s.mu.Unlock()
 	writeJSON(w, list)
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,15 @@ func TestInspection(t *testing.T) {
 				d.MsgID != w.MsgID || !d.At.Equal(w.At) {
 				t.Errorf("delivered%s[%d] = %+v, want %+v", since, i, d, w)
 			}
+		}
+	}
+	if n := f.sim.DeliveredCount(); n != len(sent) {
+		t.Fatalf("DeliveredCount = %d, want %d", n, len(sent))
+	}
+	for _, n := range []int{-1, 0, 2, 4, 99} {
+		got, want := f.sim.DeliveredSince(n), sent[min(max(n, 0), len(sent)):]
+		if !slices.Equal(got, want) {
+			t.Errorf("DeliveredSince(%d) = %+v, want %+v", n, got, want)
 		}
 	}
 	if list := f.sim.Delivered(); list[1].At.Sub(list[0].At) != time.Second {

@@ -247,6 +247,23 @@ func (s *Server) Delivered() []Sent {
 	return append([]Sent(nil), s.delivered...)
 }
 
+// DeliveredCount is how many messages were delivered so far: the length of
+// Delivered without copying them.
+func (s *Server) DeliveredCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.delivered)
+}
+
+// DeliveredSince returns the messages delivered after the first n, in
+// arrival order, so a poller that remembers how many it has seen copies only
+// the new ones instead of everything on each poll.
+func (s *Server) DeliveredSince(n int) []Sent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Sent(nil), s.delivered[min(max(n, 0), len(s.delivered)):]...)
+}
+
 // Dropped returns the messages the duplicate check swallowed: answered
 // errcode 0 but never shown to the user.
 func (s *Server) Dropped() []Sent {
