@@ -93,7 +93,7 @@ func (h *chatHandler) form(c *gin.Context) {
 }
 
 func (h *chatHandler) show(c *gin.Context, status int, data chatData) {
-	data.BotNames = h.botNames()
+	data.BotNames = botNames(h.bots)
 	data.Timeout = int(chatTimeout.Seconds())
 	h.mu.Lock()
 	data.History = slices.Clone(h.history[c.GetString(ctxSession)])
@@ -101,20 +101,12 @@ func (h *chatHandler) show(c *gin.Context, status int, data chatData) {
 	h.render.page(c, status, "chat", data)
 }
 
-func (h *chatHandler) botNames() []string {
-	var names []string
-	for _, b := range h.bots.Bots() {
-		names = append(names, b.Name)
-	}
-	return names
-}
-
 // submit sends the text as the user, waits for the answer and shows the
 // trace on the page it redirects to.
 func (h *chatHandler) submit(c *gin.Context) {
 	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text")}
 	err := validateSend(sendData{Bot: data.Bot, User: data.User, Text: data.Text})
-	if err == nil && !slices.Contains(h.botNames(), data.Bot) {
+	if err == nil && knownBot(h.bots, data.Bot) != nil {
 		err = invalid("chat_unknown_bot")
 	}
 	if err != nil {

@@ -94,6 +94,15 @@ func conversationURL(bot, user string) string {
 	return "/admin/conversations/" + url.PathEscape(bot) + "/" + url.PathEscape(user)
 }
 
+// botNames are the configured bots' names, for the pages' bot pickers.
+func botNames(bots Bots) []string {
+	var names []string
+	for _, b := range bots.Bots() {
+		names = append(names, b.Name)
+	}
+	return names
+}
+
 // knownBot is adapter.ErrUnknownBot for a bot that is not configured.
 func knownBot(bots Bots, name string) error {
 	for _, b := range bots.Bots() {

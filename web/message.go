@@ -86,9 +86,7 @@ func (h *messageHandler) list(c *gin.Context) {
 	if states == nil {
 		data.Status = ""
 	}
-	for _, b := range h.bots.Bots() {
-		data.BotNames = append(data.BotNames, b.Name)
-	}
+	data.BotNames = botNames(h.bots)
 	before, _ := strconv.ParseInt(c.Query("before"), 10, 64)
 	msgs, err := h.store.LatestMessages(c.Request.Context(), storage.MessageFilter{
 		Bot: data.Bot, UserID: data.User, States: states, BeforeID: before, Limit: messagesShown,

@@ -40,9 +40,7 @@ func (h *sendHandler) form(c *gin.Context) {
 }
 
 func (h *sendHandler) show(c *gin.Context, status int, data sendData) {
-	for _, b := range h.bots.Bots() {
-		data.BotNames = append(data.BotNames, b.Name)
-	}
+	data.BotNames = botNames(h.bots)
 	sends, err := h.store.RecentSends(c.Request.Context(), sendsShown)
 	if err != nil {
 		h.render.fail(c, err)
