@@ -424,6 +424,30 @@ func TestThrottleForgetsAndCaps(t *testing.T) {
 	}
 }
 
+func TestThrottleTableStaysBounded(t *testing.T) {
+	now := t0
+	th := newThrottle(func() time.Time { return now })
+	for i := range throttleSweepAt {
+		th.fail(itoa(int64(i)))
+	}
+	// All recent: the sweep keeps them and the next one waits for the table
+	// to double.
+	th.fail("fresh")
+	if n := len(th.byIP); n != throttleSweepAt+1 {
+		t.Fatalf("%d IPs after a sweep of recent ones, want %d", n, throttleSweepAt+1)
+	}
+	now = now.Add(throttleForget)
+	for i := range throttleSweepAt {
+		th.fail("later" + itoa(int64(i)))
+	}
+	if n := len(th.byIP); n > 2*throttleSweepAt+2 {
+		t.Fatalf("%d IPs: the forgotten ones were never swept", n)
+	}
+	if _, ok := th.byIP["0"]; ok {
+		t.Fatal("an IP forgotten long ago is still in the table")
+	}
+}
+
 func TestCrossSiteRequestsRefused(t *testing.T) {
 	e := newPanelEnv(t)
 	_, failed, _ := e.seed()

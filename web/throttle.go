@@ -15,6 +15,8 @@ const (
 	throttleMaxDelay = 5 * time.Minute
 	throttleForget   = 15 * time.Minute
 	// throttleSweepAt bounds the table: past it, forgotten IPs are dropped.
+	// The next sweep waits until the table has doubled again, so a table of
+	// recent failures is not walked on every wrong password.
 	throttleSweepAt = 1024
 )
 
@@ -28,8 +30,9 @@ type failures struct {
 type throttle struct {
 	now func() time.Time
 
-	mu   sync.Mutex
-	byIP map[string]failures
+	mu      sync.Mutex
+	byIP    map[string]failures
+	sweepAt int // byIP's size that triggers the next sweep; see throttleSweepAt
 }
 
 func newThrottle(now func() time.Time) *throttle {
@@ -59,12 +62,13 @@ func (t *throttle) fail(ip string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	if len(t.byIP) >= throttleSweepAt {
+	if len(t.byIP) >= max(t.sweepAt, throttleSweepAt) {
 		for k, f := range t.byIP {
 			if now.Sub(f.last) >= throttleForget {
 				delete(t.byIP, k)
 			}
 		}
+		t.sweepAt = 2 * len(t.byIP)
 	}
 	f := t.byIP[ip]
 	if now.Sub(f.last) >= throttleForget {

@@ -122,16 +122,10 @@ func runLoadCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "wait this long after the service is ready before reading its idle RSS")
 	fs.DurationVar(&o.Soak, "soak", 0, "soak: send at -rate for this long (instead of -duration), sample the service's RSS every -sample, no baseline")
 	fs.DurationVar(&o.SampleEvery, "sample", 10*time.Second, "RSS sampling interval of -soak")
-	service := fs.String("service", "", "drive an already running service (not supported yet)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
-	}
-	if *service != "" {
-		fmt.Fprintln(stderr, "wecombot load: -service is not supported yet; the load tool starts the service itself, "+
-			"as a child process pointed at its simulator and fake LLM")
 		return 2
 	}
 	if o.Users <= 0 || o.Senders <= 0 || o.Duration <= 0 || o.Rate < 0 || o.LLMLatency < 0 || o.Drain < 0 || o.Settle < 0 || o.Workers < 0 {

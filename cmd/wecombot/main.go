@@ -96,11 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		base := *service
 		if base == "" {
-			host, port, _ := net.SplitHostPort(cfg.Server.Addr)
-			if host == "" {
-				host = "127.0.0.1"
-			}
-			base = "http://" + net.JoinHostPort(host, port)
+			base = serviceURL(cfg.Server.Addr)
 		}
 		err = runSimulate(ctx, simulateOptions{Config: cfg, Listen: *listen, Service: base, Bot: *botName, In: os.Stdin, Out: stdout})
 		if err != nil {
@@ -138,15 +134,11 @@ func health(ctx context.Context, path, base string, ready bool, stdout, stderr i
 		if cfg, _ := LoadConfig(path); cfg != nil && cfg.Server.Addr != "" {
 			addr = cfg.Server.Addr
 		}
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
 			fmt.Fprintf(stderr, "health: server.addr %q: %v\n", addr, err)
 			return 1
 		}
-		if host == "" || host == "0.0.0.0" || host == "::" {
-			host = "127.0.0.1"
-		}
-		base = "http://" + net.JoinHostPort(host, port)
+		base = serviceURL(addr)
 	}
 	endpoint := "/healthz"
 	if ready {
