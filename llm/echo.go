@@ -13,10 +13,10 @@ type Echo struct{}
 
 // Complete answers the last user message.
 func (Echo) Complete(_ context.Context, msgs []Message) (string, error) {
-	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
-		return "", ErrEmpty
+	last, err := lastText(msgs)
+	if err != nil {
+		return "", err
 	}
-	last := msgs[len(msgs)-1].Content
 	turns := 0
 	for _, m := range msgs {
 		if m.Role == RoleUser {

@@ -40,6 +40,15 @@ type Message struct {
 // ErrEmpty is returned when the conversation has no user text to answer.
 var ErrEmpty = errors.New("llm: nothing to answer: the last message is empty")
 
+// lastText is the content of the last message, or ErrEmpty when there is
+// none or it is blank: the check every Complete and Stream starts with.
+func lastText(msgs []Message) (string, error) {
+	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
+		return "", ErrEmpty
+	}
+	return msgs[len(msgs)-1].Content, nil
+}
+
 // Client is a chat-completion client. Safe for concurrent use.
 type Client struct {
 	api     *openai.Client
@@ -84,8 +93,8 @@ func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
 // (omitempty) and the API then refuses the whole request, so empty turns of
 // the history are left out and an empty last message is an error.
 func (c *Client) request(msgs []Message) (openai.ChatCompletionRequest, error) {
-	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
-		return openai.ChatCompletionRequest{}, ErrEmpty
+	if _, err := lastText(msgs); err != nil {
+		return openai.ChatCompletionRequest{}, err
 	}
 	out := make([]openai.ChatCompletionMessage, 0, len(msgs))
 	for _, m := range msgs {
