@@ -36,19 +36,13 @@ const (
 // at a time.
 type simChat struct {
 	from deliveries
-	bots map[string]simBot
+	bots map[string]BotConfig
 
 	turn chan struct{} // held for an exchange
 
 	mu      sync.Mutex
 	service string // the service's base URL, set once it listens
 	msgID   int64
-}
-
-// simBot is what the chat needs of a bot to sign and encrypt its callbacks.
-type simBot struct {
-	corpID, token, aesKey string
-	agentID               int64
 }
 
 var _ web.Simulator = (*simChat)(nil)
@@ -63,9 +57,9 @@ type deliveries interface {
 }
 
 func newSimChat(from deliveries, bots []BotConfig) *simChat {
-	c := &simChat{from: from, bots: make(map[string]simBot, len(bots)), turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
+	c := &simChat{from: from, bots: make(map[string]BotConfig, len(bots)), turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
 	for _, b := range bots {
-		c.bots[b.Name] = simBot{corpID: b.CorpID, token: b.Token, aesKey: b.EncodingAESKey, agentID: b.AgentID}
+		c.bots[b.Name] = b
 	}
 	return c
 }
@@ -102,12 +96,10 @@ func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTra
 	if err != nil {
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: asking the simulator: %w", err)
 	}
-	plain := wecomsim.TextXML(b.corpID, user, text, msgID, time.Now().Unix(), b.agentID)
+	plain := wecomsim.TextXML(b.CorpID, user, text, msgID, time.Now().Unix(), b.AgentID)
 	w := &wire{next: http.DefaultTransport}
-	cb := &wecomsim.Callback{
-		URL: service + "/wecom/" + bot + "/callback", Token: b.token, EncodingAESKey: b.aesKey, CorpID: b.corpID,
-		HTTPClient: &http.Client{Transport: w, Timeout: 5 * time.Second}, // WeCom's timeout
-	}
+	cb := b.callback(service)
+	cb.HTTPClient = &http.Client{Transport: w, Timeout: 5 * time.Second} // WeCom's timeout
 
 	start := time.Now()
 	status, _, err := cb.Post(ctx, plain)
@@ -120,7 +112,7 @@ func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTra
 	}
 	end := w.answered // a refused callback gets no answer
 	if status == http.StatusOK {
-		parts := d.answer(ctx, user, b.agentID, seen)
+		parts := d.answer(ctx, user, b.AgentID, seen)
 		end = time.Now()
 		for _, p := range parts {
 			t.Answer = append(t.Answer, p.Content)
@@ -252,7 +244,8 @@ func probeSimulator(ctx context.Context, apiBase string) bool {
 }
 
 // serviceURL is the base URL at which this machine reaches a service
-// listening on addr.
+// listening on addr (a listener's address, or server.addr for `simulate`
+// and `health`): an empty or unspecified host is the loopback.
 func serviceURL(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -56,28 +55,25 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 			d.Close()
 		}
 	}()
-	secret, token, pw := randomHex(16), randomHex(8), randomHex(6)
-	d.Password = pw
+	bot := newSimBot(demoBot, demoCorp, demoAgent)
+	d.Password = randomHex(6)
 	d.Sim = wecomsim.New(wecomsim.Options{
-		Apps: []wecomsim.App{{CorpID: demoCorp, AgentID: demoAgent, Secret: secret}},
+		Apps: []wecomsim.App{bot.simApp()},
 		// Short-lived tokens, so the proactive refresh shows in the panel within minutes.
 		TokenLifetime: 2 * time.Minute,
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	var simURL string
+	if d.simServer, simURL, err = serveSimulator(d.Sim, "127.0.0.1:0"); err != nil {
 		return nil, err
 	}
-	d.simServer = &http.Server{Handler: d.Sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = d.simServer.Serve(ln) }()
 
 	cfg := defaults()
 	cfg.Server.Addr = o.Addr
 	cfg.Storage.DSN = dir + "/demo.db"
-	cfg.WeCom.APIBase = "http://" + ln.Addr().String()
-	cfg.Admin.Password = pw
+	cfg.WeCom.APIBase = simURL
+	cfg.Admin.Password = d.Password
 	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
-	aesKey := wecomsim.NewEncodingAESKey()
-	cfg.Bots = []BotConfig{{Name: demoBot, CorpID: demoCorp, AgentID: demoAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
+	cfg.Bots = []BotConfig{bot}
 	var completer llm.Echo
 	useReal := false
 	if o.ConfigPath != "" {
@@ -113,9 +109,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	if err := d.Main.Open(ctx); err != nil {
 		return nil, err
 	}
-	d.Callback = &wecomsim.Callback{
-		URL: "http://" + d.Main.Addr + "/wecom/" + demoBot + "/callback", Token: token, EncodingAESKey: aesKey, CorpID: demoCorp,
-	}
+	d.Callback = bot.callback("http://" + d.Main.Addr)
 	ok = true
 	return d, nil
 }

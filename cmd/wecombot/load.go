@@ -163,9 +163,12 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	secret, token, aesKey := randomHex(16), randomHex(8), wecomsim.NewEncodingAESKey()
-	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: loadCorp, AgentID: loadAgent, Secret: secret}}})
-	simSrv := httptest.NewServer(sim.Handler())
+	bot := newSimBot(loadBot, loadCorp, loadAgent)
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{bot.simApp()}})
+	simSrv, simURL, err := serveSimulator(sim, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
 	defer simSrv.Close()
 	fake := llmtest.New(func(req llmtest.Request) llmtest.Reply {
 		last := ""
@@ -184,7 +187,7 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	cfg.Server.Addr = "127.0.0.1:0"
 	cfg.Server.ShutdownTimeout = "2s"
 	cfg.Storage.DSN = filepath.Join(dir, "load.db")
-	cfg.WeCom.APIBase = simSrv.URL
+	cfg.WeCom.APIBase = simURL
 	cfg.LLM.BaseURL = llmSrv.URL + "/v1"
 	cfg.LLM.APIKey = "sk-load"
 	cfg.LLM.Timeout = (o.LLMLatency + 30*time.Second).String()
@@ -193,7 +196,7 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	if o.Workers > 0 {
 		cfg.Pipeline.Workers = o.Workers
 	}
-	cfg.Bots = []BotConfig{{Name: loadBot, CorpID: loadCorp, AgentID: loadAgent, Secret: secret, Token: token, EncodingAESKey: aesKey}}
+	cfg.Bots = []BotConfig{bot}
 	var svc *loadService
 	if o.InProcess {
 		svc, err = startInProcess(ctx, &cfg, o)
@@ -208,10 +211,8 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 
 	client := loadClient(o.Senders)
 	defer client.CloseIdleConnections()
-	cb := &wecomsim.Callback{
-		URL: "http://" + svc.addr + "/wecom/" + loadBot + "/callback", Token: token, EncodingAESKey: aesKey,
-		CorpID: loadCorp, HTTPClient: client,
-	}
+	cb := bot.callback("http://" + svc.addr)
+	cb.HTTPClient = client
 
 	if svc.pid == 0 {
 		runtime.GC()
@@ -270,11 +271,11 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 		return r, ctx.Err() // the baseline's memory is of no interest
 	}
 
-	base := httptest.NewServer(baselineHandler(token, aesKey, loadCorp))
+	base := httptest.NewServer(baselineHandler(bot.Token, bot.EncodingAESKey, bot.CorpID))
 	defer base.Close()
-	bcb := *cb
-	bcb.URL = base.URL + "/wecom/" + loadBot + "/callback"
-	_, r.Baseline = drive(ctx, &bcb, o)
+	bcb := bot.callback(base.URL)
+	bcb.HTTPClient = client
+	_, r.Baseline = drive(ctx, bcb, o)
 	return r, ctx.Err()
 }
 

@@ -24,6 +24,38 @@ type simulateOptions struct {
 	Out     io.Writer
 }
 
+// newSimBot is a bot of a made-up corp that exists only in the simulator
+// (demo, load), with fresh secrets.
+func newSimBot(name, corpID string, agentID int64) BotConfig {
+	return BotConfig{Name: name, CorpID: corpID, AgentID: agentID,
+		Secret: randomHex(16), Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey()}
+}
+
+// simApp is the simulator's side of bot b: what gettoken checks.
+func (b BotConfig) simApp() wecomsim.App {
+	return wecomsim.App{CorpID: b.CorpID, AgentID: b.AgentID, Secret: b.Secret}
+}
+
+// callback is WeCom's door to bot b on the service at base (http://host:port).
+func (b BotConfig) callback(base string) *wecomsim.Callback {
+	return &wecomsim.Callback{
+		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
+		Token: b.Token, EncodingAESKey: b.EncodingAESKey, CorpID: b.CorpID,
+	}
+}
+
+// serveSimulator serves sim's WeCom API on addr until the returned server is
+// closed, and returns the server and its base URL (for wecom.api_base).
+func serveSimulator(sim *wecomsim.Server, addr string) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, "http://" + ln.Addr().String(), nil
+}
+
 // runSimulate plays WeCom for a service under development: it serves
 // gettoken and message/send for the configured bots, and turns each input
 // line "user: text" into an encrypted callback, printing the answers that the
@@ -33,7 +65,7 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 	var apps []wecomsim.App
 	var bot *BotConfig
 	for i, b := range o.Config.Bots {
-		apps = append(apps, wecomsim.App{CorpID: b.CorpID, AgentID: b.AgentID, Secret: b.Secret})
+		apps = append(apps, b.simApp())
 		if b.Name == o.Bot || (o.Bot == "" && i == 0) {
 			bot = &o.Config.Bots[i]
 		}
@@ -42,18 +74,13 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		return fmt.Errorf("simulate: no bot named %q in the configuration", o.Bot)
 	}
 	sim := wecomsim.New(wecomsim.Options{Apps: apps})
-	ln, err := net.Listen("tcp", o.Listen)
+	srv, simURL, err := serveSimulator(sim, o.Listen)
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
-	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	cb := &wecomsim.Callback{
-		URL:   strings.TrimRight(o.Service, "/") + "/wecom/" + bot.Name + "/callback",
-		Token: bot.Token, EncodingAESKey: bot.EncodingAESKey, CorpID: bot.CorpID,
-	}
-	fmt.Fprintf(o.Out, "WeCom simulator on http://%s (set wecom.api_base to it)\ncallbacks go to %s\ntype lines as \"user: text\"\n", ln.Addr(), cb.URL)
+	cb := bot.callback(o.Service)
+	fmt.Fprintf(o.Out, "WeCom simulator on %s (set wecom.api_base to it)\ncallbacks go to %s\ntype lines as \"user: text\"\n", simURL, cb.URL)
 
 	// Print answers as they arrive.
 	printed := atomic.Int64{}
