@@ -155,7 +155,7 @@ func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen i
 // localDeliveries reads an in-process simulator (demo mode).
 type localDeliveries struct{ sim *wecomsim.Server }
 
-func (l localDeliveries) Count(context.Context) (int, error) { return len(l.sim.Delivered()), nil }
+func (l localDeliveries) Count(context.Context) (int, error) { return l.sim.DeliveredCount(), nil }
 
 func (l localDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, error) {
 	sent, err := l.sim.WaitDelivered(ctx, n+1)

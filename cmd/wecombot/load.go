@@ -534,8 +534,8 @@ func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, s
 	var last time.Time
 	seen := 0
 	scan := func() {
-		delivered := sim.Delivered()
-		for _, d := range delivered[seen:] {
+		delivered := sim.DeliveredSince(seen)
+		for _, d := range delivered {
 			i, ok := byContent[d.Content]
 			if !ok {
 				continue
@@ -546,7 +546,7 @@ func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, s
 				last = d.At
 			}
 		}
-		seen = len(delivered)
+		seen += len(delivered)
 	}
 	deadline := time.Now().Add(r.Opts.Drain)
 	for {
@@ -555,7 +555,8 @@ func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, s
 			break
 		}
 		// Polled, not WaitDelivered: that copies every delivery so far on
-		// each new one, which costs more than the service at high counts.
+		// each new one, which costs more than the service at high counts;
+		// DeliveredSince copies only the new ones.
 		select {
 		case <-time.After(500 * time.Millisecond):
 		case <-ctx.Done():
