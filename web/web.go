@@ -90,6 +90,7 @@ type Server struct {
 	origin   *http.CrossOriginProtection
 	render   *renderer
 	log      *slog.Logger
+	now      func() time.Time
 
 	session      *sessionHandler
 	dashboard    *dashboardHandler
@@ -126,7 +127,7 @@ func New(o Options) *Server {
 	}
 	return &Server{
 		admin: admin, bots: o.Bots, metrics: o.Metrics, throttle: th,
-		origin: http.NewCrossOriginProtection(), render: r, log: o.Log,
+		origin: http.NewCrossOriginProtection(), render: r, log: o.Log, now: o.Now,
 		session: &sessionHandler{
 			render: r, admin: admin, throttle: th, sessions: ss, log: o.Log,
 		},
@@ -260,22 +261,22 @@ func expiresIn(t adapter.TokenStatus, now time.Time) int64 {
 	return max(int64(t.ExpiresAt.Sub(now).Seconds()), 0)
 }
 
-func botView(b adapter.BotStatus) botJSON {
+func botView(b adapter.BotStatus, now time.Time) botJSON {
 	t := b.Token
 	return botJSON{
 		Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: callbackPath(b.Name),
 		Token: tokenJSON{
-			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, time.Now()),
+			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, now),
 			RefreshCount: t.RefreshCount, LastError: t.LastError, Hint: t.Hint, Source: t.Source,
 		},
 	}
 }
 
 func (s *Server) listBots(c *gin.Context) {
-	bots := s.bots.Bots()
+	bots, now := s.bots.Bots(), s.now()
 	out := make([]botJSON, len(bots))
 	for i, b := range bots {
-		out[i] = botView(b)
+		out[i] = botView(b, now)
 	}
 	c.JSON(http.StatusOK, gin.H{"bots": out})
 }
@@ -286,5 +287,5 @@ func (s *Server) refreshToken(c *gin.Context) {
 		s.render.failJSON(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, botView(b))
+	c.JSON(http.StatusOK, botView(b, s.now()))
 }

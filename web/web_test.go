@@ -31,10 +31,16 @@ func (f fakeBots) RefreshToken(ctx context.Context, name string) (adapter.BotSta
 
 func newTestServer(t *testing.T, bots Bots) http.Handler {
 	t.Helper()
+	return newTestServerAt(t, bots, nil)
+}
+
+// newTestServerAt is newTestServer with the clock now (nil: time.Now).
+func newTestServerAt(t *testing.T, bots Bots, now func() time.Time) http.Handler {
+	t.Helper()
 	gin.SetMode(gin.TestMode)
 	e := gin.New()
 	New(Options{Admin: AdminConfig{Username: "admin", Password: "s3cret-pw"}, Bots: bots, Metrics: http.NotFoundHandler(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Routes(e)
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: now}).Routes(e)
 	return e
 }
 
@@ -77,13 +83,13 @@ func TestAPIAuth(t *testing.T) {
 
 func TestListBots(t *testing.T) {
 	exp := time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
-	h := newTestServer(t, fakeBots{list: func() []adapter.BotStatus {
+	h := newTestServerAt(t, fakeBots{list: func() []adapter.BotStatus {
 		return []adapter.BotStatus{{
 			Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
 			Token: adapter.TokenStatus{State: adapter.TokenError, ExpiresAt: exp, FetchedAt: exp.Add(-2 * time.Hour),
 				RefreshCount: 3, LastError: "wecom: gettoken: errcode 60020", Hint: "add 1.2.3.4", Source: adapter.SourceDatabase},
 		}, {Name: "cold", CorpID: "ww2", AgentID: 7, Token: adapter.TokenStatus{State: adapter.TokenNone}}}
-	}})
+	}}, func() time.Time { return exp.Add(-30 * time.Minute) })
 	rec := do(h, "GET", "/api/bots", "admin", "s3cret-pw")
 	var out struct {
 		Bots []struct {
@@ -103,7 +109,7 @@ func TestListBots(t *testing.T) {
 	}
 	want := map[string]any{
 		"state": "error", "expires_at": "2026-11-25T02:00:00Z", "fetched_at": "2026-11-25T00:00:00Z",
-		"refresh_count": float64(3), "last_error": "wecom: gettoken: errcode 60020", "hint": "add 1.2.3.4", "source": "database",
+		"expires_in": float64(1800), "refresh_count": float64(3), "last_error": "wecom: gettoken: errcode 60020", "hint": "add 1.2.3.4", "source": "database",
 	}
 	for k, v := range want {
 		if b.Token[k] != v {
