@@ -2,7 +2,6 @@ package wecomsim
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,22 +11,13 @@ import (
 
 func (f *fixture) inspect(t *testing.T, method, path string, v any) int {
 	t.Helper()
-	req, err := http.NewRequest(method, f.url+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK && v != nil {
+	status, body := f.roundTrip(t, method, path, "")
+	if status == http.StatusOK && v != nil {
 		if err := json.Unmarshal(body, v); err != nil {
 			t.Fatalf("%s %s: %v\n%s", method, path, err, body)
 		}
 	}
-	return resp.StatusCode
+	return status
 }
 
 func TestInspection(t *testing.T) {
@@ -51,14 +41,8 @@ func TestInspection(t *testing.T) {
 	if f.inspect(t, http.MethodGet, InfoPath, &info); info.Delivered != 4 {
 		t.Fatalf("info after 4 deliveries: %+v", info)
 	}
-	raw := ""
-	req, _ := http.NewRequest(http.MethodGet, f.url+DeliveredPath, nil)
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		raw = string(b)
-	}
-	if strings.Contains(raw, tok) || strings.Contains(raw, secret) {
+	_, b := f.roundTrip(t, http.MethodGet, DeliveredPath, "")
+	if raw := string(b); strings.Contains(raw, tok) || strings.Contains(raw, secret) {
 		t.Fatalf("the delivered list shows a token or the secret: %s", raw)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -110,7 +111,9 @@ func (f *fixture) send(t *testing.T, token string, body any) apiResult {
 	return f.do(t, http.MethodPost, path, raw)
 }
 
-func (f *fixture) do(t *testing.T, method, path, body string) apiResult {
+// roundTrip sends one request to the simulator and returns the HTTP status
+// and the whole body.
+func (f *fixture) roundTrip(t *testing.T, method, path, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
 	if err != nil {
@@ -121,11 +124,21 @@ func (f *fixture) do(t *testing.T, method, path, body string) apiResult {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func (f *fixture) do(t *testing.T, method, path, body string) apiResult {
+	t.Helper()
+	status, b := f.roundTrip(t, method, path, body)
+	if status != http.StatusOK {
+		t.Fatalf("%s %s: HTTP %d", method, path, status)
 	}
 	var res apiResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
 	return res
@@ -476,13 +489,8 @@ func TestRevokeTokens(t *testing.T) {
 func TestDownAndLatency(t *testing.T) {
 	f := newFixture(t, nil)
 	f.sim.SetDown(true)
-	resp, err := http.Get(f.url + "/cgi-bin/gettoken?corpid=" + corpID + "&corpsecret=" + secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("down: HTTP %d, want 503", resp.StatusCode)
+	if status, _ := f.roundTrip(t, http.MethodGet, "/cgi-bin/gettoken?corpid="+corpID+"&corpsecret="+secret, ""); status != http.StatusServiceUnavailable {
+		t.Fatalf("down: HTTP %d, want 503", status)
 	}
 	f.sim.SetDown(false)
 	tok := f.token(t)
