@@ -42,16 +42,24 @@ type env struct {
 
 func newEnv(t testing.TB, respond func(llmtest.Request) llmtest.Reply) *env {
 	t.Helper()
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
+	e := prepareEnv(t, sim.Handler(), respond)
+	e.sim = sim
+	e.start()
+	return e
+}
+
+// prepareEnv is an env whose wecom.api_base is api, not started yet.
+func prepareEnv(t testing.TB, api http.Handler, respond func(llmtest.Request) llmtest.Reply) *env {
+	t.Helper()
 	e := &env{t: t, aesKey: wecomsim.NewEncodingAESKey(), dbPath: filepath.Join(t.TempDir(), "wecombot.db")}
-	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
-	e.simSrv = httptest.NewServer(e.sim.Handler())
+	e.simSrv = httptest.NewServer(api)
 	t.Cleanup(e.simSrv.Close)
 	e.llm = llmtest.New(respond)
 	e.llm.RequireKey("sk-test-key")
 	e.llmSrv = httptest.NewServer(e.llm.Handler())
 	t.Cleanup(func() { e.llm.Close(); e.llmSrv.Close() })
 	e.msgID.Store(7440000000000000000)
-	e.start()
 	return e
 }
 

@@ -308,13 +308,11 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*l
 			return nil, fmt.Errorf("the wecombot executable for the service: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close() // the child listens there next; nothing else here dials 0-ports
-	cfg.Server.Addr = addr
+	cfg.Server.Addr = addr // the child listens there next; nothing else here dials 0-ports
 	if problems := cfg.validate(); len(problems) > 0 {
 		return nil, fmt.Errorf("load configuration: %v", errors.Join(problems...))
 	}
@@ -373,6 +371,17 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*l
 			return nil, fmt.Errorf("the service on %s was not ready within 30s", addr)
 		}
 	}
+}
+
+// freeLoopbackAddr is a loopback address with a port free at the moment,
+// for a process started next to listen on.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // sampleRSS reads the VmRSS of process pid every interval until the

@@ -7,7 +7,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -108,13 +107,7 @@ func TestChatPageForAServiceOnTheSimulator(t *testing.T) {
 // simulator and reports how long Open took.
 func notSimulator(t *testing.T, api http.Handler) (*env, time.Duration) {
 	t.Helper()
-	e := &env{t: t, aesKey: wecomsim.NewEncodingAESKey(), dbPath: filepath.Join(t.TempDir(), "wecombot.db")}
-	e.simSrv = httptest.NewServer(api)
-	t.Cleanup(e.simSrv.Close)
-	e.llm = llmtest.New(llmtest.Echo)
-	e.llm.RequireKey("sk-test-key")
-	e.llmSrv = httptest.NewServer(e.llm.Handler())
-	t.Cleanup(func() { e.llm.Close(); e.llmSrv.Close() })
+	e := prepareEnv(t, api, llmtest.Echo)
 	begin := time.Now()
 	e.start()
 	return e, time.Since(begin)
