@@ -73,9 +73,12 @@ func newLogger(c LogConfig, out io.Writer) *slog.Logger {
 func (m *Main) Open(ctx context.Context) error {
 	cfg := m.Config
 	sim := m.Simulator
-	if sim == nil && probeSimulator(ctx, cfg.WeCom.APIBase) {
-		sim = newSimChat(newRemoteDeliveries(cfg.WeCom.APIBase), cfg.Bots)
-		m.Log.Info("wecom.api_base is the WeCom simulator: the panel has a \"chat as a WeCom user\" page", "api_base", cfg.WeCom.APIBase)
+	// Whether api_base is the simulator matters only to the panel: ask
+	// while the storage opens, not before (up to probeTimeout).
+	var isSim chan bool
+	if sim == nil {
+		isSim = make(chan bool, 1)
+		go func() { isSim <- probeSimulator(ctx, cfg.WeCom.APIBase) }()
 	}
 	db, err := storage.Open(ctx, cfg.Storage.Config)
 	if err != nil {
@@ -141,6 +144,10 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.app = app
 
+	if isSim != nil && <-isSim {
+		sim = newSimChat(newRemoteDeliveries(cfg.WeCom.APIBase), cfg.Bots)
+		m.Log.Info("wecom.api_base is the WeCom simulator: the panel has a \"chat as a WeCom user\" page", "api_base", cfg.WeCom.APIBase)
+	}
 	gin.SetMode(gin.ReleaseMode)
 	engine := gin.New()
 	engine.Use(gin.Recovery())
