@@ -74,7 +74,6 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	cfg.Admin.Password = d.Password
 	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
 	cfg.Bots = []BotConfig{bot}
-	var completer llm.Echo
 	useReal := false
 	if o.ConfigPath != "" {
 		// Only the llm section of the given file is used; its other
@@ -103,7 +102,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	d.Main.Simulator = d.Chat
 	d.Model = cfg.LLM.Model
 	if !useReal {
-		d.Main.LLM = completer
+		d.Main.LLM = llm.Echo{}
 		d.Model = "offline echo model"
 	}
 	if err := d.Main.Open(ctx); err != nil {
