@@ -72,7 +72,6 @@ type PipelineConfig struct {
 // MessageStore is what the pipeline needs of storage.
 type MessageStore interface {
 	InsertMessage(ctx context.Context, m *storage.Message) (bool, error)
-	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 	StartAnswer(ctx context.Context, id int64) error
 	SetMessageState(ctx context.Context, id int64, state, reason string) error
 	ClaimUser(ctx context.Context, u storage.UserRef, owner string, until time.Time) (bool, error)
@@ -142,7 +141,6 @@ type Pipeline struct {
 	cancelWork context.CancelFunc
 	wg         sync.WaitGroup
 
-	owner       string
 	claims      MessageClaims // nil: the database's unique key dedupes alone
 	stopSweep   context.CancelFunc
 	sweeperDone chan struct{}
@@ -172,7 +170,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
-		workCtx: ctx, cancelWork: cancel, owner: cfg.Owner,
+		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
 }
@@ -186,7 +184,7 @@ func instanceName() string {
 }
 
 // Accept stores in (deduplicated on its key, so a retried callback, even
-// after a restart, is dropped) and queues it. It reports whether in was new.
+// after a restart, is dropped) and wakes a worker for its user. It reports whether in was new.
 // It returns once the message is durable: the caller may acknowledge it.
 func (p *Pipeline) Accept(ctx context.Context, in Inbound) (bool, error) {
 	m := &storage.Message{
@@ -242,7 +240,7 @@ func (p *Pipeline) UseClaims(c MessageClaims) { p.claims = c }
 // of a lease until Shutdown.
 func (p *Pipeline) Start(ctx context.Context) error {
 	if p.cfg.Exclusive {
-		if err := p.store.DropLeases(ctx, p.owner); err != nil {
+		if err := p.store.DropLeases(ctx, p.cfg.Owner); err != nil {
 			return err
 		}
 	}
@@ -372,7 +370,7 @@ func (p *Pipeline) serveUser(k userKey) {
 	leased := !p.cfg.Exclusive
 	drop := func() {}
 	if leased {
-		claimed, err := p.store.ClaimUser(ctx, u, p.owner, p.clock.Now().Add(p.cfg.Lease))
+		claimed, err := p.store.ClaimUser(ctx, u, p.cfg.Owner, p.clock.Now().Add(p.cfg.Lease))
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("cannot claim user; the sweeper retries", "err", err)
@@ -412,7 +410,7 @@ func (p *Pipeline) serveUser(k userKey) {
 			if !leased {
 				return
 			}
-			released, err := p.store.ReleaseUser(ctx, u, p.owner)
+			released, err := p.store.ReleaseUser(ctx, u, p.cfg.Owner)
 			if err != nil || released {
 				if err != nil {
 					drop()
@@ -420,7 +418,7 @@ func (p *Pipeline) serveUser(k userKey) {
 				return
 			}
 			// A message arrived since NextPending, or the lease is gone.
-			if ok, err := p.store.ClaimUser(ctx, u, p.owner, p.clock.Now().Add(p.cfg.Lease)); err != nil || !ok {
+			if ok, err := p.store.ClaimUser(ctx, u, p.cfg.Owner, p.clock.Now().Add(p.cfg.Lease)); err != nil || !ok {
 				return
 			}
 			continue
@@ -455,7 +453,7 @@ func (p *Pipeline) renew(ctx context.Context, cancel context.CancelFunc, u stora
 		case <-t.Chan():
 		}
 		now := p.clock.Now()
-		ok, err := p.store.ClaimUser(ctx, u, p.owner, now.Add(p.cfg.Lease))
+		ok, err := p.store.ClaimUser(ctx, u, p.cfg.Owner, now.Add(p.cfg.Lease))
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -476,7 +474,7 @@ func (p *Pipeline) renew(ctx context.Context, cancel context.CancelFunc, u stora
 func (p *Pipeline) dropLease(u storage.UserRef, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.workCtx), 5*time.Second)
 	defer cancel()
-	if err := p.store.DropUserLease(ctx, u, p.owner); err != nil {
+	if err := p.store.DropUserLease(ctx, u, p.cfg.Owner); err != nil {
 		log.Warn("cannot drop the user lease; it expires by itself", "err", err)
 	}
 }
