@@ -2,7 +2,6 @@ package adapter
 
 import (
 	"context"
-
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -55,6 +54,7 @@ type Outbox struct {
 
 	mu     sync.Mutex
 	pacers map[userKey]*pacer
+	pruned time.Time // last prunePacers walk; Run's goroutine only
 }
 
 // Per-user pacing that keeps any minute under WeCom's 30 messages and any
@@ -246,14 +246,26 @@ func (o *Outbox) pace(k userKey, now time.Time) time.Duration {
 	return wait
 }
 
-// prunePacers forgets users idle for over an hour: their buckets are full
-// again, so a new pacer is the same as the old one.
+// How long a user's pacer is kept unused, and how often the pacers are
+// walked to forget such users.
+const (
+	pacerIdle  = time.Hour
+	pacerPrune = 10 * time.Minute
+)
+
+// prunePacers forgets users idle for over pacerIdle: their buckets are full
+// again, so a new pacer is the same as the old one. Run calls it after every
+// batch; it walks the map only every pacerPrune, not once per batch.
 func (o *Outbox) prunePacers() {
 	now := o.clock.Now()
+	if now.Sub(o.pruned) < pacerPrune {
+		return
+	}
+	o.pruned = now
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for k, p := range o.pacers {
-		if now.Sub(p.lastUsed) > time.Hour {
+		if now.Sub(p.lastUsed) > pacerIdle {
 			delete(o.pacers, k)
 		}
 	}
