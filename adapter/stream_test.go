@@ -124,15 +124,26 @@ type streamEvent struct {
 	err   error
 }
 
-func newStreamFake() *streamFake {
+// newStreamFake returns a streamFake whose feeding goroutine ends with t.
+func newStreamFake(t testing.TB) *streamFake {
 	f := &streamFake{pieces: make(chan string), end: make(chan error), queue: make(chan streamEvent, 100)}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
 	go func() {
 		for {
+			var ev streamEvent
 			select {
+			case <-done:
+				return
 			case p := <-f.pieces:
-				f.queue <- streamEvent{piece: p}
+				ev = streamEvent{piece: p}
 			case err := <-f.end:
-				f.queue <- streamEvent{end: true, err: err}
+				ev = streamEvent{end: true, err: err}
+			}
+			select {
+			case f.queue <- ev:
+			case <-done:
+				return
 			}
 		}
 	}()
@@ -168,7 +179,7 @@ func (f *streamFake) Stream(ctx context.Context, _ []llm.Message, onDelta func(s
 func newStreamEnv(t *testing.T, cfg PipelineConfig) (*pipelineEnv, *streamFake) {
 	t.Helper()
 	e := newPipelineEnv(t, cfg, nil)
-	f := newStreamFake()
+	f := newStreamFake(t)
 	e.streamer = f
 	e.start()
 	return e, f
