@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -83,12 +82,7 @@ func newCallbackEnv(t *testing.T) *callbackEnv {
 	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: cbCorp, AgentID: cbAgent, Secret: "s"}}})
 	simSrv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(simSrv.Close)
-	db, err := storage.Open(context.Background(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "cb.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	e.store = &failingStore{DB: db}
+	e.store = &failingStore{DB: openTestDB(t)}
 	var logMu sync.Mutex
 	app, err := New(Options{
 		WeCom:    WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: 5 * time.Minute},

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,17 +32,13 @@ func newOutboxEnv(t *testing.T) *outboxEnv {
 	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: "wwcorp", AgentID: 1000002, Secret: "sec"}}, Now: clock.Now})
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
-	db, err := storage.Open(context.Background(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "o.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t)
 	db.Now = clock.Now
 	app, err := New(Options{
 		WeCom:  WeComConfig{APIBase: srv.URL, TokenRefreshBefore: 5 * time.Minute},
 		Bots:   []BotConfig{{Name: "b", CorpID: "wwcorp", AgentID: 1000002, Secret: "sec", Token: "t", EncodingAESKey: wecomsim.NewEncodingAESKey()}},
 		Outbox: OutboxConfig{GiveUpAfter: 24 * time.Hour},
-		Store:  db, Clock: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:  db, Clock: clock, Log: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +266,7 @@ func TestTwoOutboxesOnOneDatabaseSendEachPartOnce(t *testing.T) {
 		WeCom:  WeComConfig{APIBase: e.app.bots["b"].api.base, TokenRefreshBefore: 5 * time.Minute},
 		Bots:   []BotConfig{e.app.bots["b"].cfg},
 		Outbox: OutboxConfig{GiveUpAfter: 24 * time.Hour},
-		Store:  e.db, Clock: e.clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:  e.db, Clock: e.clock, Log: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -59,11 +58,7 @@ type pipelineEnv struct {
 
 func newPipelineEnv(t *testing.T, cfg PipelineConfig, complete func(context.Context, []llm.Message) (string, error)) *pipelineEnv {
 	t.Helper()
-	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "p.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t)
 	if complete == nil {
 		complete = echoAnswer
 	}
@@ -80,13 +75,25 @@ func (e *pipelineEnv) start() {
 	if e.streamer != nil {
 		completer = e.streamer
 	}
-	e.p = NewPipeline(e.cfg, e.db, completer, e.outbox, e.clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.p = NewPipeline(e.cfg, e.db, completer, e.outbox, e.clock, slog.New(slog.DiscardHandler))
 	p := e.p
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = p.Shutdown(ctx)
 	})
+}
+
+// openTestDB opens a SQLite database in a new temporary folder, closed
+// when t ends.
+func openTestDB(t testing.TB) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func echoAnswer(_ context.Context, msgs []llm.Message) (string, error) {
