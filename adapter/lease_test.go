@@ -15,6 +15,7 @@ import (
 
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
 
 // instances are pipelines sharing one database, as instances on Postgres
@@ -197,8 +198,8 @@ func TestExclusiveStartDropsOldLeases(t *testing.T) {
 // while the first stores it and dropped once it has. Without Redis, each
 // instance still dedupes on its own database.
 func TestRedisClaimsAcrossDatabases(t *testing.T) {
-	r := startTokRedis(t)
-	rc := storage.OpenRedis(r.addr)
+	r := redistest.Start(t)
+	rc := storage.OpenRedis(r.Addr)
 	defer rc.Close()
 	var ps []*Pipeline
 	var dbs []*storage.DB
@@ -229,7 +230,7 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 		t.Fatalf("a retry while the first delivery is being stored: %v, want ErrInFlight", err)
 	}
 	// Redis down: each database still dedupes its own retries.
-	r.stop()
+	r.Stop()
 	in.DedupeKey = "msg-3"
 	for i, want := range []bool{true, false} {
 		if ok, err := ps[0].Accept(t.Context(), in); ok != want || err != nil {

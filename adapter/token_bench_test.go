@@ -116,7 +116,7 @@ func TestTokenGettokenPerLifetime(t *testing.T) {
 	c.sendAll(t, goroutines, "after a revoke")
 	revoked := e.sim.TotalTokenFetches() - cold - lifetime
 	t.Logf("wecombot, %d instances × %d goroutines on %s: %d gettoken at the cold start, %d in a lifetime, %d after a revoke",
-		instances, goroutines, c.redis.kind, cold, lifetime, revoked)
+		instances, goroutines, c.redis.Kind, cold, lifetime, revoked)
 	if cold != 1 || lifetime != 1 || revoked != 1 {
 		t.Errorf("gettoken calls: %d cold, %d per lifetime, %d per revoke; want 1 each\n%s", cold, lifetime, revoked, c.dump())
 	}
@@ -130,11 +130,11 @@ func TestTokenGettokenPerLifetime(t *testing.T) {
 	agent := strconv.FormatInt(tokAgentID, 10)
 	var sp []credential.AccessTokenContextHandle
 	for range instances {
-		rc := cache.NewRedis(context.Background(), &cache.RedisOpts{Host: c.redis.addr})
+		rc := cache.NewRedis(context.Background(), &cache.RedisOpts{Host: c.redis.Addr})
 		sp = append(sp, credential.NewWorkAccessToken(tokCorpID, tokSecret, agent, "silenceper", rc))
 	}
 	before := e.sim.TotalTokenFetches()
 	coldBurst(func(i int) error { _, err := sp[i].GetAccessTokenContext(context.Background()); return err })
 	t.Logf("silenceper, %d instances × %d goroutines on %s: %d gettoken at the cold start",
-		instances, goroutines, c.redis.kind, e.sim.TotalTokenFetches()-before)
+		instances, goroutines, c.redis.Kind, e.sim.TotalTokenFetches()-before)
 }

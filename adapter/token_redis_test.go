@@ -4,115 +4,30 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
-
-// tokRedis is one test's Redis: a real redis-server when one is on PATH
-// (.ci/run installs it), miniredis otherwise.
-type tokRedis struct {
-	kind string
-	addr string
-	// stop kills the server; restart brings it back on the same address,
-	// empty, as a redis-server without persistence comes back.
-	stop    func()
-	restart func()
-}
-
-func startTokRedis(t testing.TB) *tokRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not on PATH; CI must run the tests against a real Redis (.ci/run installs it)")
-		}
-		mr := miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(mr.Close)
-		t.Logf("redis: miniredis at %s (no redis-server on PATH)", mr.Addr())
-		return &tokRedis{kind: "miniredis", addr: mr.Addr(), stop: mr.Close, restart: func() {
-			if err := mr.Restart(); err != nil {
-				t.Fatal(err)
-			}
-			mr.FlushAll()
-		}}
-	}
-
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	_ = l.Close()
-	dir := t.TempDir()
-	r := &tokRedis{kind: "redis-server", addr: "127.0.0.1:" + port}
-	var (
-		mu  sync.Mutex
-		cmd *exec.Cmd
-		out bytes.Buffer
-	)
-	start := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start redis-server: %v", err)
-		}
-		c := storage.OpenRedis(r.addr)
-		defer c.Close()
-		deadline := time.Now().Add(10 * time.Second)
-		for c.Ping(context.Background()) != nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("redis-server on %s does not answer PING:\n%s", r.addr, out.String())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	r.stop = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if cmd != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			cmd = nil
-		}
-	}
-	r.restart = start
-	start()
-	t.Cleanup(r.stop)
-	t.Logf("redis: %s %s at %s", r.kind, bin, r.addr)
-	return r
-}
 
 // tokCluster is n instances of the service for one app: each with its own
 // database, Redis client, log and refresh loop, all on one Redis and one
 // WeCom.
 type tokCluster struct {
 	e     *tokEnv
-	redis *tokRedis
+	redis *redistest.Server
 	tms   []*TokenManager
 	logs  []*tokLog
 }
 
 func newTokCluster(t testing.TB, n int, opts wecomsim.Options) *tokCluster {
 	t.Helper()
-	c := &tokCluster{e: newTokEnv(t, opts), redis: startTokRedis(t)}
+	c := &tokCluster{e: newTokEnv(t, opts), redis: redistest.Start(t)}
 	for range n {
-		shared := storage.OpenRedis(c.redis.addr)
+		shared := storage.OpenRedis(c.redis.Addr)
 		t.Cleanup(func() { _ = shared.Close() })
 		log := &tokLog{}
 		tm := c.e.manager(t, tokManagerOptions{Shared: shared, Log: log})
@@ -227,7 +142,7 @@ func TestTokenSharedRedis(t *testing.T) {
 
 	// Redis stops: every instance keeps serving, falls back to its own
 	// token, and says so once.
-	c.redis.stop()
+	c.redis.Stop()
 	c.sendAll(t, 2, "redis down")
 	e.sim.RevokeTokens()
 	c.sendAll(t, 2, "redis down, revoked")
@@ -242,7 +157,7 @@ func TestTokenSharedRedis(t *testing.T) {
 	}
 
 	// Redis is back: the instances share again, one gettoken per lifetime.
-	c.redis.restart()
+	c.redis.Restart()
 	before := fetches()
 	e.idle(t, tokLife, 20*time.Second, nil, c.tms...)
 	if got := fetches() - before; got != 1 {

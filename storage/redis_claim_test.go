@@ -1,79 +1,18 @@
 package storage
 
 import (
-	"bytes"
 	"context"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
 
-// claimRedis is one test's Redis: a real redis-server when one is on PATH
-// (.ci/run installs it), miniredis otherwise. It is a copy of the adapter
-// tests' helper, cut down: storage's tests do not import adapter.
-type claimRedis struct {
-	kind string
-	addr string
-	// pass lets d of Redis time go by: miniredis is fast-forwarded, a real
-	// server is waited for.
-	pass func(d time.Duration)
-}
-
-func startClaimRedis(t *testing.T) *claimRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not on PATH; CI must run the tests against a real Redis (.ci/run installs it)")
-		}
-		mr := miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(mr.Close)
-		t.Logf("redis: miniredis at %s (no redis-server on PATH)", mr.Addr())
-		return &claimRedis{kind: "miniredis", addr: mr.Addr(), pass: mr.FastForward}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	_ = l.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no", "--loglevel", "warning")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	r := &claimRedis{kind: "redis-server", addr: "127.0.0.1:" + port, pass: time.Sleep}
-	c := OpenRedis(r.addr)
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s does not answer PING:\n%s", r.addr, out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("redis: %s %s at %s", r.kind, bin, r.addr)
-	return r
-}
-
 func TestRedisClaimOnce(t *testing.T) {
-	srv := startClaimRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	a, b := OpenRedis(srv.addr), OpenRedis(srv.addr) // two instances
+	a, b := OpenRedis(srv.Addr), OpenRedis(srv.Addr) // two instances
 	defer a.Close()
 	defer b.Close()
 	const ttl = 300 * time.Millisecond // short, for a real server's clock
@@ -94,7 +33,7 @@ func TestRedisClaimOnce(t *testing.T) {
 		t.Fatalf("claim TTL %v, want in (0, %v]", pttl, ttl)
 	}
 
-	srv.pass(ttl + 100*time.Millisecond)
+	srv.FastForward(ttl + 100*time.Millisecond)
 	claim(b, "dedupe:bot:1", true) // expired: claimable again
 	claim(a, "dedupe:bot:1", false)
 
@@ -115,8 +54,8 @@ func TestRedisClaimUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	srv := startClaimRedis(t)
-	closed := OpenRedis(srv.addr)
+	srv := redistest.Start(t)
+	closed := OpenRedis(srv.Addr)
 	closed.Close()
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -143,9 +82,9 @@ func TestRedisClaimUnavailable(t *testing.T) {
 // after: a retry meanwhile is refused (not dropped), a retry after is a
 // duplicate, and a claim whose instance died expires.
 func TestRedisClaimMessage(t *testing.T) {
-	srv := startClaimRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	a, b := OpenRedis(srv.addr), OpenRedis(srv.addr)
+	a, b := OpenRedis(srv.Addr), OpenRedis(srv.Addr)
 	defer a.Close()
 	defer b.Close()
 	const pending = 300 * time.Millisecond
@@ -167,10 +106,10 @@ func TestRedisClaimMessage(t *testing.T) {
 	}
 
 	claim(a, "msg:2", true, false) // a dies before storing it
-	srv.pass(pending + 100*time.Millisecond)
+	srv.FastForward(pending + 100*time.Millisecond)
 	claim(b, "msg:2", true, false) // the retry after the pending TTL is b's
 
-	closed := OpenRedis(srv.addr)
+	closed := OpenRedis(srv.Addr)
 	closed.Close()
 	if _, _, err := closed.ClaimMessage(ctx, "msg:3", pending); err == nil {
 		t.Fatal("a closed client claimed a message")

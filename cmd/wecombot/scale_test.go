@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,12 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/llm/llmtest"
 	"github.com/wecombot/wecombot/storage"
 	"github.com/wecombot/wecombot/storage/pgtest"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
 
 // TestMain stops the scale-out tests' Postgres server (see pgtest) at the end.
@@ -43,64 +39,6 @@ const scaleLease = 2 * time.Second
 
 // scaleInterrupted is replies.interrupted.
 const scaleInterrupted = "scale test: the answer was interrupted"
-
-// scaleRedis is the tests' Redis: a real redis-server when one is on PATH,
-// miniredis otherwise (a failure under CI). A copy of storage's helper.
-type scaleRedis struct {
-	kind string
-	addr string
-	stop func()
-}
-
-func startScaleRedis(t *testing.T) *scaleRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not on PATH; CI must run the tests against a real Redis (.ci/run installs it)")
-		}
-		mr := miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(mr.Close)
-		t.Logf("redis: miniredis at %s (no redis-server on PATH)", mr.Addr())
-		return &scaleRedis{kind: "miniredis", addr: mr.Addr(), stop: mr.Close}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	_ = l.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no", "--loglevel", "warning")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	r := &scaleRedis{kind: "redis-server", addr: "127.0.0.1:" + port, stop: stop}
-	c := storage.OpenRedis(r.addr)
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s does not answer PING:\n%s", r.addr, out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("redis: %s %s at %s", r.kind, bin, r.addr)
-	return r
-}
 
 // roundRobin is the load balancer: every request goes to the next backend,
 // a dead one answering 502 as nginx would.
@@ -157,7 +95,7 @@ type scaleCluster struct {
 	sim    *wecomsim.Server
 	llm    *llmtest.Server
 	dsn    string
-	redis  *scaleRedis
+	redis  *redistest.Server
 	aesKey string
 	procs  []*process
 	cfgs   []string
@@ -177,7 +115,7 @@ func startScaleCluster(t *testing.T, n int, respond func(llmtest.Request) llmtes
 	dsn := pgtest.Start(t)
 	c := &scaleCluster{t: t, dsn: dsn, aesKey: wecomsim.NewEncodingAESKey(), inflight: make([]atomic.Int32, n)}
 	c.bin = buildBinary(t)
-	c.redis = startScaleRedis(t)
+	c.redis = redistest.Start(t)
 	c.msgID.Store(70000)
 
 	c.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
@@ -214,7 +152,7 @@ pipeline: {workers: 4, lease: %s}
 replies: {interrupted: %q}
 bots:
   - {name: helpdesk, corp_id: %q, agent_id: %d, secret: %q, token: %q, encoding_aes_key: %q}
-`, addr, dsn, c.redis.addr, simSrv.URL, fmt.Sprintf("%s/i%d/v1", llmSrv.URL, k), scaleLease, scaleInterrupted,
+`, addr, dsn, c.redis.Addr, simSrv.URL, fmt.Sprintf("%s/i%d/v1", llmSrv.URL, k), scaleLease, scaleInterrupted,
 			testCorp, testAgent, testSecret, testToken, c.aesKey)
 		if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 			t.Fatal(err)
@@ -642,8 +580,8 @@ func TestScaleOutRedisDown(t *testing.T) {
 	}
 	t.Logf("with Redis up: answered in %v, gettoken %d", time.Since(start).Round(time.Millisecond), c.sim.TotalTokenFetches())
 
-	c.redis.stop()
-	t.Logf("%s stopped", c.redis.kind)
+	c.redis.Stop()
+	t.Logf("%s stopped", c.redis.Kind)
 	start = time.Now()
 	for round := 2; round <= 3; round++ {
 		send(round)
