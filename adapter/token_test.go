@@ -432,6 +432,28 @@ func (e *tokEnv) idle(t testing.TB, d, step time.Duration, each func(), tms ...*
 	}
 }
 
+// runningTokEnv is an env of opts with one manager whose loop runs until
+// the test ends and has fetched the first token by itself.
+func runningTokEnv(t testing.TB, opts wecomsim.Options) (*tokEnv, *TokenManager) {
+	t.Helper()
+	e := newTokEnv(t, opts)
+	tm := e.manager(t, tokManagerOptions{})
+	runTok(t, tm)
+	e.settle(t, tm)
+	return e, tm
+}
+
+// revokedTokEnv is an env with one manager holding a token, old, that
+// WeCom has just revoked.
+func revokedTokEnv(t testing.TB) (e *tokEnv, tm *TokenManager, old string) {
+	t.Helper()
+	e = newTokEnv(t, wecomsim.Options{})
+	tm = e.manager(t, tokManagerOptions{})
+	old = mustGet(t, tm)
+	e.sim.RevokeTokens()
+	return e, tm, old
+}
+
 func mustGet(t testing.TB, tm *TokenManager) string {
 	t.Helper()
 	tok, err := tm.Get(context.Background())
@@ -512,10 +534,7 @@ func TestTokenIdlePastExpiry(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newTokEnv(t, wecomsim.Options{TokenLifetime: tc.lifetime})
-			tm := e.manager(t, tokManagerOptions{})
-			runTok(t, tm)
-			e.settle(t, tm) // the loop fetches the first token by itself
+			e, tm := runningTokEnv(t, wecomsim.Options{TokenLifetime: tc.lifetime})
 			// The token's times without a clock read (see tokClock).
 			held := func() TokenStatus {
 				s := tm.cur.Load()
@@ -554,10 +573,7 @@ func TestTokenIdlePastExpiry(t *testing.T) {
 
 func TestTokenSameTokenOnRefetch(t *testing.T) {
 	t.Parallel()
-	e := newTokEnv(t, wecomsim.Options{SameTokenWhileValid: true})
-	tm := e.manager(t, tokManagerOptions{})
-	runTok(t, tm)
-	e.settle(t, tm)
+	e, tm := runningTokEnv(t, wecomsim.Options{SameTokenWhileValid: true})
 	first := tm.Status()
 	tokA := mustGet(t, tm)
 
@@ -605,10 +621,7 @@ func TestTokenRefusedMidFlight(t *testing.T) {
 
 	t.Run("one send", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		tm := e.manager(t, tokManagerOptions{})
-		old := mustGet(t, tm)
-		e.sim.RevokeTokens()
+		e, tm, old := revokedTokEnv(t)
 
 		if err := e.send(ctx, tm, "alice", "hello after a revoke"); err != nil {
 			t.Fatalf("send: %v", err)
@@ -637,10 +650,7 @@ func TestTokenRefusedMidFlight(t *testing.T) {
 
 	t.Run("refusal arriving after the refetch", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		tm := e.manager(t, tokManagerOptions{})
-		mustGet(t, tm)
-		e.sim.RevokeTokens()
+		e, tm, _ := revokedTokEnv(t)
 
 		// A send with the old token is held on its way to WeCom while
 		// another is refused, refetches and succeeds.
@@ -704,10 +714,7 @@ func TestTokenRefusedMidFlight(t *testing.T) {
 
 	t.Run("burst of 50", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		tm := e.manager(t, tokManagerOptions{})
-		mustGet(t, tm)
-		e.sim.RevokeTokens()
+		e, tm, _ := revokedTokEnv(t)
 
 		const n = 50
 		errs := make([]error, n)
@@ -748,10 +755,7 @@ func TestTokenGettokenOutage(t *testing.T) {
 
 	t.Run("lasting past the expiry", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		tm := e.manager(t, tokManagerOptions{})
-		runTok(t, tm)
-		e.settle(t, tm)
+		e, tm := runningTokEnv(t, wecomsim.Options{})
 		first := tm.Status()
 		tok := mustGet(t, tm)
 		e.sim.FailNext(wecomsim.APIGetToken, codeSystemBusy, "system busy", 1<<20)
@@ -806,10 +810,7 @@ func TestTokenGettokenOutage(t *testing.T) {
 
 	t.Run("ending before the expiry", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		tm := e.manager(t, tokManagerOptions{})
-		runTok(t, tm)
-		e.settle(t, tm)
+		e, tm := runningTokEnv(t, wecomsim.Options{})
 		first := tm.Status()
 		const failures = 5
 		e.sim.FailNext(wecomsim.APIGetToken, codeRateLimited, "api freq out of limit", failures)
