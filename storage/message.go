@@ -183,27 +183,19 @@ func (d *DB) SaveAnswer(ctx context.Context, a Answer) error {
 		}
 		// Parts streamed before (AppendParts) come first; the message
 		// stays answering while any of them is unsent.
-		seq, err := nextSeq(tx, a.MessageID)
-		if err != nil {
-			return err
-		}
-		if len(a.Parts) > 0 {
-			rows := make([]outboxRow, len(a.Parts))
-			for i, p := range a.Parts {
-				rows[i] = outboxRow{
-					MessageID: a.MessageID, Bot: a.Bot, UserID: a.UserID, Seq: seq + i, Content: p,
-					State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
-				}
-			}
-			if err := tx.Create(&rows).Error; err != nil {
+		pending := len(a.Parts) > 0
+		if pending {
+			if err := insertParts(tx, a.MessageID, a.Bot, a.UserID, a.Parts, now); err != nil {
 				return err
 			}
+		} else {
+			var n int64
+			if err := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", a.MessageID, OutboxPending).Count(&n).Error; err != nil {
+				return err
+			}
+			pending = n > 0
 		}
-		var pending int64
-		if err := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", a.MessageID, OutboxPending).Count(&pending).Error; err != nil {
-			return err
-		}
-		if pending > 0 {
+		if pending {
 			return tx.Model(&messageRow{}).Where("id = ?", a.MessageID).
 				Updates(map[string]any{"state": MessageAnswering, "error": a.Failure}).Error
 		}

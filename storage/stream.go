@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -13,11 +14,21 @@ import (
 // SaveAnswer does, with the rest of the answer.
 const MessageStreaming = "streaming"
 
-// nextSeq is the sequence number the next part of message id gets.
-func nextSeq(tx *gorm.DB, id int64) (int, error) {
-	var next int
-	err := tx.Model(&outboxRow{}).Select("COALESCE(MAX(seq) + 1, 0)").Where("message_id = ?", id).Scan(&next).Error
-	return next, err
+// insertParts stores parts of message id after the parts it has already,
+// pending and due at now.
+func insertParts(tx *gorm.DB, id int64, bot, user string, parts []string, now time.Time) error {
+	var seq int
+	if err := tx.Model(&outboxRow{}).Select("COALESCE(MAX(seq) + 1, 0)").Where("message_id = ?", id).Scan(&seq).Error; err != nil {
+		return err
+	}
+	rows := make([]outboxRow, len(parts))
+	for i, p := range parts {
+		rows[i] = outboxRow{
+			MessageID: id, Bot: bot, UserID: user, Seq: seq + i, Content: p,
+			State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
+		}
+	}
+	return tx.Create(&rows).Error
 }
 
 // AppendParts stores parts of the answer to message id that is still being
@@ -38,18 +49,7 @@ func (d *DB) AppendParts(ctx context.Context, id int64, bot, user string, parts 
 		if res.RowsAffected == 0 {
 			return ErrNotFound
 		}
-		seq, err := nextSeq(tx, id)
-		if err != nil {
-			return err
-		}
-		rows := make([]outboxRow, len(parts))
-		for i, p := range parts {
-			rows[i] = outboxRow{
-				MessageID: id, Bot: bot, UserID: user, Seq: seq + i, Content: p,
-				State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
-			}
-		}
-		return tx.Create(&rows).Error
+		return insertParts(tx, id, bot, user, parts, now)
 	})
 	if err != nil {
 		return fmt.Errorf("storage: append parts to message %d: %w", id, err)
