@@ -3,9 +3,7 @@ package adapter
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -30,16 +28,12 @@ type instances struct {
 
 func newInstances(t *testing.T, n int, complete func(context.Context, []llm.Message) (string, error)) *instances {
 	t.Helper()
-	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "i.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t)
 	in := &instances{t: t, db: db, clock: clockwork.NewFakeClock()}
 	db.Now = in.clock.Now
 	for i := range n {
 		cfg := PipelineConfig{Workers: 4, HistoryTurns: 10, Replies: testReplies, Owner: fmt.Sprint("instance-", i), Lease: 3 * time.Second}
-		p := NewPipeline(cfg, db, &completerFake{complete: complete}, &notifyCounter{}, in.clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		p := NewPipeline(cfg, db, &completerFake{complete: complete}, &notifyCounter{}, in.clock, slog.New(slog.DiscardHandler))
 		if err := p.Start(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -161,11 +155,7 @@ func TestLeaseTakeoverAfterOwnerDies(t *testing.T) {
 // Exclusive instances (SQLite) drop the leases of their previous run at
 // start instead of waiting for them to expire.
 func TestExclusiveStartDropsOldLeases(t *testing.T) {
-	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "x.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t)
 	ctx := t.Context()
 	u := storage.UserRef{Bot: "b", UserID: "u"}
 	if _, err := db.ClaimUser(ctx, u, "previous-run", time.Now().Add(time.Hour)); err != nil {
@@ -176,7 +166,7 @@ func TestExclusiveStartDropsOldLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := NewPipeline(PipelineConfig{Workers: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
-		&notifyCounter{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -202,17 +192,12 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 	rc := storage.OpenRedis(r.Addr)
 	defer rc.Close()
 	var ps []*Pipeline
-	var dbs []*storage.DB
-	for i := range 2 {
-		db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), fmt.Sprint(i, ".db"))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+	for range 2 {
+		db := openTestDB(t)
 		p := NewPipeline(PipelineConfig{Workers: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
-			&notifyCounter{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 		p.UseClaims(rc)
-		ps, dbs = append(ps, p), append(dbs, db)
+		ps = append(ps, p)
 	}
 	in := Inbound{Bot: "b", UserID: "u", MsgType: "text", Content: "hi", DedupeKey: "msg-1"}
 	if ok, err := ps[0].Accept(t.Context(), in); !ok || err != nil {
