@@ -124,25 +124,6 @@ func (d *DB) SetMessageState(ctx context.Context, id int64, state, reason string
 	return nil
 }
 
-// UnansweredMessages returns the messages that were accepted but whose answer
-// never reached the outbox (the service stopped or crashed while working on
-// them), and those whose streamed answer was cut off, oldest first, so that a
-// start resumes them.
-func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {
-	var rows []messageRow
-	err := d.db.WithContext(ctx).
-		Where(pendingMessage).
-		Order("id").Find(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("storage: list unanswered messages: %w", err)
-	}
-	out := make([]Message, len(rows))
-	for i, r := range rows {
-		out[i] = r.message()
-	}
-	return out, nil
-}
-
 // Answer is what the pipeline produced for one message: the conversation
 // turns to append and the reply parts to deliver, stored in one transaction so
 // a crash leaves either all of it or none.

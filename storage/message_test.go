@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -162,6 +163,25 @@ func testStartAnswerAndState(t *testing.T) {
 		t.Errorf("after answered = %+v", got)
 	}
 	sameTime(t, "AnsweredAt", got.AnsweredAt, clk.now)
+}
+
+// UnansweredMessages returns the pending messages of every user, oldest
+// first: what NextPending and UnclaimedUsers select from (pendingMessage).
+// The service reads its work per user (lease.go); the tests check the state
+// of a whole database with this.
+func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {
+	var rows []messageRow
+	err := d.db.WithContext(ctx).
+		Where(pendingMessage).
+		Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: list unanswered messages: %w", err)
+	}
+	out := make([]Message, len(rows))
+	for i, r := range rows {
+		out[i] = r.message()
+	}
+	return out, nil
 }
 
 func TestUnansweredMessages(t *testing.T) { eachDriver(t, testUnansweredMessages) }
