@@ -152,20 +152,8 @@ func (r *Redis) Lease(ctx context.Context, key string, ttl time.Duration) (func(
 	return release, true, nil
 }
 
-// ClaimOnce claims key for ttl with SET NX: true when this call claimed it,
-// false when it was already claimed (by any instance, until the TTL runs
-// out). An error means Redis did not answer: the caller cannot tell, and falls
-// back to the database's dedupe rather than treating the key as claimed.
-func (r *Redis) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ok, err := r.c.SetNX(ctx, key, "1", ttl).Result()
-	if err != nil {
-		return false, fmt.Errorf("storage: redis claim %s: %w", key, err)
-	}
-	return ok, nil
-}
-
 // Unclaim releases a claim (DEL), for a caller whose own write failed after
-// ClaimOnce: otherwise the sender's retry would be dropped as a duplicate and
+// ClaimMessage: otherwise the sender's retry would be dropped as a duplicate and
 // the work lost. Releasing a key that is not claimed is not an error.
 func (r *Redis) Unclaim(ctx context.Context, key string) error {
 	if err := r.c.Del(ctx, key).Err(); err != nil {

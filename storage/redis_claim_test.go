@@ -9,7 +9,7 @@ import (
 	"github.com/wecombot/wecombot/storage/redistest"
 )
 
-func TestRedisClaimOnce(t *testing.T) {
+func TestRedisClaimUnclaim(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	a, b := OpenRedis(srv.Addr), OpenRedis(srv.Addr) // two instances
@@ -19,9 +19,9 @@ func TestRedisClaimOnce(t *testing.T) {
 
 	claim := func(r *Redis, key string, want bool) {
 		t.Helper()
-		got, err := r.ClaimOnce(ctx, key, ttl)
+		got, _, err := r.ClaimMessage(ctx, key, ttl)
 		if err != nil || got != want {
-			t.Fatalf("ClaimOnce(%s) = %v, %v; want %v", key, got, err, want)
+			t.Fatalf("ClaimMessage(%s) = %v, %v; want %v", key, got, err, want)
 		}
 	}
 	claim(a, "dedupe:bot:1", true)
@@ -68,9 +68,9 @@ func TestRedisClaimUnavailable(t *testing.T) {
 	defer unreachable.Close()
 
 	for name, r := range map[string]*Redis{"closed client": closed, "unreachable server": unreachable} {
-		ok, err := r.ClaimOnce(ctx, "dedupe:bot:1", time.Minute)
-		if err == nil || ok {
-			t.Errorf("%s: ClaimOnce = %v, %v; want an error", name, ok, err)
+		ok, done, err := r.ClaimMessage(ctx, "dedupe:bot:1", time.Minute)
+		if err == nil || ok || done {
+			t.Errorf("%s: ClaimMessage = %v, %v, %v; want an error", name, ok, done, err)
 		}
 		if err := r.Unclaim(ctx, "dedupe:bot:1"); err == nil {
 			t.Errorf("%s: Unclaim succeeded", name)
