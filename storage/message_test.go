@@ -36,11 +36,17 @@ func testInsertMessageDedupe(t *testing.T) {
 			t.Errorf("#%d new message has no ID", i)
 		}
 	}
-	var n int64
-	must(t, db.db.Model(&messageRow{}).Count(&n).Error)
-	if n != 3 {
+	if n := messageCount(t, db); n != 3 {
 		t.Errorf("%d messages stored, want 3", n)
 	}
+}
+
+// messageCount is the number of rows in messages.
+func messageCount(t *testing.T, db *DB) int64 {
+	t.Helper()
+	var n int64
+	must(t, db.db.Model(&messageRow{}).Count(&n).Error)
+	return n
 }
 
 func TestInsertMessageFields(t *testing.T) { eachDriver(t, testInsertMessageFields) }
@@ -115,9 +121,7 @@ func testInsertMessageConcurrent(t *testing.T) {
 	if got := news.Load(); got != 1 {
 		t.Errorf("%d inserts reported new, want exactly 1", got)
 	}
-	var rows int64
-	must(t, db.db.Model(&messageRow{}).Count(&rows).Error)
-	if rows != 1 {
+	if rows := messageCount(t, db); rows != 1 {
 		t.Errorf("%d rows stored, want 1", rows)
 	}
 }

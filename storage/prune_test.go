@@ -120,9 +120,7 @@ func testPruneBatches(t *testing.T) {
 	if want := (PruneResult{Messages: n, Turns: n}); res != want {
 		t.Errorf("Prune = %+v, want %+v", res, want)
 	}
-	var left int64
-	must(t, db.db.Model(&messageRow{}).Count(&left).Error)
-	if left != 0 {
+	if left := messageCount(t, db); left != 0 {
 		t.Errorf("%d messages left, want 0", left)
 	}
 }
