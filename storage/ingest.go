@@ -27,7 +27,6 @@ type ingest struct {
 	reqs   chan *insertReq
 	quit   chan struct{}
 	done   chan struct{} // closed when loop has returned
-	wg     sync.WaitGroup
 	closer sync.Once
 }
 
@@ -65,7 +64,6 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 	}
 	g := &ingest{d: d, sqlDB: sqlDB, stmt: stmt, reqs: make(chan *insertReq, maxBatch),
 		quit: make(chan struct{}), done: make(chan struct{})}
-	g.wg.Add(1)
 	go g.loop()
 	return g, nil
 }
@@ -98,7 +96,6 @@ func (g *ingest) insert(ctx context.Context, row messageRow) (int64, error) {
 }
 
 func (g *ingest) loop() {
-	defer g.wg.Done()
 	defer close(g.done)
 	for {
 		var first *insertReq
@@ -188,7 +185,7 @@ func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 func (g *ingest) close() {
 	g.closer.Do(func() {
 		close(g.quit)
-		g.wg.Wait()
+		<-g.done
 		g.stmt.Close()
 	})
 }
