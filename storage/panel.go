@@ -16,7 +16,7 @@ type MessageCounts struct {
 	Received int64 // all of them, events included
 	Answered int64
 	Failed   int64
-	Pending  int64 // received or answering: the answer is not delivered yet
+	Pending  int64 // received, answering or streaming: the answer is not delivered yet
 	Ignored  int64 // events that need no answer
 }
 
@@ -39,7 +39,7 @@ func (d *DB) CountMessages(ctx context.Context, since time.Time) (MessageCounts,
 			c.Answered += r.N
 		case MessageFailed:
 			c.Failed += r.N
-		case MessageReceived, MessageAnswering:
+		case MessageReceived, MessageAnswering, MessageStreaming:
 			c.Pending += r.N
 		case MessageIgnored:
 			c.Ignored += r.N

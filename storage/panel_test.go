@@ -22,12 +22,15 @@ func testCountMessages(t *testing.T) {
 	insertMsg(t, db, "b", "u2", "received")
 	w := insertMsg(t, db, "other", "u3", "answering")
 	answer(t, db, w, "part")
+	s := insertMsg(t, db, "b", "u4", "streaming")
+	must(t, db.StartAnswer(ctx, s.ID))
+	must(t, db.AppendParts(ctx, s.ID, "b", "u4", []string{"first part"}))
 	e := insertMsg(t, db, "b", "u3", "event")
 	must(t, db.SetMessageState(ctx, e.ID, MessageIgnored, ""))
 
 	got, err := db.CountMessages(ctx, since)
 	must(t, err)
-	want := MessageCounts{Received: 5, Answered: 1, Failed: 1, Pending: 2, Ignored: 1}
+	want := MessageCounts{Received: 6, Answered: 1, Failed: 1, Pending: 3, Ignored: 1}
 	if got != want {
 		t.Fatalf("CountMessages = %+v, want %+v", got, want)
 	}
