@@ -39,7 +39,7 @@ func (d *DB) CountMessages(ctx context.Context, since time.Time) (MessageCounts,
 			c.Answered += r.N
 		case MessageFailed:
 			c.Failed += r.N
-		case MessageReceived, MessageAnswering, MessageStreaming:
+		case MessageReceived, MessageAnswering, MessageStreaming: // PendingStates
 			c.Pending += r.N
 		case MessageIgnored:
 			c.Ignored += r.N

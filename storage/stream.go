@@ -14,6 +14,10 @@ import (
 // SaveAnswer does, with the rest of the answer.
 const MessageStreaming = "streaming"
 
+// PendingStates are the states of a message whose answer is not delivered
+// yet, for the panel's counts and filters.
+var PendingStates = []string{MessageReceived, MessageAnswering, MessageStreaming}
+
 // insertParts stores parts of message id after the parts it has already,
 // pending and due at now.
 func insertParts(tx *gorm.DB, id int64, bot, user string, parts []string, now time.Time) error {

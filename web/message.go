@@ -35,7 +35,7 @@ func statesOf(status string) []string {
 	case statusFailed:
 		return []string{storage.MessageFailed}
 	case statusPending:
-		return []string{storage.MessageReceived, storage.MessageAnswering}
+		return storage.PendingStates
 	case statusIgnored:
 		return []string{storage.MessageIgnored}
 	}

@@ -571,6 +571,22 @@ func TestConversationPages(t *testing.T) {
 	wantBody(t, rec, `action="/admin/conversations/helpdesk/a%20b%3Fc/reset"`)
 }
 
+// A message whose answer is streaming is pending, in the filter as in the
+// dashboard's counts.
+func TestMessagesPendingIncludesStreaming(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	m := &storage.Message{Bot: "helpdesk", DedupeKey: "4", UserID: "wangwu", MsgType: "text", Content: "write a lot"}
+	if _, err := e.db.InsertMessage(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	must(t, e.db.StartAnswer(t.Context(), m.ID))
+	must(t, e.db.AppendParts(t.Context(), m.ID, "helpdesk", "wangwu", []string{"first paragraph\n\n"}))
+	if body := e.get("/admin/messages?status=pending", s).Body.String(); !strings.Contains(body, "msg-"+itoa(m.ID)) {
+		t.Fatal("?status=pending leaves out a message whose answer is streaming")
+	}
+}
+
 func TestMessagesPage(t *testing.T) {
 	e := newPanelEnv(t)
 	answered, failed, pending := e.seed()
