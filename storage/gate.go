@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"sync"
 
 	"gorm.io/gorm"
@@ -58,8 +59,9 @@ func (g *gate) release() {
 // query are read after the gate is passed on; the next holder then waits in
 // database/sql for that moment only.
 type gatedPool struct {
-	db *sql.DB
-	g  *gate
+	db    *sql.DB
+	g     *gate
+	stmts *stmtCache
 }
 
 var (
@@ -77,18 +79,27 @@ func (p gatedPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt,
 func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	p.g.acquire(false)
 	defer p.g.release()
+	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return p.db.ExecContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	p.g.acquire(false)
 	defer p.g.release()
+	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return p.db.QueryContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	p.g.acquire(false)
 	defer p.g.release()
+	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return p.db.QueryRowContext(ctx, query, args...)
 }
 
@@ -100,25 +111,145 @@ func (p gatedPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnP
 		p.g.release()
 		return nil, err
 	}
-	return &gatedTx{Tx: tx, g: p.g}, nil
+	return &gatedTx{Tx: tx, p: p}, nil
 }
 
 func (p gatedPool) GetDBConn() (*sql.DB, error) { return p.db, nil }
 
+// gatedTx is a transaction holding the gate. Its statements run prepared
+// when the cache has them; those it lacks are prepared after the commit,
+// while the gate is still held (the transaction holds the only connection,
+// so they cannot be prepared during it).
 type gatedTx struct {
 	*sql.Tx
-	g    *gate
-	once sync.Once
+	p      gatedPool
+	missed []string
+	once   sync.Once
+}
+
+func (t *gatedTx) stmt(ctx context.Context, query string) *sql.Stmt {
+	st, ok := t.p.stmts.lookup(query)
+	if st != nil {
+		return t.Tx.StmtContext(ctx, st) // the statement of this connection: not prepared again
+	}
+	if ok {
+		t.missed = append(t.missed, query)
+	}
+	return nil
+}
+
+func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, query, args...)
+}
+
+func (t *gatedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.Tx.QueryRowContext(ctx, query, args...)
 }
 
 func (t *gatedTx) Commit() error {
 	err := t.Tx.Commit()
-	t.once.Do(t.g.release)
+	t.once.Do(t.end)
 	return err
 }
 
 func (t *gatedTx) Rollback() error {
 	err := t.Tx.Rollback()
-	t.once.Do(t.g.release)
+	t.once.Do(t.end)
 	return err
+}
+
+// end prepares what the transaction missed and passes the gate on.
+func (t *gatedTx) end() {
+	for _, q := range t.missed {
+		t.p.stmts.prepared(context.Background(), t.p.db, q)
+	}
+	t.p.g.release()
+}
+
+// maxCachedStmts bounds the statement cache. GORM writes the same SQL for
+// the same call, so the service uses a few dozen texts; those that vary
+// (an IN list of changing length) stop being cached at the bound.
+const maxCachedStmts = 256
+
+// stmtCache keeps the statements GORM sends to SQLite prepared on its one
+// connection. GORM prepares nothing itself, and compiling each statement
+// (sqlite3_prepare_v2) was a sixth of the SQLite time of the answer path
+// (BENCHMARKS.md, session 3). Its own PrepareStmt mode would run the
+// statements past the gate.
+type stmtCache struct {
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+// cacheable: a single data statement. Prepare compiles only the first of
+// several statements, and DDL runs once.
+func cacheable(query string) bool {
+	if strings.ContainsRune(query, ';') || len(query) < 6 {
+		return false
+	}
+	switch strings.ToUpper(query[:6]) {
+	case "SELECT", "INSERT", "UPDATE", "DELETE":
+		return true
+	}
+	return false
+}
+
+// lookup returns the prepared statement of query, or nil and whether it
+// could be prepared (cacheable and room left).
+func (c *stmtCache) lookup(query string) (*sql.Stmt, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st, true
+	}
+	return nil, len(c.m) < maxCachedStmts && cacheable(query)
+}
+
+// prepared returns the prepared statement of query, preparing it if there
+// is room; nil if not (or if preparing failed: the caller then runs the
+// query unprepared and reports its error). The caller holds the gate and no
+// transaction.
+func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string) *sql.Stmt {
+	st, ok := c.lookup(query)
+	if st != nil || !ok {
+		return st
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[query]; ok { // prepared meanwhile (a transaction's end)
+		st.Close()
+		return old
+	}
+	if c.m == nil {
+		c.m = make(map[string]*sql.Stmt)
+	}
+	c.m[query] = st
+	return st
+}
+
+// close closes the prepared statements.
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for q, st := range c.m {
+		st.Close()
+		delete(c.m, q)
+	}
 }

@@ -1,10 +1,13 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // The ingest's turn comes before every waiting answer-path statement, and
@@ -54,4 +57,95 @@ func TestGateHighPriorityFirst(t *testing.T) {
 	}
 	g.acquire(true) // free again: no wait
 	g.release()
+}
+
+// GORM's statements are prepared once and reused; inside a transaction the
+// prepared statement runs as part of it (a rollback undoes its write).
+func TestStmtCacheInsideAndOutsideTransactions(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	const count = "SELECT count(*) FROM messages WHERE bot = ?"
+	const insert = "INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES (?, ?, 'u', 'text', 'received')"
+	countRows := func() int64 {
+		t.Helper()
+		var n int64
+		must(t, db.db.WithContext(ctx).Raw(count, "b").Scan(&n).Error)
+		return n
+	}
+	if n := countRows(); n != 0 {
+		t.Fatalf("count %d on an empty table", n)
+	}
+	if st, _ := db.stmts.lookup(count); st == nil {
+		t.Fatal("a query run outside a transaction was not prepared")
+	}
+
+	// First transaction: insert is not prepared yet; it is after the commit.
+	must(t, db.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return tx.Exec(insert, "b", "k1").Error
+	}))
+	if st, _ := db.stmts.lookup(insert); st == nil {
+		t.Fatal("a statement run inside a transaction was not prepared after it")
+	}
+	// Now prepared: a rolled-back transaction leaves nothing behind.
+	errRollback := errors.New("roll back")
+	err := db.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec(insert, "b", "k2").Error; err != nil {
+			return err
+		}
+		var n int64
+		if err := tx.Raw(count, "b").Scan(&n).Error; err != nil {
+			return err
+		}
+		if n != 2 {
+			t.Errorf("inside the transaction: count %d, want 2", n)
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatalf("transaction: %v", err)
+	}
+	if n := countRows(); n != 1 {
+		t.Fatalf("after the rollback: count %d, want 1", n)
+	}
+	// A failing statement still reports its error, prepared or not.
+	if err := db.db.WithContext(ctx).Exec(insert, "b", "k1").Error; err == nil {
+		t.Fatal("duplicate insert through the cache: no error")
+	}
+	if err := db.db.WithContext(ctx).Exec("SELECT nosuchcolumn FROM messages").Error; err == nil {
+		t.Fatal("bad SQL: no error")
+	}
+}
+
+func TestStmtCacheOnlySingleDataStatements(t *testing.T) {
+	for q, want := range map[string]bool{
+		"SELECT 1":                           true,
+		"select * from messages":             true,
+		"UPDATE messages SET state = ?":      true,
+		"DELETE FROM outbox":                 true,
+		"INSERT INTO t VALUES (1)":           true,
+		"CREATE TABLE t (a)":                 false,
+		"SELECT 1; DELETE FROM messages":     false,
+		"PRAGMA table_info(messages)":        false,
+		"ALTER TABLE t ADD COLUMN b integer": false,
+		"":                                   false,
+	} {
+		if got := cacheable(q); got != want {
+			t.Errorf("cacheable(%q) = %v, want %v", q, got, want)
+		}
+	}
+	db, _ := newDB(t)
+	// Texts that never repeat stop being cached at the bound, and still run.
+	for i := range maxCachedStmts + 10 {
+		var n int64
+		must(t, db.db.WithContext(t.Context()).Raw(fmt.Sprintf("SELECT %d", i)).Scan(&n).Error)
+		if n != int64(i) {
+			t.Fatalf("SELECT %d gave %d", i, n)
+		}
+	}
+	db.stmts.mu.Lock()
+	n := len(db.stmts.m)
+	db.stmts.mu.Unlock()
+	if n != maxCachedStmts {
+		t.Fatalf("%d statements cached, want the bound %d", n, maxCachedStmts)
+	}
 }

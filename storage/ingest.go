@@ -46,8 +46,10 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 		return nil, fmt.Errorf("storage: ingest: %w", err)
 	}
 	// One statement prepared once: compiling the INSERT for every message
-	// cost as much as running it (BENCHMARKS.md, session 2). RETURNING
-	// gives the id of a new row and no row for a duplicate.
+	// cost as much as running it (BENCHMARKS.md, session 2). On Postgres,
+	// RETURNING gives the id of a new row and no row for a duplicate; on
+	// SQLite an Exec reports the same (rows affected, last insert id)
+	// without the cost of a result set (session 3).
 	cols := []string{"bot", "dedupe_key", "user_id", "msg_type", "event", "content", "create_time",
 		"received_at", "state", "error", "attempts", "answered_at"}
 	marks := make([]string, len(cols))
@@ -57,8 +59,12 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 			marks[i] = fmt.Sprintf("$%d", i+1) // pgx numbers its parameters
 		}
 	}
+	returning := ""
+	if d.gate == nil {
+		returning = " RETURNING id"
+	}
 	stmt, err := sqlDB.PrepareContext(ctx, "INSERT INTO messages ("+strings.Join(cols, ", ")+") VALUES ("+
-		strings.Join(marks, ", ")+") ON CONFLICT (bot, dedupe_key) DO NOTHING RETURNING id")
+		strings.Join(marks, ", ")+") ON CONFLICT (bot, dedupe_key) DO NOTHING"+returning)
 	if err != nil {
 		return nil, fmt.Errorf("storage: ingest: prepare: %w", err)
 	}
@@ -173,9 +179,26 @@ func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 	ids = make([]int64, len(batch))
 	for i, r := range batch {
 		m := r.row
-		err := stmt.QueryRowContext(ctx, m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime,
-			m.ReceivedAt, m.State, m.Error, m.Attempts, m.AnsweredAt).Scan(&ids[i])
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		args := []any{m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime,
+			m.ReceivedAt, m.State, m.Error, m.Attempts, m.AnsweredAt}
+		if g.d.gate == nil { // Postgres: INSERT … RETURNING id
+			if err := stmt.QueryRowContext(ctx, args...).Scan(&ids[i]); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, err
+			}
+			continue
+		}
+		res, err := stmt.ExecContext(ctx, args...)
+		if err != nil {
+			return nil, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			continue // a duplicate
+		}
+		if ids[i], err = res.LastInsertId(); err != nil {
 			return nil, err
 		}
 	}

@@ -114,41 +114,29 @@ func (d *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
 }
 
 // MarkSent records that WeCom accepted part id as wecomMsgID; when it was the
-// last unsent part of its message, the message becomes answered.
+// last unsent part of its message, the message becomes answered (failed, if
+// the parts were a failure notice). Two statements, on the path of every
+// part sent.
 func (d *DB) MarkSent(ctx context.Context, id int64, wecomMsgID string) error {
 	now := d.now()
 	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var rows []outboxRow
-		if err := tx.Where("id = ?", id).Limit(1).Find(&rows).Error; err != nil {
+		// The attempt was counted when it was made (ClaimPart), before the send.
+		var msgIDs []int64
+		if err := tx.Raw("UPDATE outbox SET state = ?, wecom_msg_id = ?, sent_at = ?, last_error = '' WHERE id = ? RETURNING message_id",
+			OutboxSent, wecomMsgID, now, id).Scan(&msgIDs).Error; err != nil {
 			return err
 		}
-		if len(rows) == 0 {
+		if len(msgIDs) == 0 {
 			return ErrNotFound
 		}
-		// The attempt was counted when it was made (Reschedule), before the send.
-		if err := tx.Model(&outboxRow{}).Where("id = ?", id).Updates(map[string]any{
-			"state": OutboxSent, "wecom_msg_id": wecomMsgID, "sent_at": now, "last_error": "",
-		}).Error; err != nil {
-			return err
-		}
-		msgID := rows[0].MessageID
-		if msgID == 0 {
-			return nil
-		}
-		var left int64
-		if err := tx.Model(&outboxRow{}).Where("message_id = ? AND state = ?", msgID, OutboxPending).Count(&left).Error; err != nil {
-			return err
-		}
-		if left > 0 {
-			return nil
+		if msgIDs[0] == 0 {
+			return nil // a text that answers no message
 		}
 		// A message whose error is set got a failure notice, not an answer.
-		if err := tx.Model(&messageRow{}).Where("id = ? AND state = ? AND error <> ''", msgID, MessageAnswering).
-			Update("state", MessageFailed).Error; err != nil {
-			return err
-		}
-		return tx.Model(&messageRow{}).Where("id = ? AND state = ?", msgID, MessageAnswering).
-			Updates(map[string]any{"state": MessageAnswered, "answered_at": now}).Error
+		return tx.Exec("UPDATE messages SET state = CASE WHEN error <> '' THEN ? ELSE ? END, "+
+			"answered_at = CASE WHEN error <> '' THEN answered_at ELSE ? END "+
+			"WHERE id = ? AND state = ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE message_id = ? AND state = ?)",
+			MessageFailed, MessageAnswered, now, msgIDs[0], MessageAnswering, msgIDs[0], OutboxPending).Error
 	})
 	if err != nil {
 		return fmt.Errorf("storage: mark outbox part %d sent: %w", id, err)

@@ -45,6 +45,9 @@ type DB struct {
 	// gate serves SQLite's one connection, the ingest first; nil on
 	// Postgres.
 	gate *gate
+	// stmts are GORM's statements prepared on that connection; nil on
+	// Postgres.
+	stmts *stmtCache
 	// Now is the clock used for the times the storage writes itself
 	// (received_at, sent_at…); tests replace it.
 	Now func() time.Time
@@ -56,6 +59,7 @@ type DB struct {
 func Open(ctx context.Context, cfg Config) (*DB, error) {
 	var dial gorm.Dialector
 	var g *gate
+	var stmts *stmtCache
 	closeConn := func() {} // the *sql.DB opened here, before GORM has it
 	switch cfg.Driver {
 	case "", "sqlite":
@@ -68,8 +72,8 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			return nil, fmt.Errorf("storage: open: %w", err)
 		}
 		closeConn = func() { sqlDB.Close() }
-		g = &gate{}
-		dial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g}})
+		g, stmts = &gate{}, &stmtCache{}
+		dial = sqlite.New(sqlite.Config{DSN: dsn, Conn: gatedPool{db: sqlDB, g: g, stmts: stmts}})
 	case "postgres":
 		if cfg.DSN == "" {
 			return nil, errors.New("storage: dsn is empty")
@@ -116,7 +120,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		sqlDB.SetConnMaxIdleTime(0)
 		sqlDB.SetConnMaxLifetime(0)
 	}
-	d := &DB{db: gdb, gate: g, Now: time.Now}
+	d := &DB{db: gdb, gate: g, stmts: stmts, Now: time.Now}
 	if err := d.Ping(ctx); err != nil {
 		sqlDB.Close()
 		return nil, err
@@ -207,6 +211,9 @@ func scanTimesInUTC(_ context.Context, conn *pgx.Conn) error {
 // Close closes the database; SQLite checkpoints its WAL on the last close.
 func (d *DB) Close() error {
 	d.ingest.close()
+	if d.stmts != nil {
+		d.stmts.close()
+	}
 	sqlDB, err := d.db.DB()
 	if err != nil {
 		return err
