@@ -58,6 +58,12 @@ func (g *gate) release() {
 // ingest (which does not use GORM: ingest.writeTx). Rows of a
 // query are read after the gate is passed on; the next holder then waits in
 // database/sql for that moment only.
+//
+// A statement whose context is already done fails with its error; one that
+// starts runs to its end. The SQLite driver starts a goroutine for every
+// row read and every statement run under a context that can be cancelled
+// (to interrupt it); our statements take microseconds, so they run under
+// context.WithoutCancel instead.
 type gatedPool struct {
 	db    *sql.DB
 	g     *gate
@@ -77,6 +83,10 @@ func (p gatedPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt,
 }
 
 func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
 	p.g.acquire(false)
 	defer p.g.release()
 	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
@@ -86,6 +96,10 @@ func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (
 }
 
 func (p gatedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
 	p.g.acquire(false)
 	defer p.g.release()
 	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
@@ -95,6 +109,9 @@ func (p gatedPool) QueryContext(ctx context.Context, query string, args ...any) 
 }
 
 func (p gatedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if ctx.Err() == nil {
+		ctx = context.WithoutCancel(ctx)
+	} // else the Row reports ctx's error
 	p.g.acquire(false)
 	defer p.g.release()
 	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
@@ -139,6 +156,10 @@ func (t *gatedTx) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -146,6 +167,10 @@ func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (s
 }
 
 func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -153,6 +178,9 @@ func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (
 }
 
 func (t *gatedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if ctx.Err() == nil {
+		ctx = context.WithoutCancel(ctx)
+	}
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -147,5 +148,30 @@ func TestStmtCacheOnlySingleDataStatements(t *testing.T) {
 	db.stmts.mu.Unlock()
 	if n != maxCachedStmts {
 		t.Fatalf("%d statements cached, want the bound %d", n, maxCachedStmts)
+	}
+}
+
+// A statement whose context is done fails with the context's error and
+// writes nothing, in or out of a transaction.
+func TestGatedPoolDoneContext(t *testing.T) {
+	db, _ := newDB(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	const insert = "INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k', 'u', 'text', 'received')"
+	if err := db.db.WithContext(ctx).Exec(insert).Error; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Exec with a cancelled context: %v", err)
+	}
+	var n int64
+	if err := db.db.WithContext(ctx).Raw("SELECT count(*) FROM messages").Scan(&n).Error; !errors.Is(err, context.Canceled) {
+		t.Fatalf("query with a cancelled context: %v", err)
+	}
+	err := db.db.WithContext(t.Context()).Transaction(func(tx *gorm.DB) error {
+		return tx.WithContext(ctx).Exec(insert).Error
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Exec in a transaction with a cancelled context: %v", err)
+	}
+	if got := messageCount(t, db); got != 0 {
+		t.Fatalf("%d messages stored", got)
 	}
 }

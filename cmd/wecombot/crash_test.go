@@ -18,14 +18,15 @@ import (
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
-// buildBinary builds cmd/wecombot once per test run.
+// buildBinary builds cmd/wecombot once per test run, as it ships (Dockerfile,
+// README): with the nomsgpack tag.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary")
 	}
 	bin := filepath.Join(t.TempDir(), "wecombot")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd := exec.Command("go", "build", "-tags", "nomsgpack", "-o", bin, ".")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("go build: %v", err)

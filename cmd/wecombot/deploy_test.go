@@ -332,7 +332,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := string(data)
-	for _, want := range []string{"CGO_ENABLED=1", "AS build", "USER wecombot", "VOLUME", `HEALTHCHECK`, `"wecombot", "health"`} {
+	for _, want := range []string{"CGO_ENABLED=1", "-tags nomsgpack", "AS build", "USER wecombot", "VOLUME", `HEALTHCHECK`, `"wecombot", "health"`} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -363,5 +363,28 @@ func TestHealthCommand(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"health", "-url", "http://127.0.0.1:1"}, &out, &errb); code != 1 {
 		t.Fatalf("down: exit %d", code)
+	}
+}
+
+// The shipped build (Dockerfile, README: -tags nomsgpack) leaves gin's
+// MessagePack codec out, which is what keeps idle RSS down (BENCHMARKS.md).
+func TestShippedBuildLeavesOutMsgpack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	deps := func(tags ...string) string {
+		args := append([]string{"list", "-deps"}, tags...)
+		out, err := exec.Command("go", append(args, ".")...).Output()
+		if err != nil {
+			t.Fatalf("go %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out)
+	}
+	const codec = "github.com/ugorji/go/codec\n"
+	if !strings.Contains(deps(), codec) {
+		t.Fatal("the untagged build does not link ugorji's codec: the nomsgpack tag no longer matters; drop it")
+	}
+	if strings.Contains(deps("-tags", "nomsgpack"), codec) {
+		t.Fatal("the nomsgpack build still links ugorji's codec")
 	}
 }
