@@ -82,42 +82,55 @@ func (p gatedPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt,
 	return p.db.PrepareContext(ctx, query)
 }
 
-func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+// enter passes the gate for one statement; it fails, without keeping the
+// gate, if ctx ended before or while waiting. The statement then runs under
+// the returned context, which cannot be cancelled.
+func (p gatedPool) enter(ctx context.Context) (context.Context, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ctx = context.WithoutCancel(ctx)
 	p.g.acquire(false)
+	if err := ctx.Err(); err != nil {
+		p.g.release()
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
+func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx, err := p.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer p.g.release()
-	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
+	if st := p.stmts.prepared(ctx, p.db, query, true); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return p.db.ExecContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := ctx.Err(); err != nil {
+	ctx, err := p.enter(ctx)
+	if err != nil {
 		return nil, err
 	}
-	ctx = context.WithoutCancel(ctx)
-	p.g.acquire(false)
 	defer p.g.release()
-	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
+	if st := p.stmts.prepared(ctx, p.db, query, false); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return p.db.QueryContext(ctx, query, args...)
 }
 
 func (p gatedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if ctx.Err() == nil {
-		ctx = context.WithoutCancel(ctx)
-	} // else the Row reports ctx's error
-	p.g.acquire(false)
-	defer p.g.release()
-	if st := p.stmts.prepared(ctx, p.db, query); st != nil {
-		return st.QueryRowContext(ctx, args...)
+	detached, err := p.enter(ctx)
+	if err != nil {
+		return p.db.QueryRowContext(ctx, query, args...) // a Row holding ctx's error; no connection is taken
 	}
-	return p.db.QueryRowContext(ctx, query, args...)
+	defer p.g.release()
+	if st := p.stmts.prepared(detached, p.db, query, false); st != nil {
+		return st.QueryRowContext(detached, args...)
+	}
+	return p.db.QueryRowContext(detached, query, args...)
 }
 
 // BeginTx holds the gate until the transaction ends.
@@ -140,17 +153,17 @@ func (p gatedPool) GetDBConn() (*sql.DB, error) { return p.db, nil }
 type gatedTx struct {
 	*sql.Tx
 	p      gatedPool
-	missed []string
+	missed []missedStmt
 	once   sync.Once
 }
 
-func (t *gatedTx) stmt(ctx context.Context, query string) *sql.Stmt {
-	st, ok := t.p.stmts.lookup(query)
+func (t *gatedTx) stmt(ctx context.Context, query string, exec bool) *sql.Stmt {
+	st, ok := t.p.stmts.lookup(query, exec)
 	if st != nil {
 		return t.Tx.StmtContext(ctx, st) // the statement of this connection: not prepared again
 	}
 	if ok {
-		t.missed = append(t.missed, query)
+		t.missed = append(t.missed, missedStmt{query, exec})
 	}
 	return nil
 }
@@ -160,7 +173,7 @@ func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (s
 		return nil, err
 	}
 	ctx = context.WithoutCancel(ctx)
-	if st := t.stmt(ctx, query); st != nil {
+	if st := t.stmt(ctx, query, true); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return t.Tx.ExecContext(ctx, query, args...)
@@ -171,7 +184,7 @@ func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (
 		return nil, err
 	}
 	ctx = context.WithoutCancel(ctx)
-	if st := t.stmt(ctx, query); st != nil {
+	if st := t.stmt(ctx, query, false); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return t.Tx.QueryContext(ctx, query, args...)
@@ -181,7 +194,7 @@ func (t *gatedTx) QueryRowContext(ctx context.Context, query string, args ...any
 	if ctx.Err() == nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	if st := t.stmt(ctx, query); st != nil {
+	if st := t.stmt(ctx, query, false); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
 	return t.Tx.QueryRowContext(ctx, query, args...)
@@ -202,9 +215,14 @@ func (t *gatedTx) Rollback() error {
 // end prepares what the transaction missed and passes the gate on.
 func (t *gatedTx) end() {
 	for _, q := range t.missed {
-		t.p.stmts.prepared(context.Background(), t.p.db, q)
+		t.p.stmts.prepared(context.Background(), t.p.db, q.query, q.exec)
 	}
 	t.p.g.release()
+}
+
+type missedStmt struct {
+	query string
+	exec  bool
 }
 
 // maxCachedStmts bounds the statement cache. GORM writes the same SQL for
@@ -222,36 +240,50 @@ type stmtCache struct {
 	m  map[string]*sql.Stmt
 }
 
-// cacheable: a single data statement. Prepare compiles only the first of
-// several statements, and DDL runs once.
-func cacheable(query string) bool {
-	if strings.ContainsRune(query, ';') || len(query) < 6 {
+// maxStmtParams: texts with more parameters are IN lists (one text per
+// length), not worth a place in the cache.
+const maxStmtParams = 32
+
+// cacheable: a single data statement with few parameters. Prepare compiles
+// only the first of several statements, and DDL runs once. A statement run
+// by Exec must not return rows: mattn's Exec leaves such a statement
+// unfinished (not reset), and a cached one would then hold its read
+// snapshot, or its write, until it is next used.
+func cacheable(query string, exec bool) bool {
+	if strings.ContainsRune(query, ';') || len(query) < 6 || strings.Count(query, "?") > maxStmtParams {
 		return false
 	}
-	switch strings.ToUpper(query[:6]) {
+	verb := strings.ToUpper(query[:6])
+	if exec && (verb == "SELECT" || strings.Contains(strings.ToUpper(query), "RETURNING")) {
+		return false
+	}
+	switch verb {
 	case "SELECT", "INSERT", "UPDATE", "DELETE":
 		return true
 	}
 	return false
 }
 
-// lookup returns the prepared statement of query, or nil and whether it
-// could be prepared (cacheable and room left).
-func (c *stmtCache) lookup(query string) (*sql.Stmt, bool) {
+// lookup returns the prepared statement of query, run by Exec or not, or
+// nil and whether it could be prepared (cacheable and room left).
+func (c *stmtCache) lookup(query string, exec bool) (*sql.Stmt, bool) {
+	if !cacheable(query, exec) {
+		return nil, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.m[query]; ok {
 		return st, true
 	}
-	return nil, len(c.m) < maxCachedStmts && cacheable(query)
+	return nil, len(c.m) < maxCachedStmts
 }
 
 // prepared returns the prepared statement of query, preparing it if there
 // is room; nil if not (or if preparing failed: the caller then runs the
 // query unprepared and reports its error). The caller holds the gate and no
 // transaction.
-func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string) *sql.Stmt {
-	st, ok := c.lookup(query)
+func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string, exec bool) *sql.Stmt {
+	st, ok := c.lookup(query, exec)
 	if st != nil || !ok {
 		return st
 	}

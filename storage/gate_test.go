@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestStmtCacheInsideAndOutsideTransactions(t *testing.T) {
 	if n := countRows(); n != 0 {
 		t.Fatalf("count %d on an empty table", n)
 	}
-	if st, _ := db.stmts.lookup(count); st == nil {
+	if st, _ := db.stmts.lookup(count, false); st == nil {
 		t.Fatal("a query run outside a transaction was not prepared")
 	}
 
@@ -84,7 +85,7 @@ func TestStmtCacheInsideAndOutsideTransactions(t *testing.T) {
 	must(t, db.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		return tx.Exec(insert, "b", "k1").Error
 	}))
-	if st, _ := db.stmts.lookup(insert); st == nil {
+	if st, _ := db.stmts.lookup(insert, true); st == nil {
 		t.Fatal("a statement run inside a transaction was not prepared after it")
 	}
 	// Now prepared: a rolled-back transaction leaves nothing behind.
@@ -118,20 +119,29 @@ func TestStmtCacheInsideAndOutsideTransactions(t *testing.T) {
 }
 
 func TestStmtCacheOnlySingleDataStatements(t *testing.T) {
-	for q, want := range map[string]bool{
-		"SELECT 1":                           true,
-		"select * from messages":             true,
-		"UPDATE messages SET state = ?":      true,
-		"DELETE FROM outbox":                 true,
-		"INSERT INTO t VALUES (1)":           true,
-		"CREATE TABLE t (a)":                 false,
-		"SELECT 1; DELETE FROM messages":     false,
-		"PRAGMA table_info(messages)":        false,
-		"ALTER TABLE t ADD COLUMN b integer": false,
-		"":                                   false,
+	many := "SELECT * FROM messages WHERE id IN (?" + strings.Repeat(", ?", maxStmtParams) + ")"
+	for _, c := range []struct {
+		text       string
+		want, exec bool
+	}{
+		{"SELECT 1", true, false},
+		{"select * from messages", true, false},
+		{"UPDATE messages SET state = ?", true, true},
+		{"DELETE FROM outbox", true, true},
+		{"INSERT INTO t VALUES (1)", true, true},
+		{"UPDATE outbox SET state = ? WHERE id = ? RETURNING message_id", true, false},
+		// Exec leaves a statement that returns rows unfinished.
+		{"UPDATE outbox SET state = ? WHERE id = ? RETURNING message_id", false, true},
+		{"SELECT 1", false, true},
+		{many, false, false},
+		{"CREATE TABLE t (a)", false, true},
+		{"SELECT 1; DELETE FROM messages", false, true},
+		{"PRAGMA table_info(messages)", false, false},
+		{"ALTER TABLE t ADD COLUMN b integer", false, true},
+		{"", false, true},
 	} {
-		if got := cacheable(q); got != want {
-			t.Errorf("cacheable(%q) = %v, want %v", q, got, want)
+		if got := cacheable(c.text, c.exec); got != c.want {
+			t.Errorf("cacheable(%q, exec %v) = %v, want %v", c.text, c.exec, got, c.want)
 		}
 	}
 	db, _ := newDB(t)
@@ -173,5 +183,43 @@ func TestGatedPoolDoneContext(t *testing.T) {
 	}
 	if got := messageCount(t, db); got != 0 {
 		t.Fatalf("%d messages stored", got)
+	}
+}
+
+// A statement whose context ends while it waits at the gate fails with the
+// context's error, does not run, and leaves the gate to the others.
+func TestGatedPoolCancelledWhileWaiting(t *testing.T) {
+	db, _ := newDB(t)
+	db.gate.acquire(false) // a statement in progress
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- db.db.WithContext(ctx).Exec("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k', 'u', 'text', 'received')").Error
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		db.gate.mu.Lock()
+		waiting := len(db.gate.low)
+		db.gate.mu.Unlock()
+		if waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the statement never waited at the gate")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	db.gate.release()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Exec cancelled while waiting: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Exec did not return")
+	}
+	if got := messageCount(t, db); got != 0 { // also: the gate is free again
+		t.Fatalf("%d messages stored by a cancelled statement", got)
 	}
 }
