@@ -30,8 +30,10 @@ type UserRef struct {
 // pendingMessage is the condition of a message still to be answered: never
 // answered (received, or answering with nothing in the outbox: the answer was
 // lost with its process) or cut off while streaming.
-const pendingMessage = "((messages.state IN ('received', 'answering') AND NOT EXISTS " +
-	"(SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)) OR messages.state = 'streaming')"
+// The state comes first, so that a user's pending messages are found through
+// (bot, user_id, state) without reading the user's answered history.
+const pendingMessage = "(messages.state IN ('received', 'answering', 'streaming') AND (messages.state = 'streaming' OR NOT EXISTS " +
+	"(SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)))"
 
 // ClaimUser takes or renews the lease on user's messages for owner until
 // until. It succeeds when nobody holds the lease, when owner does, or when

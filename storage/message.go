@@ -40,15 +40,15 @@ type Message struct {
 
 type messageRow struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement"`
-	Bot        string `gorm:"size:64;not null;uniqueIndex:idx_messages_dedupe,priority:1;index:idx_messages_user,priority:1"`
+	Bot        string `gorm:"size:64;not null;uniqueIndex:idx_messages_dedupe,priority:1;index:idx_messages_user_state,priority:1"`
 	DedupeKey  string `gorm:"size:255;not null;uniqueIndex:idx_messages_dedupe,priority:2"`
-	UserID     string `gorm:"size:255;not null;index:idx_messages_user,priority:2"`
+	UserID     string `gorm:"size:255;not null;index:idx_messages_user_state,priority:2"`
 	MsgType    string `gorm:"size:32;not null"`
 	Event      string `gorm:"size:64"`
 	Content    string
 	CreateTime int64
 	ReceivedAt time.Time `gorm:"index"`
-	State      string    `gorm:"size:16;not null;index"`
+	State      string    `gorm:"size:16;not null;index;index:idx_messages_user_state,priority:3"`
 	Error      string
 	Attempts   int `gorm:"not null;default:0"`
 	AnsweredAt time.Time

@@ -147,15 +147,33 @@ const migrateLock = 0x77_65_63_6f_6d_62_6f_74
 // is one file of one process: its AutoMigrate runs as it is.
 func migrate(ctx context.Context, gdb *gorm.DB) error {
 	models := []any{&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}, &userLeaseRow{}}
+	run := func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(models...); err != nil {
+			return err
+		}
+		// AutoMigrate adds indexes but never drops one.
+		for _, name := range supersededIndexes {
+			if err := tx.Exec("DROP INDEX IF EXISTS " + name).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if gdb.Dialector.Name() != "postgres" {
-		return gdb.WithContext(ctx).AutoMigrate(models...)
+		return run(gdb.WithContext(ctx))
 	}
 	return gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", migrateLock).Error; err != nil {
 			return err
 		}
-		return tx.AutoMigrate(models...)
+		return run(tx)
 	})
+}
+
+// supersededIndexes were created by earlier versions and are covered by
+// newer ones; keeping them would only slow every insert.
+var supersededIndexes = []string{
+	"idx_messages_user", // (bot, user_id): now the prefix of idx_messages_user_state
 }
 
 // sqliteDSN turns the configured file name into a DSN with the pragmas the
