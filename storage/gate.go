@@ -82,6 +82,15 @@ func (p gatedPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt,
 	return p.db.PrepareContext(ctx, query)
 }
 
+// detach is the context a statement runs under: ctx's error if it is done,
+// else ctx without its cancellation.
+func detach(ctx context.Context) (context.Context, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
 // enter passes the gate for one statement; it fails, without keeping the
 // gate, if ctx ended before or while waiting. The statement then runs under
 // the returned context, which cannot be cancelled.
@@ -90,11 +99,11 @@ func (p gatedPool) enter(ctx context.Context) (context.Context, error) {
 		return nil, err
 	}
 	p.g.acquire(false)
-	if err := ctx.Err(); err != nil {
+	detached, err := detach(ctx)
+	if err != nil {
 		p.g.release()
-		return nil, err
 	}
-	return context.WithoutCancel(ctx), nil
+	return detached, err
 }
 
 func (p gatedPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -169,10 +178,10 @@ func (t *gatedTx) stmt(ctx context.Context, query string, exec bool) *sql.Stmt {
 }
 
 func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := ctx.Err(); err != nil {
+	ctx, err := detach(ctx)
+	if err != nil {
 		return nil, err
 	}
-	ctx = context.WithoutCancel(ctx)
 	if st := t.stmt(ctx, query, true); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -180,10 +189,10 @@ func (t *gatedTx) ExecContext(ctx context.Context, query string, args ...any) (s
 }
 
 func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := ctx.Err(); err != nil {
+	ctx, err := detach(ctx)
+	if err != nil {
 		return nil, err
 	}
-	ctx = context.WithoutCancel(ctx)
 	if st := t.stmt(ctx, query, false); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -191,9 +200,9 @@ func (t *gatedTx) QueryContext(ctx context.Context, query string, args ...any) (
 }
 
 func (t *gatedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if ctx.Err() == nil {
-		ctx = context.WithoutCancel(ctx)
-	}
+	if detached, err := detach(ctx); err == nil {
+		ctx = detached
+	} // else the Row reports ctx's error
 	if st := t.stmt(ctx, query, false); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
@@ -237,45 +246,60 @@ const maxCachedStmts = 256
 // statements past the gate.
 type stmtCache struct {
 	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	m  map[string]cachedStmt
+}
+
+type cachedStmt struct {
+	st   *sql.Stmt
+	rows bool // the text can return rows: not to be run by Exec
 }
 
 // maxStmtParams: texts with more parameters are IN lists (one text per
 // length), not worth a place in the cache.
 const maxStmtParams = 32
 
-// cacheable: a single data statement with few parameters. Prepare compiles
-// only the first of several statements, and DDL runs once. A statement run
-// by Exec must not return rows: mattn's Exec leaves such a statement
+// stmtKind says whether query is a single data statement with few
+// parameters (cacheable: Prepare compiles only the first of several
+// statements, and DDL runs once) and whether it can return rows. A statement
+// run by Exec must not return rows: mattn's Exec leaves such a statement
 // unfinished (not reset), and a cached one would then hold its read
-// snapshot, or its write, until it is next used.
-func cacheable(query string, exec bool) bool {
+// snapshot, or its write, until it is next used. No allocation: it runs for
+// every text not in the cache yet.
+func stmtKind(query string) (ok, rows bool) {
 	if strings.ContainsRune(query, ';') || len(query) < 6 || strings.Count(query, "?") > maxStmtParams {
-		return false
+		return false, false
 	}
-	verb := strings.ToUpper(query[:6])
-	if exec && (verb == "SELECT" || strings.Contains(strings.ToUpper(query), "RETURNING")) {
-		return false
+	verb := query[:6]
+	rows = strings.EqualFold(verb, "SELECT") ||
+		strings.Contains(query, "RETURNING") || strings.Contains(query, "returning")
+	for _, v := range []string{"SELECT", "INSERT", "UPDATE", "DELETE"} {
+		if strings.EqualFold(verb, v) {
+			return true, rows
+		}
 	}
-	switch verb {
-	case "SELECT", "INSERT", "UPDATE", "DELETE":
-		return true
-	}
-	return false
+	return false, rows
+}
+
+// cacheable: query may be cached for a run by Exec (exec) or by Query.
+func cacheable(query string, exec bool) bool {
+	ok, rows := stmtKind(query)
+	return ok && !(exec && rows)
 }
 
 // lookup returns the prepared statement of query, run by Exec or not, or
 // nil and whether it could be prepared (cacheable and room left).
 func (c *stmtCache) lookup(query string, exec bool) (*sql.Stmt, bool) {
-	if !cacheable(query, exec) {
-		return nil, false
-	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st, ok := c.m[query]; ok {
-		return st, true
+	e, hit := c.m[query]
+	room := len(c.m) < maxCachedStmts
+	c.mu.Unlock()
+	if hit {
+		if exec && e.rows {
+			return nil, false
+		}
+		return e.st, true
 	}
-	return nil, len(c.m) < maxCachedStmts
+	return nil, room && cacheable(query, exec)
 }
 
 // prepared returns the prepared statement of query, preparing it if there
@@ -295,12 +319,13 @@ func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string, exec
 	defer c.mu.Unlock()
 	if old, ok := c.m[query]; ok { // prepared meanwhile (a transaction's end)
 		st.Close()
-		return old
+		return old.st
 	}
 	if c.m == nil {
-		c.m = make(map[string]*sql.Stmt)
+		c.m = make(map[string]cachedStmt)
 	}
-	c.m[query] = st
+	_, rows := stmtKind(query)
+	c.m[query] = cachedStmt{st: st, rows: rows}
 	return st
 }
 
@@ -308,8 +333,8 @@ func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string, exec
 func (c *stmtCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for q, st := range c.m {
-		st.Close()
+	for q, e := range c.m {
+		e.st.Close()
 		delete(c.m, q)
 	}
 }

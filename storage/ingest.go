@@ -55,12 +55,12 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 	marks := make([]string, len(cols))
 	for i := range marks {
 		marks[i] = "?"
-		if d.gate == nil {
+		if d.postgres() {
 			marks[i] = fmt.Sprintf("$%d", i+1) // pgx numbers its parameters
 		}
 	}
 	returning := ""
-	if d.gate == nil {
+	if d.postgres() {
 		returning = " RETURNING id"
 	}
 	stmt, err := sqlDB.PrepareContext(ctx, "INSERT INTO messages ("+strings.Join(cols, ", ")+") VALUES ("+
@@ -181,7 +181,7 @@ func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 		m := r.row
 		args := []any{m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime,
 			m.ReceivedAt, m.State, m.Error, m.Attempts, m.AnsweredAt}
-		if g.d.gate == nil { // Postgres: INSERT … RETURNING id
+		if g.d.postgres() { // INSERT … RETURNING id
 			if err := stmt.QueryRowContext(ctx, args...).Scan(&ids[i]); err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return nil, err
 			}

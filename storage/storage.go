@@ -203,6 +203,9 @@ func sqliteDSN(dsn string) (string, error) {
 	return dsn + "?" + pragmas, nil
 }
 
+// postgres tells the drivers apart after Open: only SQLite has the gate.
+func (d *DB) postgres() bool { return d.gate == nil }
+
 // Ping checks that the database answers.
 func (d *DB) Ping(ctx context.Context) error {
 	sqlDB, err := d.db.DB()
