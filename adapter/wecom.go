@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/silenceper/wechat/v2/work/message"
+
+	"github.com/wecombot/wecombot/llm"
 )
 
 // WeCom error codes the service acts on.
@@ -141,7 +143,8 @@ func newAPIClient(base string, timeout time.Duration) *apiClient {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	return &apiClient{base: strings.TrimRight(base, "/"), http: &http.Client{Timeout: timeout}}
+	return &apiClient{base: strings.TrimRight(base, "/"),
+		http: &http.Client{Timeout: timeout, Transport: llm.NewTransport(llm.MaxIdlePerHost)}}
 }
 
 type tokenResponse struct {

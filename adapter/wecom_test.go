@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -52,5 +55,39 @@ func TestRedact(t *testing.T) {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestAPIClientKeepsItsConnections: 16 sends at a time, 5 rounds, through
+// one client: its connections are reused, not dialled anew each round as
+// with net/http's default of 2 idle connections per host.
+func TestAPIClientKeepsItsConnections(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // the sends of a round overlap
+		fmt.Fprint(w, `{"errcode":0,"errmsg":"ok","msgid":"m1"}`)
+	}))
+	var dialled atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialled.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := newAPIClient(srv.URL, 5*time.Second)
+	const atOnce, rounds = 16, 5
+	for range rounds {
+		var wg sync.WaitGroup
+		for range atOnce {
+			wg.Go(func() {
+				if id, err := c.sendMessage(context.Background(), "tok", []byte(`{}`)); err != nil || id != "m1" {
+					t.Errorf("sendMessage = %q, %v", id, err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := dialled.Load(); n > atOnce+atOnce/2 { // slack: a connection goes back to the pool just after its answer is read
+		t.Fatalf("%d connections for %d sends, %d at a time", n, atOnce*rounds, atOnce)
 	}
 }

@@ -3,9 +3,12 @@ package llm
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,5 +79,44 @@ func TestCompleteErrors(t *testing.T) {
 				t.Fatal("a timeout is a failure, not a hang")
 			}
 		})
+	}
+}
+
+// TestClientKeepsItsConnections: 16 requests at a time (as many as the
+// pipeline's workers), 5 rounds. net/http's default transport kept 2 idle
+// connections per host and dialled 14 anew in each round; the client's own
+// transport keeps them all.
+func TestClientKeepsItsConnections(t *testing.T) {
+	fake := llmtest.New(func(req llmtest.Request) llmtest.Reply {
+		time.Sleep(20 * time.Millisecond) // the 16 requests of a round overlap
+		return llmtest.Echo(req)
+	})
+	srv := httptest.NewUnstartedServer(fake.Handler())
+	var dialled atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialled.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(func() { fake.Close(); srv.Close() })
+	c := New(Config{BaseURL: srv.URL + "/v1/", APIKey: "k", Model: "m", Timeout: 5 * time.Second})
+	const atOnce, rounds = 16, 5
+	for range rounds {
+		var wg sync.WaitGroup
+		for range atOnce {
+			wg.Go(func() {
+				if _, err := c.Complete(context.Background(), []Message{{Role: RoleUser, Content: "hi"}}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// A connection can be back in the pool a moment after its response
+	// was read: some slack over atOnce, far below the 16+4×14 of the
+	// default transport.
+	if n := dialled.Load(); n > atOnce+atOnce/2 {
+		t.Fatalf("%d connections for %d requests, %d at a time", n, atOnce*rounds, atOnce)
 	}
 }
