@@ -142,9 +142,15 @@ func (p gatedPool) QueryRowContext(ctx context.Context, query string, args ...an
 	return p.db.QueryRowContext(detached, query, args...)
 }
 
-// BeginTx holds the gate until the transaction ends.
+// BeginTx holds the gate until the transaction ends. Like a statement, a
+// transaction that begins runs to its end: ctx is checked before and after
+// the wait at the gate, and BEGIN runs without its cancellation (the driver
+// would start a goroutine per transaction to watch it).
 func (p gatedPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	p.g.acquire(false)
+	ctx, err := p.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
 	tx, err := p.db.BeginTx(ctx, opts)
 	if err != nil {
 		p.g.release()

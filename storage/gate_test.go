@@ -189,12 +189,26 @@ func TestGatedPoolDoneContext(t *testing.T) {
 // A statement whose context ends while it waits at the gate fails with the
 // context's error, does not run, and leaves the gate to the others.
 func TestGatedPoolCancelledWhileWaiting(t *testing.T) {
+	const insert = "INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k', 'u', 'text', 'received')"
+	t.Run("statement", func(t *testing.T) {
+		testCancelledWhileWaiting(t, func(db *gorm.DB) error { return db.Exec(insert).Error })
+	})
+	t.Run("transaction", func(t *testing.T) {
+		testCancelledWhileWaiting(t, func(db *gorm.DB) error {
+			return db.Transaction(func(tx *gorm.DB) error { return tx.Exec(insert).Error })
+		})
+	})
+}
+
+// testCancelledWhileWaiting runs write while the gate is busy, cancels its
+// context while it waits, and checks that it fails and wrote nothing.
+func testCancelledWhileWaiting(t *testing.T, write func(*gorm.DB) error) {
 	db, _ := newDB(t)
 	db.gate.acquire(false) // a statement in progress
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {
-		errc <- db.db.WithContext(ctx).Exec("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k', 'u', 'text', 'received')").Error
+		errc <- write(db.db.WithContext(ctx))
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -205,7 +219,7 @@ func TestGatedPoolCancelledWhileWaiting(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the statement never waited at the gate")
+			t.Fatal("the write never waited at the gate")
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -214,10 +228,10 @@ func TestGatedPoolCancelledWhileWaiting(t *testing.T) {
 	select {
 	case err := <-errc:
 		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Exec cancelled while waiting: %v", err)
+			t.Fatalf("write cancelled while waiting: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Exec did not return")
+		t.Fatal("write did not return")
 	}
 	if got := messageCount(t, db); got != 0 { // also: the gate is free again
 		t.Fatalf("%d messages stored by a cancelled statement", got)

@@ -1,0 +1,95 @@
+package storage
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkAnswerPath runs the storage calls of one answered message, as
+// the pipeline and the outbox make them, on a database that already holds
+// 2,000 users' conversations: store the message, find it, start, read the
+// history, save the answer (two turns, one part), claim the part, mark it
+// sent, find nothing more. Each sub-benchmark times one of the calls.
+func BenchmarkAnswerPath(b *testing.B) {
+	db, err := Open(b.Context(), Config{DSN: filepath.Join(b.TempDir(), "x.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := b.Context()
+	const users = 2000
+	seq := 0
+	// answer runs one message of user u through every call; record, when
+	// set, is given the duration of each.
+	answer := func(u int, record func(call string, d time.Duration)) {
+		if record == nil {
+			record = func(string, time.Duration) {}
+		}
+		seq++
+		ref := UserRef{Bot: "b", UserID: fmt.Sprintf("user-%d", u)}
+		step := func(call string, fn func() error) {
+			t0 := time.Now()
+			if err := fn(); err != nil {
+				b.Fatalf("%s: %v", call, err)
+			}
+			record(call, time.Since(t0))
+		}
+		m := &Message{Bot: ref.Bot, DedupeKey: fmt.Sprint("k", seq), UserID: ref.UserID, MsgType: "text", Content: "hello there"}
+		step("InsertMessage", func() error { _, err := db.InsertMessage(ctx, m); return err })
+		var got Message
+		step("NextPending", func() error {
+			var found bool
+			var err error
+			got, found, err = db.NextPending(ctx, ref)
+			if err == nil && (!found || got.ID != m.ID) {
+				err = fmt.Errorf("found %v message %d, want %d", found, got.ID, m.ID)
+			}
+			return err
+		})
+		step("StartAnswer", func() error { return db.StartAnswer(ctx, got.ID) })
+		step("History", func() error { _, err := db.History(ctx, ref.Bot, ref.UserID, 10); return err })
+		step("SaveAnswer", func() error {
+			return db.SaveAnswer(ctx, Answer{MessageID: got.ID, Bot: ref.Bot, UserID: ref.UserID,
+				UserTurn: m.Content, AssistantTurn: "an answer of a few words", Parts: []string{"an answer of a few words"}})
+		})
+		var parts []OutboxPart
+		step("PartsOf", func() error { var err error; parts, err = db.PartsOf(ctx, got.ID); return err })
+		p := parts[len(parts)-1]
+		step("ClaimPart", func() error {
+			ok, err := db.ClaimPart(ctx, p.ID, p.Attempts, db.now().Add(time.Minute))
+			if err == nil && !ok {
+				err = fmt.Errorf("part %d not claimed", p.ID)
+			}
+			return err
+		})
+		step("MarkSent", func() error { return db.MarkSent(ctx, p.ID, "msg") })
+		step("NextPending (none)", func() error {
+			_, found, err := db.NextPending(ctx, ref)
+			if err == nil && found {
+				err = fmt.Errorf("a message still pending")
+			}
+			return err
+		})
+	}
+	for i := range 5 * users {
+		answer(i%users, nil)
+	}
+	for _, call := range []string{"InsertMessage", "NextPending", "StartAnswer", "History", "SaveAnswer", "ClaimPart", "MarkSent", "NextPending (none)"} {
+		b.Run(call, func(b *testing.B) {
+			var total time.Duration
+			n := 0
+			for b.Loop() {
+				answer(n%users, func(c string, d time.Duration) {
+					if c == call {
+						total += d
+					}
+				})
+				n++
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(total.Nanoseconds())/float64(n), "ns/call")
+		})
+	}
+}
