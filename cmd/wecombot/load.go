@@ -99,6 +99,7 @@ type loadReport struct {
 	EndRSS               int64 // kB, after the drain
 	LoadHWM              int64 // kB, the load process's own peak, when the service is a child
 	ServicePID           int   // 0: the service ran in this process
+	BaselinePID          int   // 0: the baseline ran in this process
 	Soak                 []rssSample
 	MessagesPerUser      float64
 	NumCPU               int
@@ -201,7 +202,7 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	if o.InProcess {
 		svc, err = startInProcess(ctx, &cfg, o)
 	} else {
-		svc, err = startChild(ctx, &cfg, dir, o)
+		svc, err = startChild(ctx, &cfg, dir, o, "serve")
 	}
 	if err != nil {
 		return nil, err
@@ -271,9 +272,24 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 		return r, ctx.Err() // the baseline's memory is of no interest
 	}
 
-	base := httptest.NewServer(baselineHandler(bot.Token, bot.EncodingAESKey, bot.CorpID))
-	defer base.Close()
-	bcb := bot.callback(base.URL)
+	// The floor runs the way the service ran: as its own process, or in
+	// this one. In this process it would skip the cross-process wakeups
+	// that every callback to the service pays (BENCHMARKS.md, session 4).
+	baseURL := ""
+	if svc.pid == 0 {
+		base := httptest.NewServer(baselineHandler(bot.Token, bot.EncodingAESKey, bot.CorpID))
+		defer base.Close()
+		baseURL = base.URL
+	} else {
+		base, err := startChild(ctx, &cfg, dir, o, "load-baseline")
+		if err != nil {
+			return nil, err
+		}
+		defer base.stop()
+		r.BaselinePID = base.pid
+		baseURL = "http://" + base.addr
+	}
+	bcb := bot.callback(baseURL)
 	bcb.HTTPClient = client
 	_, r.Baseline = drive(ctx, bcb, o)
 	return r, ctx.Err()
@@ -298,9 +314,10 @@ func startInProcess(ctx context.Context, cfg *Config, o loadOptions) (*loadServi
 	return &loadService{addr: m.Addr, stop: m.Close}, nil
 }
 
-// startChild writes cfg to dir and runs `wecombot serve -config` on it as a
-// child process, on a free loopback port, until its /readyz answers 200.
-func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*loadService, error) {
+// startChild writes cfg to dir and runs `wecombot <command> -config` on it
+// as a child process (serve: the service; load-baseline: the baseline), on a
+// free loopback port, until its /readyz answers 200.
+func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions, command string) (*loadService, error) {
 	bin := o.Binary
 	if bin == "" {
 		var err error
@@ -324,10 +341,10 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*l
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "-config", path)
+	cmd := exec.Command(bin, command, "-config", path)
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start the service (%s serve): %w", bin, err)
+		return nil, fmt.Errorf("start %s %s: %w", bin, command, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -360,7 +377,7 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*l
 		case err := <-exited:
 			exited <- err // for stop
 			stop()
-			return nil, fmt.Errorf("the service exited before it was ready: %v", err)
+			return nil, fmt.Errorf("wecombot %s exited before it was ready: %v", command, err)
 		case <-ctx.Done():
 			stop()
 			return nil, ctx.Err()
@@ -368,7 +385,7 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions) (*l
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, fmt.Errorf("the service on %s was not ready within 30s", addr)
+			return nil, fmt.Errorf("wecombot %s on %s was not ready within 30s", command, addr)
 		}
 	}
 }
@@ -591,12 +608,41 @@ func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, s
 	r.E2E = e2e
 }
 
+// runBaseline serves baselineHandler for the first bot of the configuration
+// at path on its server.addr until ctx ends: `wecombot load-baseline`, which
+// the load command starts as its own process when the service runs as one.
+func runBaseline(ctx context.Context, path string, stderr io.Writer) int {
+	cfg, err := loadConfig(path, stderr)
+	if err != nil {
+		return 1
+	}
+	if len(cfg.Bots) == 0 {
+		fmt.Fprintln(stderr, "wecombot load-baseline: no bot configured")
+		return 1
+	}
+	b := cfg.Bots[0]
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "wecombot load-baseline: %v\n", err)
+		return 1
+	}
+	srv := &http.Server{Handler: baselineHandler(b.Token, b.EncodingAESKey, b.CorpID), ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintf(stderr, "wecombot load-baseline: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
 // baselineHandler is the floor the service is measured against: only what
 // any callback handler must do (signature check, decrypt, XML parse) with
 // silenceper's code, answering 200. Nothing is stored, deduped or answered.
 func baselineHandler(token, aesKey, corpID string) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
+	e.GET("/readyz", func(c *gin.Context) { c.Status(http.StatusOK) }) // for startChild
 	e.POST("/wecom/:bot/callback", func(c *gin.Context) {
 		body, err := io.ReadAll(io.LimitReader(c.Request.Body, 1<<20))
 		if err != nil {
@@ -677,7 +723,7 @@ func (r *loadReport) print(w io.Writer) {
 	if r.ServicePID == 0 {
 		fmt.Fprintln(w, "everything runs in this one process on loopback: generator, WeCom simulator, fake LLM, service, baseline")
 	} else {
-		fmt.Fprintf(w, "the service runs as its own process (pid %d, wecombot serve); generator, WeCom simulator, fake LLM and baseline in this one; all on loopback\n", r.ServicePID)
+		fmt.Fprintf(w, "the service runs as its own process (pid %d, wecombot serve), then the baseline as its own (pid %d, wecombot load-baseline); generator, WeCom simulator and fake LLM in this one; all on loopback\n", r.ServicePID, r.BaselinePID)
 	}
 	if o.Soak > 0 {
 		fmt.Fprintf(w, "soak: %s at %g/s, service RSS sampled every %s; no baseline\n", o.Soak, o.Rate, o.SampleEvery)

@@ -69,28 +69,48 @@ func TestLoadSmoke(t *testing.T) {
 	checkLoadReport(t, r, "CPU profile", "whole load process")
 }
 
-// TestLoadChildSoak runs the real binary as the service, in a short soak:
-// the memory figures are the child's, and sampled.
-func TestLoadChildSoak(t *testing.T) {
+// TestLoadChild runs the real binary as the service: in a short soak (the
+// memory figures are the child's, and sampled), and in a short run beside
+// the baseline, which then runs as its own process too.
+func TestLoadChild(t *testing.T) {
 	bin := buildBinary(t)
-	o := loadOptions{
-		Users: 20, Rate: 50, Soak: 3 * time.Second, SampleEvery: 500 * time.Millisecond, Senders: 8,
-		Drain: 30 * time.Second, Settle: 100 * time.Millisecond, Binary: bin, Log: io.Discard,
-	}
-	r, err := runLoad(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.ServicePID == 0 {
-		t.Fatal("the service ran in-process")
-	}
-	if len(r.Soak) < 3 {
-		t.Errorf("%d RSS samples in a 3 s soak every 500 ms", len(r.Soak))
-	}
-	if r.Baseline.Sent != 0 {
-		t.Errorf("a soak drove the baseline too (%d callbacks)", r.Baseline.Sent)
-	}
-	checkLoadReport(t, r, "the service's own process", "load process peak RSS", "RSS growth", "soak:")
+	t.Run("soak", func(t *testing.T) {
+		o := loadOptions{
+			Users: 20, Rate: 50, Soak: 3 * time.Second, SampleEvery: 500 * time.Millisecond, Senders: 8,
+			Drain: 30 * time.Second, Settle: 100 * time.Millisecond, Binary: bin, Log: io.Discard,
+		}
+		r, err := runLoad(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ServicePID == 0 {
+			t.Fatal("the service ran in-process")
+		}
+		if len(r.Soak) < 3 {
+			t.Errorf("%d RSS samples in a 3 s soak every 500 ms", len(r.Soak))
+		}
+		if r.Baseline.Sent != 0 || r.BaselinePID != 0 {
+			t.Errorf("a soak drove the baseline too (%d callbacks, pid %d)", r.Baseline.Sent, r.BaselinePID)
+		}
+		checkLoadReport(t, r, "the service's own process", "load process peak RSS", "RSS growth", "soak:")
+	})
+	t.Run("baseline", func(t *testing.T) {
+		o := loadOptions{
+			Users: 20, Rate: 50, Duration: time.Second, Senders: 8,
+			Drain: 30 * time.Second, Binary: bin, Log: io.Discard,
+		}
+		r, err := runLoad(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ServicePID == 0 || r.BaselinePID == 0 || r.BaselinePID == r.ServicePID {
+			t.Fatalf("service pid %d, baseline pid %d: want two processes of their own", r.ServicePID, r.BaselinePID)
+		}
+		if r.Baseline.Accepted == 0 || r.Baseline.Accepted != r.Baseline.Sent || r.Baseline.Failed != 0 {
+			t.Errorf("baseline: %d sent, %d accepted, %d failed", r.Baseline.Sent, r.Baseline.Accepted, r.Baseline.Failed)
+		}
+		checkLoadReport(t, r, "wecombot load-baseline")
+	})
 }
 
 func TestSoakGrowth(t *testing.T) {
@@ -123,5 +143,16 @@ func TestLoadCommandFlags(t *testing.T) {
 		if code := run(context.Background(), append([]string{"load"}, args...), io.Discard, &stderr); code != 2 {
 			t.Errorf("load %v: exit %d, want 2; stderr %s", args, code, stderr.String())
 		}
+	}
+}
+
+func TestLoadBaselineCommandNeedsAConfig(t *testing.T) {
+	var stderr bytes.Buffer
+	missing := filepath.Join(t.TempDir(), "none.yaml")
+	if code := run(context.Background(), []string{"load-baseline", "-config", missing}, io.Discard, &stderr); code != 1 {
+		t.Errorf("load-baseline without a configuration: exit %d, want 1; stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), missing) {
+		t.Errorf("stderr does not name the configuration: %s", stderr.String())
 	}
 }

@@ -43,6 +43,8 @@ commands:
           simulator and a fake LLM, beside a bare signature+decrypt+parse
           baseline (-users -rate -duration -llm-latency -senders -workers
           -drain -cpuprofile -inprocess -settle -soak -sample)
+  load-baseline  the bare baseline alone on server.addr, for the first bot
+          of -config (load starts it as its own process)
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
@@ -106,6 +108,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "health":
 		return health(ctx, *path, *healthURL, *ready, stdout, stderr)
+	case "load-baseline":
+		return runBaseline(ctx, *path, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
