@@ -142,6 +142,7 @@ type Pipeline struct {
 	wg         sync.WaitGroup
 
 	claims      MessageClaims // nil: the database's unique key dedupes alone
+	pacer       *answerPacer  // nil: the store does not report ingest waits
 	stopSweep   context.CancelFunc
 	sweeperDone chan struct{}
 
@@ -168,11 +169,15 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		clock = clockwork.NewRealClock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pipeline{
+	p := &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
+	if w, ok := store.(interface{ IngestWait() (time.Duration, int64) }); ok {
+		p.pacer = newAnswerPacer(w.IngestWait, clock, log)
+	}
+	return p
 }
 
 // instanceName is a lease owner unique to this process.
@@ -254,24 +259,34 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	sweepCtx, stop := context.WithCancel(p.workCtx)
 	p.stopSweep, p.sweeperDone = stop, make(chan struct{})
 	go p.sweeper(sweepCtx)
+	if p.pacer != nil {
+		go every(sweepCtx, p.clock, paceTick, p.pacer.adjust)
+	}
 	return nil
 }
 
 // sweeper looks for users whose messages nobody answers, until ctx ends.
 func (p *Pipeline) sweeper(ctx context.Context) {
 	defer close(p.sweeperDone)
-	t := p.clock.NewTicker(max(p.cfg.Lease/3, 100*time.Millisecond))
+	every(ctx, p.clock, max(p.cfg.Lease/3, 100*time.Millisecond), func() {
+		if n, err := p.sweep(ctx); err != nil && ctx.Err() == nil {
+			p.log.Error("cannot look for unanswered messages", "err", err)
+		} else if n > 0 {
+			p.log.Info("taking over unanswered messages", "users", n)
+		}
+	})
+}
+
+// every calls fn every d of clock until ctx ends.
+func every(ctx context.Context, clock clockwork.Clock, d time.Duration, fn func()) {
+	t := clock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
-			if n, err := p.sweep(ctx); err != nil && ctx.Err() == nil {
-				p.log.Error("cannot look for unanswered messages", "err", err)
-			} else if n > 0 {
-				p.log.Info("taking over unanswered messages", "users", n)
-			}
+			fn()
 		}
 	}
 }
@@ -493,6 +508,11 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 		return p.interrupted(ctx, log, m)
 	default:
 		return true
+	}
+	if p.pacer != nil {
+		if err := p.pacer.wait(ctx); err != nil {
+			return false // stopping or the lease lost: the message stays pending
+		}
 	}
 	if err := p.store.StartAnswer(ctx, m.ID); err != nil {
 		log.Error("cannot start answer", "err", err)

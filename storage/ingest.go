@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // maxBatch bounds how many accepted messages share one transaction.
@@ -28,6 +30,9 @@ type ingest struct {
 	quit   chan struct{}
 	done   chan struct{} // closed when loop has returned
 	closer sync.Once
+	// waited is how long the batches waited at the gate for the
+	// statements of others, in total (ns); batches counts them.
+	waited, batches atomic.Int64
 }
 
 type insertReq struct {
@@ -162,8 +167,11 @@ func (g *ingest) write(batch []*insertReq) {
 // On SQLite it passes the connection's gate first in line.
 func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 	if g.d.gate != nil {
+		t := time.Now()
 		g.d.gate.acquire(true)
 		defer g.d.gate.release()
+		g.waited.Add(int64(time.Since(t)))
+		g.batches.Add(1)
 	}
 	ctx := context.Background() // a callback that gave up still gets its row stored
 	tx, err := g.sqlDB.BeginTx(ctx, nil)

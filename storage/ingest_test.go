@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Concurrent inserts share transactions; every message still gets its own
@@ -65,5 +66,30 @@ func testIngestGroupsConcurrentInserts(t *testing.T) {
 	_, err = db.InsertMessage(context.Background(), &Message{Bot: "b", DedupeKey: "late"})
 	if !errors.Is(err, errClosed) {
 		t.Fatalf("insert after close: %v", err)
+	}
+}
+
+// TestIngestWait: a batch that finds the connection held by another
+// statement counts the wait; one that finds it free counts none.
+func TestIngestWait(t *testing.T) {
+	db, _ := newDB(t)
+	insert := func(key string) {
+		t.Helper()
+		if _, err := db.InsertMessage(t.Context(), &Message{Bot: "b", DedupeKey: key, UserID: "u", MsgType: "text"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("free")
+	waited, batches := db.IngestWait()
+	if batches != 1 || waited > 50*time.Millisecond {
+		t.Fatalf("after one insert on a free connection: waited %v in %d batches", waited, batches)
+	}
+	db.gate.acquire(false) // the answer path holds the connection
+	const hold = 100 * time.Millisecond
+	time.AfterFunc(hold, db.gate.release)
+	insert("held")
+	waited2, batches2 := db.IngestWait()
+	if batches2 != 2 || waited2-waited < hold/2 {
+		t.Fatalf("after an insert that waited %v for the connection: waited %v in %d batches", hold, waited2-waited, batches2)
 	}
 }

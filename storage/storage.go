@@ -203,6 +203,15 @@ func sqliteDSN(dsn string) (string, error) {
 	return dsn + "?" + pragmas, nil
 }
 
+// IngestWait reports how long the ingest's batches of callbacks have waited
+// so far, in total, for SQLite's connection while other statements held it
+// (the answer path's), and how many batches it wrote. On Postgres, whose
+// transactions run side by side, both are 0. The pipeline paces answers on
+// it (adapter.answerPacer).
+func (d *DB) IngestWait() (time.Duration, int64) {
+	return time.Duration(d.ingest.waited.Load()), d.ingest.batches.Load()
+}
+
 // postgres tells the drivers apart after Open: only SQLite has the gate.
 func (d *DB) postgres() bool { return d.gate == nil }
 

@@ -1,0 +1,121 @@
+package adapter
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/time/rate"
+
+	"github.com/wecombot/wecombot/storage"
+)
+
+// paceEnv drives an answerPacer tick by tick: each tick says how many
+// ingest batches there were, how long each waited, and how many answers
+// started.
+type paceEnv struct {
+	t       *testing.T
+	clock   *clockwork.FakeClock
+	p       *answerPacer
+	waited  time.Duration
+	batches int64
+}
+
+func newPaceEnv(t *testing.T) *paceEnv {
+	e := &paceEnv{t: t, clock: clockwork.NewFakeClock()}
+	e.p = newAnswerPacer(func() (time.Duration, int64) { return e.waited, e.batches }, e.clock, slog.New(slog.DiscardHandler))
+	return e
+}
+
+func (e *paceEnv) tick(batches int64, waitEach time.Duration, started int64) rate.Limit {
+	e.batches += batches
+	e.waited += time.Duration(batches) * waitEach
+	e.p.started.Add(started)
+	e.clock.Advance(paceTick)
+	e.p.adjust()
+	l := e.p.limit()
+	if l != rate.Inf {
+		l = rate.Limit(math.Round(float64(l)*1000) / 1000) // 0.7×350 is 244.99999999999997
+	}
+	return l
+}
+
+func TestPacerPacesWhileCallbacksWait(t *testing.T) {
+	e := newPaceEnv(t)
+	// 100 ms ticks: 50 answers started in one is 500 a second.
+	if got := e.tick(100, 10*time.Microsecond, 50); got != rate.Inf {
+		t.Fatalf("callbacks waited 10µs each: pace %v, want none", got)
+	}
+	if got := e.tick(100, time.Millisecond, 50); got != 350 {
+		t.Fatalf("callbacks waited 1ms each at 500 answers/s: pace %v, want 350 (70%%)", got)
+	}
+	if got := e.tick(100, time.Millisecond, 35); got != 245 {
+		t.Fatalf("still waiting at 350/s: pace %v, want 245", got)
+	}
+	if got := e.tick(100, time.Millisecond, 0); got != paceMin {
+		t.Fatalf("waiting with no answer started: pace %v, want the floor %d", got, paceMin)
+	}
+	if got := e.tick(100, 0, 1); got != paceMin*1.2+1 {
+		t.Fatalf("no wait, the pace used: pace %v, want it raised to %v", got, paceMin*1.2+1)
+	}
+	if got := e.tick(0, 0, 0); got != rate.Inf {
+		t.Fatalf("no wait and no answer wanting to start: pace %v, want none", got)
+	}
+}
+
+func TestPacerWait(t *testing.T) {
+	e := newPaceEnv(t)
+	ctx := context.Background()
+	for range 3 {
+		if err := e.p.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.p.started.Load(); n != 3 {
+		t.Fatalf("%d answers counted as started, want 3", n)
+	}
+	e.p.lim.SetLimit(paceMin)
+	for range paceBurst { // the burst is not held back
+		if err := e.p.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next start is 1/paceMin away: a context ending sooner fails it
+	// at once, and it does not count.
+	short, cancel := context.WithTimeout(ctx, time.Second/(2*paceMin))
+	defer cancel()
+	if err := e.p.wait(short); err == nil {
+		t.Fatal("wait returned before the pace allowed")
+	}
+	if n := e.p.started.Load(); n != 3+paceBurst {
+		t.Fatalf("%d answers counted as started, want %d", n, 3+paceBurst)
+	}
+}
+
+// TestPipelinePacedAnswersAll: a pipeline on SQLite has a pacer, and held
+// to its floor it still answers every message.
+func TestPipelinePacedAnswersAll(t *testing.T) {
+	e := newPipelineEnv(t, PipelineConfig{Workers: 4, Replies: testReplies}, nil)
+	if e.p.pacer == nil {
+		t.Fatal("no pacer on SQLite")
+	}
+	e.p.pacer.lim.SetLimit(paceMin)
+	if err := e.p.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 2 * paceBurst {
+		ids = append(ids, e.text(string(rune('a'+i)), "hi"))
+	}
+	for _, id := range ids {
+		if m := e.done(id); m.State == storage.MessageFailed {
+			t.Fatalf("message %d ended %s", id, m.State)
+		}
+	}
+	if n := e.p.pacer.started.Load(); n != int64(len(ids)) {
+		t.Fatalf("%d answers started through the pacer, want %d", n, len(ids))
+	}
+}
