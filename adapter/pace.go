@@ -18,8 +18,8 @@ import (
 // shares the CPU with it (BENCHMARKS.md, session 4). So when the ingest's
 // batches waited longer than paceWait each, on average over a tick, the
 // rate at which answers start is cut to 70 % of what it was; while they do
-// not, it grows back by a fifth a tick, and once it no longer binds answers
-// are not paced at all. An LLM that takes seconds leaves the database idle
+// not, it grows back by a fifth a tick, and once it has not bound for a
+// second (paceRelease ticks) answers are not paced at all. An LLM that takes seconds leaves the database idle
 // between answers: nothing is paced then. Answers are never held below
 // paceMin a second.
 type answerPacer struct {
@@ -31,14 +31,19 @@ type answerPacer struct {
 	lastWait    time.Duration
 	lastBatches int64
 	lastAdjust  time.Time
+	slack       int // ticks in a row the limit did not bind
 	clock       clockwork.Clock
 }
 
 const (
 	paceTick  = 100 * time.Millisecond
-	paceWait  = 250 * time.Microsecond // mean wait of an ingest batch above which answers are paced
+	paceWait  = 100 * time.Microsecond // mean wait of an ingest batch above which answers are paced
 	paceMin   = 10                     // answers a second, however busy the ingest
 	paceBurst = 4
+	// paceRelease is how many ticks in a row fewer answers must want to
+	// start than the limit allows before it is dropped: a burst of
+	// callbacks comes and goes, the pacing should not flap with it.
+	paceRelease = 10
 )
 
 // newAnswerPacer returns a pacer on waits, the ingest's total wait and
@@ -86,11 +91,15 @@ func (p *answerPacer) adjust() {
 		p.lim.SetLimit(rate.Limit(next))
 	case limit == rate.Inf:
 	case started < float64(limit)/2: // fewer answers want to start than may
-		p.lim.SetLimit(rate.Inf)
-		p.log.Info("answers no longer paced")
+		if p.slack++; p.slack >= paceRelease {
+			p.lim.SetLimit(rate.Inf)
+			p.log.Info("answers no longer paced")
+		}
+		return
 	default:
 		p.lim.SetLimit(limit*1.2 + 1)
 	}
+	p.slack = 0
 }
 
 // limit is the current pace in answers a second (rate.Inf: none).

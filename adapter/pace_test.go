@@ -61,8 +61,14 @@ func TestPacerPacesWhileCallbacksWait(t *testing.T) {
 	if got := e.tick(100, 0, 1); got != paceMin*1.2+1 {
 		t.Fatalf("no wait, the pace used: pace %v, want it raised to %v", got, paceMin*1.2+1)
 	}
-	if got := e.tick(0, 0, 0); got != rate.Inf {
-		t.Fatalf("no wait and no answer wanting to start: pace %v, want none", got)
+	for i := range paceRelease {
+		got := e.tick(0, 0, 0)
+		if i < paceRelease-1 && got == rate.Inf {
+			t.Fatalf("the pace dropped after %d quiet ticks, want %d", i+1, paceRelease)
+		}
+		if i == paceRelease-1 && got != rate.Inf {
+			t.Fatalf("no wait and no answer wanting to start for %d ticks: pace %v, want none", paceRelease, got)
+		}
 	}
 }
 
