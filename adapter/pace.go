@@ -8,6 +8,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
+
+	"github.com/wecombot/wecombot/storage"
 )
 
 // answerPacer holds answers back while callbacks wait for them. WeCom waits
@@ -16,7 +18,9 @@ import (
 // first, but never in the middle of a statement). When an LLM answers at
 // once, the answer path is busy enough that the ingest waits for it and
 // shares the CPU with it (BENCHMARKS.md, session 4). So when the ingest's
-// batches waited longer than paceWait each, on average over a tick, the
+// batches waited longer than paceWait each, on average over a tick, and
+// longer than they then took to write (a slow disk makes every write, the
+// answer path's too, long: waits of that order are no reason), the
 // rate at which answers start is cut to 70 % of what it was; while they do
 // not, it grows back by a fifth a tick, and once it has not bound for a
 // second (paceRelease ticks) answers are not paced at all. An LLM that takes seconds leaves the database idle
@@ -24,15 +28,14 @@ import (
 // paceMin a second.
 type answerPacer struct {
 	lim   *rate.Limiter
-	waits func() (time.Duration, int64) // storage.DB.IngestWait
+	stats func() storage.IngestStats // storage.DB.IngestStats
 	log   *slog.Logger
 
-	started     atomic.Int64 // answers started since the last adjust
-	lastWait    time.Duration
-	lastBatches int64
-	lastAdjust  time.Time
-	slack       int // ticks in a row the limit did not bind
-	clock       clockwork.Clock
+	started    atomic.Int64 // answers started since the last adjust
+	last       storage.IngestStats
+	lastAdjust time.Time
+	slack      int // ticks in a row the limit did not bind
+	clock      clockwork.Clock
 }
 
 const (
@@ -46,11 +49,11 @@ const (
 	paceRelease = 10
 )
 
-// newAnswerPacer returns a pacer on waits, the ingest's total wait and
-// batch count so far; it paces nothing until adjust finds a reason.
-func newAnswerPacer(waits func() (time.Duration, int64), clock clockwork.Clock, log *slog.Logger) *answerPacer {
-	p := &answerPacer{lim: rate.NewLimiter(rate.Inf, paceBurst), waits: waits, clock: clock, log: log}
-	p.lastWait, p.lastBatches = waits()
+// newAnswerPacer returns a pacer on stats, the ingest's totals so far; it
+// paces nothing until adjust finds a reason.
+func newAnswerPacer(stats func() storage.IngestStats, clock clockwork.Clock, log *slog.Logger) *answerPacer {
+	p := &answerPacer{lim: rate.NewLimiter(rate.Inf, paceBurst), stats: stats, clock: clock, log: log}
+	p.last = stats()
 	p.lastAdjust = clock.Now()
 	return p
 }
@@ -73,20 +76,24 @@ func (p *answerPacer) adjust() {
 		return
 	}
 	p.lastAdjust = now
-	w, n := p.waits()
-	dw, dn := w-p.lastWait, n-p.lastBatches
-	p.lastWait, p.lastBatches = w, n
+	s := p.stats()
+	n := s.Batches - p.last.Batches
+	var wait, write time.Duration // per batch
+	if n > 0 {
+		wait, write = (s.Waited-p.last.Waited)/time.Duration(n), (s.Wrote-p.last.Wrote)/time.Duration(n)
+	}
+	p.last = s
 	started := float64(p.started.Swap(0)) / elapsed.Seconds()
 	limit := p.lim.Limit()
 	switch {
-	case dn > 0 && dw/time.Duration(dn) > paceWait:
+	case wait > max(paceWait, write):
 		base := started
 		if limit != rate.Inf {
 			base = min(base, float64(limit))
 		}
 		next := max(paceMin, 0.7*base)
 		if limit == rate.Inf {
-			p.log.Info("pacing answers: callbacks wait for them", "answers_per_second", int(next), "callback_wait", dw/time.Duration(dn))
+			p.log.Info("pacing answers: callbacks wait for them", "answers_per_second", int(next), "callback_wait", wait)
 		}
 		p.lim.SetLimit(rate.Limit(next))
 	case limit == rate.Inf:

@@ -14,25 +14,26 @@ import (
 )
 
 // paceEnv drives an answerPacer tick by tick: each tick says how many
-// ingest batches there were, how long each waited, and how many answers
-// started.
+// ingest batches there were, how long each waited and then wrote (writeEach:
+// 50 µs unless set), and how many answers started.
 type paceEnv struct {
-	t       *testing.T
-	clock   *clockwork.FakeClock
-	p       *answerPacer
-	waited  time.Duration
-	batches int64
+	t         *testing.T
+	clock     *clockwork.FakeClock
+	p         *answerPacer
+	stats     storage.IngestStats
+	writeEach time.Duration
 }
 
 func newPaceEnv(t *testing.T) *paceEnv {
-	e := &paceEnv{t: t, clock: clockwork.NewFakeClock()}
-	e.p = newAnswerPacer(func() (time.Duration, int64) { return e.waited, e.batches }, e.clock, slog.New(slog.DiscardHandler))
+	e := &paceEnv{t: t, clock: clockwork.NewFakeClock(), writeEach: 50 * time.Microsecond}
+	e.p = newAnswerPacer(func() storage.IngestStats { return e.stats }, e.clock, slog.New(slog.DiscardHandler))
 	return e
 }
 
 func (e *paceEnv) tick(batches int64, waitEach time.Duration, started int64) rate.Limit {
-	e.batches += batches
-	e.waited += time.Duration(batches) * waitEach
+	e.stats.Batches += batches
+	e.stats.Waited += time.Duration(batches) * waitEach
+	e.stats.Wrote += time.Duration(batches) * e.writeEach
 	e.p.started.Add(started)
 	e.clock.Advance(paceTick)
 	e.p.adjust()
@@ -69,6 +70,19 @@ func TestPacerPacesWhileCallbacksWait(t *testing.T) {
 		if i == paceRelease-1 && got != rate.Inf {
 			t.Fatalf("no wait and no answer wanting to start for %d ticks: pace %v, want none", paceRelease, got)
 		}
+	}
+}
+
+// TestPacerSlowDisk: on a disk where every commit takes 5 ms, the ingest
+// waiting 1 ms a batch for the answer path's commits is no reason to pace.
+func TestPacerSlowDisk(t *testing.T) {
+	e := newPaceEnv(t)
+	e.writeEach = 5 * time.Millisecond
+	if got := e.tick(100, time.Millisecond, 50); got != rate.Inf {
+		t.Fatalf("callbacks waited 1ms each, writes took 5ms: pace %v, want none", got)
+	}
+	if got := e.tick(100, 20*time.Millisecond, 50); got != 350 {
+		t.Fatalf("callbacks waited 20ms each, writes took 5ms: pace %v, want 350", got)
 	}
 }
 

@@ -174,8 +174,8 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
-	if w, ok := store.(interface{ IngestWait() (time.Duration, int64) }); ok {
-		p.pacer = newAnswerPacer(w.IngestWait, clock, log)
+	if w, ok := store.(interface{ IngestStats() storage.IngestStats }); ok {
+		p.pacer = newAnswerPacer(w.IngestStats, clock, log)
 	}
 	return p
 }

@@ -31,8 +31,9 @@ type ingest struct {
 	done   chan struct{} // closed when loop has returned
 	closer sync.Once
 	// waited is how long the batches waited at the gate for the
-	// statements of others, in total (ns); batches counts them.
-	waited, batches atomic.Int64
+	// statements of others, in total (ns); wrote how long they took once
+	// through it (ns); batches counts them.
+	waited, wrote, batches atomic.Int64
 }
 
 type insertReq struct {
@@ -170,8 +171,9 @@ func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 		t := time.Now()
 		g.d.gate.acquire(true)
 		defer g.d.gate.release()
-		g.waited.Add(int64(time.Since(t)))
-		g.batches.Add(1)
+		through := time.Now()
+		g.waited.Add(int64(through.Sub(t)))
+		defer func() { g.wrote.Add(int64(time.Since(through))); g.batches.Add(1) }()
 	}
 	ctx := context.Background() // a callback that gave up still gets its row stored
 	tx, err := g.sqlDB.BeginTx(ctx, nil)

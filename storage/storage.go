@@ -203,13 +203,21 @@ func sqliteDSN(dsn string) (string, error) {
 	return dsn + "?" + pragmas, nil
 }
 
-// IngestWait reports how long the ingest's batches of callbacks have waited
-// so far, in total, for SQLite's connection while other statements held it
-// (the answer path's), and how many batches it wrote. On Postgres, whose
-// transactions run side by side, both are 0. The pipeline paces answers on
-// it (adapter.answerPacer).
-func (d *DB) IngestWait() (time.Duration, int64) {
-	return time.Duration(d.ingest.waited.Load()), d.ingest.batches.Load()
+// IngestStats are totals of the ingest's batches of callbacks so far.
+type IngestStats struct {
+	Batches int64
+	// Waited is how long they waited for SQLite's connection while other
+	// statements held it (the answer path's); Wrote how long they then
+	// took to write and commit.
+	Waited, Wrote time.Duration
+}
+
+// IngestStats reports the ingest's totals. On Postgres, whose transactions
+// run side by side, they are zero. The pipeline paces answers on them
+// (adapter.answerPacer).
+func (d *DB) IngestStats() IngestStats {
+	return IngestStats{Batches: d.ingest.batches.Load(),
+		Waited: time.Duration(d.ingest.waited.Load()), Wrote: time.Duration(d.ingest.wrote.Load())}
 }
 
 // postgres tells the drivers apart after Open: only SQLite has the gate.
