@@ -32,10 +32,14 @@ type answerPacer struct {
 	log   *slog.Logger
 
 	started    atomic.Int64 // answers started since the last adjust
+	rate       float64      // answers started a second, smoothed over ticks
+	warm       bool         // rate has its first tick
 	last       storage.IngestStats
 	lastAdjust time.Time
 	slack      int // ticks in a row the limit did not bind
 	clock      clockwork.Clock
+	pacedSince time.Time // zero: not paced
+	logged     time.Time // the last line logged about pacing
 }
 
 const (
@@ -47,6 +51,9 @@ const (
 	// start than the limit allows before it is dropped: a burst of
 	// callbacks comes and goes, the pacing should not flap with it.
 	paceRelease = 10
+	// paceLogEvery spaces the log lines about pacing: load that hovers
+	// about the threshold would otherwise log every second.
+	paceLogEvery = time.Minute
 )
 
 // newAnswerPacer returns a pacer on stats, the ingest's totals so far; it
@@ -84,29 +91,48 @@ func (p *answerPacer) adjust() {
 	}
 	p.last = s
 	started := float64(p.started.Swap(0)) / elapsed.Seconds()
+	// The cut starts from the rate of the last few ticks: one tick in
+	// which the workers all waited for the model is no measure of it.
+	if p.warm {
+		p.rate = 0.7*p.rate + 0.3*started
+	} else {
+		p.rate, p.warm = started, true
+	}
 	limit := p.lim.Limit()
 	switch {
 	case wait > max(paceWait, write):
-		base := started
+		base := p.rate
 		if limit != rate.Inf {
 			base = min(base, float64(limit))
 		}
 		next := max(paceMin, 0.7*base)
 		if limit == rate.Inf {
-			p.log.Info("pacing answers: callbacks wait for them", "answers_per_second", int(next), "callback_wait", wait)
+			p.pacedSince = now
+			p.note(now, "pacing answers: callbacks wait for them", "answers_per_second", int(next), "callback_wait", wait)
 		}
 		p.lim.SetLimit(rate.Limit(next))
 	case limit == rate.Inf:
 	case started < float64(limit)/2: // fewer answers want to start than may
 		if p.slack++; p.slack >= paceRelease {
 			p.lim.SetLimit(rate.Inf)
-			p.log.Info("answers no longer paced")
+			p.note(now, "answers no longer paced", "paced_for", now.Sub(p.pacedSince).Round(100*time.Millisecond))
+			p.pacedSince = time.Time{}
 		}
 		return
 	default:
 		p.lim.SetLimit(limit*1.2 + 1)
 	}
 	p.slack = 0
+}
+
+// note logs msg unless a line about pacing was logged less than
+// paceLogEvery ago.
+func (p *answerPacer) note(now time.Time, msg string, args ...any) {
+	if !p.logged.IsZero() && now.Sub(p.logged) < paceLogEvery {
+		return
+	}
+	p.logged = now
+	p.log.Info(msg, args...)
 }
 
 // limit is the current pace in answers a second (rate.Inf: none).

@@ -53,11 +53,25 @@ func TestPacerPacesWhileCallbacksWait(t *testing.T) {
 	if got := e.tick(100, time.Millisecond, 50); got != 350 {
 		t.Fatalf("callbacks waited 1ms each at 500 answers/s: pace %v, want 350 (70%%)", got)
 	}
+	// The rate is smoothed over ticks (0.7 old, 0.3 new): 455/s now, but
+	// the cut starts from the pace when that is lower.
 	if got := e.tick(100, time.Millisecond, 35); got != 245 {
 		t.Fatalf("still waiting at 350/s: pace %v, want 245", got)
 	}
-	if got := e.tick(100, time.Millisecond, 0); got != paceMin {
-		t.Fatalf("waiting with no answer started: pace %v, want the floor %d", got, paceMin)
+	if got := e.tick(100, time.Millisecond, 0); got != 171.5 {
+		t.Fatalf("waiting, no answer started this tick: pace %v, want 171.5", got)
+	}
+	for i := 0; ; i++ {
+		got := e.tick(100, time.Millisecond, 0)
+		if got < paceMin {
+			t.Fatalf("pace %v under the floor %d", got, paceMin)
+		}
+		if got == paceMin {
+			break
+		}
+		if i == 20 {
+			t.Fatalf("still %v after 20 ticks of waiting with no answer started, want the floor %d", got, paceMin)
+		}
 	}
 	if got := e.tick(100, 0, 1); got != paceMin*1.2+1 {
 		t.Fatalf("no wait, the pace used: pace %v, want it raised to %v", got, paceMin*1.2+1)
@@ -70,6 +84,18 @@ func TestPacerPacesWhileCallbacksWait(t *testing.T) {
 		if i == paceRelease-1 && got != rate.Inf {
 			t.Fatalf("no wait and no answer wanting to start for %d ticks: pace %v, want none", paceRelease, got)
 		}
+	}
+}
+
+// TestPacerQuietTick: one tick without answers (the workers all waited for
+// the model) does not make the first cut start from nothing.
+func TestPacerQuietTick(t *testing.T) {
+	e := newPaceEnv(t)
+	for range 3 {
+		e.tick(100, 0, 50) // 500 answers/s, nobody waits
+	}
+	if got := e.tick(100, time.Millisecond, 0); got != 245 {
+		t.Fatalf("callbacks wait in a tick without answers, after 500/s: pace %v, want 245 (70%% of 350, the smoothed rate)", got)
 	}
 }
 
@@ -97,15 +123,15 @@ func TestPacerWait(t *testing.T) {
 	if n := e.p.started.Load(); n != 3 {
 		t.Fatalf("%d answers counted as started, want 3", n)
 	}
-	e.p.lim.SetLimit(paceMin)
-	for range paceBurst { // the burst is not held back
+	e.p.lim.SetLimit(0.01) // a start every 100 s
+	for range paceBurst {  // the burst is not held back
 		if err := e.p.wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The next start is 1/paceMin away: a context ending sooner fails it
-	// at once, and it does not count.
-	short, cancel := context.WithTimeout(ctx, time.Second/(2*paceMin))
+	// The next start is 100 s away: a context ending sooner fails it at
+	// once, and it does not count.
+	short, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := e.p.wait(short); err == nil {
 		t.Fatal("wait returned before the pace allowed")

@@ -141,10 +141,10 @@ type Pipeline struct {
 	cancelWork context.CancelFunc
 	wg         sync.WaitGroup
 
-	claims      MessageClaims // nil: the database's unique key dedupes alone
-	pacer       *answerPacer  // nil: the store does not report ingest waits
-	stopSweep   context.CancelFunc
-	sweeperDone chan struct{}
+	claims     MessageClaims // nil: the database's unique key dedupes alone
+	pacer      *answerPacer  // nil: not on SQLite (nothing waits for the answers)
+	stopSweep  context.CancelFunc
+	background sync.WaitGroup // the sweeper and the pacer
 
 	mu      sync.Mutex
 	again   map[userKey]bool // woken while being served: look again before leaving
@@ -174,8 +174,12 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
-	if w, ok := store.(interface{ IngestStats() storage.IngestStats }); ok {
-		p.pacer = newAnswerPacer(w.IngestStats, clock, log)
+	if w, ok := store.(interface {
+		IngestStats() (storage.IngestStats, bool)
+	}); ok {
+		if _, ok := w.IngestStats(); ok {
+			p.pacer = newAnswerPacer(func() storage.IngestStats { s, _ := w.IngestStats(); return s }, clock, log)
+		}
 	}
 	return p
 }
@@ -257,17 +261,16 @@ func (p *Pipeline) Start(ctx context.Context) error {
 		p.log.Info("resuming unanswered messages", "users", n)
 	}
 	sweepCtx, stop := context.WithCancel(p.workCtx)
-	p.stopSweep, p.sweeperDone = stop, make(chan struct{})
-	go p.sweeper(sweepCtx)
+	p.stopSweep = stop
+	p.background.Go(func() { p.sweeper(sweepCtx) })
 	if p.pacer != nil {
-		go every(sweepCtx, p.clock, paceTick, p.pacer.adjust)
+		p.background.Go(func() { every(sweepCtx, p.clock, paceTick, p.pacer.adjust) })
 	}
 	return nil
 }
 
 // sweeper looks for users whose messages nobody answers, until ctx ends.
 func (p *Pipeline) sweeper(ctx context.Context) {
-	defer close(p.sweeperDone)
 	every(ctx, p.clock, max(p.cfg.Lease/3, 100*time.Millisecond), func() {
 		if n, err := p.sweep(ctx); err != nil && ctx.Err() == nil {
 			p.log.Error("cannot look for unanswered messages", "err", err)
@@ -312,7 +315,7 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	if p.stopSweep != nil {
 		p.stopSweep()
-		<-p.sweeperDone
+		p.background.Wait()
 	}
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
@@ -325,6 +328,13 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// stopping says whether Shutdown has begun.
+func (p *Pipeline) stopping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // enqueue wakes a worker for user k.
@@ -510,7 +520,7 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 		return true
 	}
 	if p.pacer != nil {
-		if err := p.pacer.wait(ctx); err != nil {
+		if err := p.pacer.wait(ctx); err != nil || p.stopping() {
 			return false // stopping or the lease lost: the message stays pending
 		}
 	}

@@ -87,7 +87,7 @@ func TestAPIClientKeepsItsConnections(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	if n := dialled.Load(); n > atOnce+atOnce/2 { // slack: a connection goes back to the pool just after its answer is read
+	if n := dialled.Load(); n > 40 { // slack over 16: a connection goes back to the pool just after its answer is read; the default transport dials 72
 		t.Fatalf("%d connections for %d sends, %d at a time", n, atOnce*rounds, atOnce)
 	}
 }

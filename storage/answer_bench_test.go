@@ -23,7 +23,7 @@ func BenchmarkAnswerPath(b *testing.B) {
 	seq := 0
 	// answer runs one message of user u through every call; record, when
 	// set, is given the duration of each.
-	answer := func(u int, record func(call string, d time.Duration)) {
+	answer := func(b *testing.B, u int, record func(call string, d time.Duration)) {
 		if record == nil {
 			record = func(string, time.Duration) {}
 		}
@@ -74,14 +74,14 @@ func BenchmarkAnswerPath(b *testing.B) {
 		})
 	}
 	for i := range 5 * users {
-		answer(i%users, nil)
+		answer(b, i%users, nil)
 	}
 	for _, call := range []string{"InsertMessage", "NextPending", "StartAnswer", "History", "SaveAnswer", "ClaimPart", "MarkSent", "NextPending (none)"} {
 		b.Run(call, func(b *testing.B) {
 			var total time.Duration
 			n := 0
 			for b.Loop() {
-				answer(n%users, func(c string, d time.Duration) {
+				answer(b, n%users, func(c string, d time.Duration) {
 					if c == call {
 						total += d
 					}

@@ -237,3 +237,24 @@ func testCancelledWhileWaiting(t *testing.T, write func(*gorm.DB) error) {
 		t.Fatalf("%d messages stored by a cancelled statement", got)
 	}
 }
+
+// TestGatedTxCancelledBetweenStatements: a transaction began, then its
+// caller gave up: the next statement fails with the cancellation, nothing of
+// the transaction is kept, and the connection is free again.
+func TestGatedTxCancelledBetweenStatements(t *testing.T) {
+	db, _ := newDB(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	err := db.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k1', 'u', 'text', 'received')").Error; err != nil {
+			return err
+		}
+		cancel()
+		return tx.Exec("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, state) VALUES ('b', 'k2', 'u', 'text', 'received')").Error
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("transaction cancelled between its statements: %v", err)
+	}
+	if got := messageCount(t, db); got != 0 { // also: the gate is free again
+		t.Fatalf("%d messages kept by a rolled-back transaction", got)
+	}
+}

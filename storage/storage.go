@@ -212,12 +212,12 @@ type IngestStats struct {
 	Waited, Wrote time.Duration
 }
 
-// IngestStats reports the ingest's totals. On Postgres, whose transactions
-// run side by side, they are zero. The pipeline paces answers on them
-// (adapter.answerPacer).
-func (d *DB) IngestStats() IngestStats {
+// IngestStats reports the ingest's totals, and false on Postgres, whose
+// transactions run side by side: nothing waits there. The pipeline paces
+// answers on them (adapter.answerPacer).
+func (d *DB) IngestStats() (IngestStats, bool) {
 	return IngestStats{Batches: d.ingest.batches.Load(),
-		Waited: time.Duration(d.ingest.waited.Load()), Wrote: time.Duration(d.ingest.wrote.Load())}
+		Waited: time.Duration(d.ingest.waited.Load()), Wrote: time.Duration(d.ingest.wrote.Load())}, !d.postgres()
 }
 
 // postgres tells the drivers apart after Open: only SQLite has the gate.

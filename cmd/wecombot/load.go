@@ -342,6 +342,7 @@ func startChild(ctx context.Context, cfg *Config, dir string, o loadOptions, com
 		return nil, err
 	}
 	cmd := exec.Command(bin, command, "-config", path)
+	cmd.Env = append(os.Environ(), loadChildEnv+"=1")
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s %s: %w", bin, command, err)
@@ -608,10 +609,22 @@ func (r *loadReport) collectAnswers(ctx context.Context, sim *wecomsim.Server, s
 	r.E2E = e2e
 }
 
+// loadChildEnv marks the processes the load command starts: load-baseline
+// runs only with it.
+const loadChildEnv = "WECOMBOT_LOAD_CHILD"
+
 // runBaseline serves baselineHandler for the first bot of the configuration
 // at path on its server.addr until ctx ends: `wecombot load-baseline`, which
-// the load command starts as its own process when the service runs as one.
+// the load command starts as its own process when the service runs as one,
+// with the GC settings of serve. It answers 200 to callbacks without storing
+// them, so it refuses to run unless started by load, and on anything but a
+// loopback address: pointed at a real config by mistake, it would drop
+// users' messages.
 func runBaseline(ctx context.Context, path string, stderr io.Writer) int {
+	if os.Getenv(loadChildEnv) != "1" {
+		fmt.Fprintln(stderr, "wecombot load-baseline: started by `wecombot load` only (it acknowledges callbacks without storing them)")
+		return 2
+	}
 	cfg, err := loadConfig(path, stderr)
 	if err != nil {
 		return 1
@@ -620,6 +633,12 @@ func runBaseline(ctx context.Context, path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "wecombot load-baseline: no bot configured")
 		return 1
 	}
+	host, _, err := net.SplitHostPort(cfg.Server.Addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		fmt.Fprintf(stderr, "wecombot load-baseline: server.addr %q is not a loopback address\n", cfg.Server.Addr)
+		return 1
+	}
+	tuneGC(os.Getenv)
 	b := cfg.Bots[0]
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {

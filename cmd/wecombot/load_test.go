@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // checkLoadReport checks what every run must show: nothing lost or
@@ -146,13 +149,43 @@ func TestLoadCommandFlags(t *testing.T) {
 	}
 }
 
-func TestLoadBaselineCommandNeedsAConfig(t *testing.T) {
-	var stderr bytes.Buffer
-	missing := filepath.Join(t.TempDir(), "none.yaml")
-	if code := run(context.Background(), []string{"load-baseline", "-config", missing}, io.Discard, &stderr); code != 1 {
-		t.Errorf("load-baseline without a configuration: exit %d, want 1; stderr %s", code, stderr.String())
+// TestLoadBaselineCommandRefuses: load-baseline acknowledges callbacks
+// without storing them; it runs only when load starts it, on loopback.
+func TestLoadBaselineCommandRefuses(t *testing.T) {
+	dir := t.TempDir()
+	cfg := defaults()
+	cfg.Server.Addr = "0.0.0.0:0"
+	cfg.Storage.DSN = filepath.Join(dir, "x.db")
+	cfg.LLM.APIKey = "sk-x"
+	cfg.Admin.Password = "admin-password"
+	cfg.Bots = []BotConfig{newSimBot("b", "ww0000000000000001", 1000001)}
+	public := filepath.Join(dir, "public.yaml")
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(stderr.String(), missing) {
-		t.Errorf("stderr does not name the configuration: %s", stderr.String())
+	if err := os.WriteFile(public, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "none.yaml")
+	for _, c := range []struct {
+		name, env, config string
+		code              int
+		says              string
+	}{
+		{"not started by load", "", public, 2, "wecombot load"},
+		{"no configuration", "1", missing, 1, missing},
+		{"a public address", "1", public, 1, "not a loopback address"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(loadChildEnv, c.env)
+			var stderr bytes.Buffer
+			if code := run(context.Background(), []string{"load-baseline", "-config", c.config}, io.Discard, &stderr); code != c.code {
+				t.Errorf("exit %d, want %d; stderr %s", code, c.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), c.says) {
+				t.Errorf("stderr does not say %q: %s", c.says, stderr.String())
+			}
+		})
 	}
 }

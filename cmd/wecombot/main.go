@@ -43,8 +43,6 @@ commands:
           simulator and a fake LLM, beside a bare signature+decrypt+parse
           baseline (-users -rate -duration -llm-latency -senders -workers
           -drain -cpuprofile -inprocess -settle -soak -sample)
-  load-baseline  the bare baseline alone on server.addr, for the first bot
-          of -config (load starts it as its own process)
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
