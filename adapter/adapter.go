@@ -93,6 +93,9 @@ func New(o Options) (*App, error) {
 	}
 	a.outbox = NewOutbox(o.Outbox, o.Store, a.sendText, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
+	if a.pipeline.pacer != nil {
+		o.Metrics.watchPacer(a.pipeline.pacer)
+	}
 	if o.Claims != nil {
 		a.pipeline.UseClaims(o.Claims)
 	}

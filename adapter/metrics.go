@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // Metrics are the Prometheus metrics of the WeCom side of the service. The
@@ -14,9 +15,11 @@ type Metrics struct {
 	fetches   *prometheus.CounterVec
 	apiErrors *prometheus.CounterVec
 	expiry    *prometheus.Desc
+	pace      *prometheus.Desc
 
 	mu       sync.Mutex
 	managers []*TokenManager
+	pacers   []*answerPacer
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -33,6 +36,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"bot", "api", "errcode"}),
 		expiry: prometheus.NewDesc("wecombot_token_expires_in_seconds",
 			"Seconds until the bot's current access token expires (0: none).", []string{"bot"}, nil),
+		pace: prometheus.NewDesc("wecombot_answers_paced_per_second",
+			"Answers a second allowed to start while they are paced because callbacks wait for them (SQLite); 0: not paced.", nil, nil),
 	}
 	if reg != nil {
 		reg.MustRegister(m.fetches, m.apiErrors, m)
@@ -46,17 +51,31 @@ func (m *Metrics) watch(tm *TokenManager) {
 	m.mu.Unlock()
 }
 
-// Describe implements prometheus.Collector for the expiry gauge, computed at
-// scrape time so it counts down without anyone updating it.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.expiry }
+func (m *Metrics) watchPacer(p *answerPacer) {
+	m.mu.Lock()
+	m.pacers = append(m.pacers, p)
+	m.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector for the gauges computed at
+// scrape time: the token expiry counts down without anyone updating it.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.expiry; ch <- m.pace }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	managers := append([]*TokenManager(nil), m.managers...)
+	pacers := append([]*answerPacer(nil), m.pacers...)
 	m.mu.Unlock()
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
+	}
+	for _, p := range pacers {
+		v := 0.0
+		if l := p.limit(); l != rate.Inf {
+			v = float64(l)
+		}
+		ch <- prometheus.MustNewConstMetric(m.pace, prometheus.GaugeValue, v)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/wecombot/wecombot/storage"
@@ -164,4 +165,23 @@ func TestPipelinePacedAnswersAll(t *testing.T) {
 	if n := e.p.pacer.started.Load(); n != int64(len(ids)) {
 		t.Fatalf("%d answers started through the pacer, want %d", n, len(ids))
 	}
+}
+
+// TestPaceMetric: the gauge shows the pace while answers are paced, 0
+// otherwise.
+func TestPaceMetric(t *testing.T) {
+	e := newPaceEnv(t)
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.watchPacer(e.p)
+	want := func(v float64) {
+		t.Helper()
+		if got, ok := tokMetric(t, reg, "wecombot_answers_paced_per_second", nil); !ok || got != v {
+			t.Fatalf("wecombot_answers_paced_per_second = %v (%v), want %v", got, ok, v)
+		}
+	}
+	want(0)
+	e.tick(100, 0, 50)
+	e.tick(100, time.Millisecond, 50)
+	want(350)
 }

@@ -422,6 +422,7 @@ func TestEndToEnd(t *testing.T) {
 			// Counters belong to the process: the restarted one fetched once.
 			`wecombot_token_fetch_total{bot="helpdesk",result="ok"} 1`,
 			`wecombot_token_expires_in_seconds{bot="helpdesk"} 7`,
+			"wecombot_answers_paced_per_second 0", // SQLite, nothing waiting
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("metrics lack %s", want)
