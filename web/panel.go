@@ -29,14 +29,15 @@ type renderer struct {
 	pages   map[string]*template.Template
 	dicts   map[string]map[string]string
 	loc     *time.Location
+	now     func() time.Time // Options.Now: the zone's name and offset are today's
 	log     *slog.Logger
 	version string // of the static assets, for their URLs' cache busting
 	files   http.Handler
 	chat    bool // the menu shows the chat page (demo mode)
 }
 
-func newRenderer(loc *time.Location, log *slog.Logger) *renderer {
-	r := &renderer{pages: map[string]*template.Template{}, dicts: loadDicts(), loc: loc, log: log}
+func newRenderer(loc *time.Location, now func() time.Time, log *slog.Logger) *renderer {
+	r := &renderer{pages: map[string]*template.Template{}, dicts: loadDicts(), loc: loc, now: now, log: log}
 	funcs := template.FuncMap{
 		"ts":    r.timestamp,
 		"hm":    func(t time.Time) string { return t.In(loc).Format("15:04") },
@@ -112,7 +113,7 @@ func (r *renderer) page(c *gin.Context, status int, name string, data any) {
 	l := r.lang(c)
 	v := view{
 		L: l, Page: name, Nav: strings.TrimSuffix(name, "s"), Authed: c.GetBool(ctxAuthed), Chat: r.chat,
-		LangURL: map[string]string{}, Asset: r.version, Zone: time.Now().In(r.loc).Format("MST (-07:00)"), Data: data,
+		LangURL: map[string]string{}, Asset: r.version, Zone: r.now().In(r.loc).Format("MST (-07:00)"), Data: data,
 	}
 	if f := c.Query("flash"); f != "" {
 		v.Flash = l.dict["flash."+f] // only known messages are shown

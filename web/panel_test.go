@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata" // Europe/Berlin whatever the machine has
 
 	"github.com/gin-gonic/gin"
 
@@ -826,6 +827,28 @@ func TestStorageFailureIsA500(t *testing.T) {
 		wantBody(t, rec, "internal error")
 		if strings.Contains(rec.Body.String(), "sql") {
 			t.Errorf("%s shows the database error: %s", p, rec.Body)
+		}
+	}
+}
+
+// TestPanelZoneLabel: the footer names the panel's time zone as it is on
+// the panel's clock's day: summer time in July, not in January.
+func TestPanelZoneLabel(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newPanelEnv(t, func(o *Options) { o.Location = berlin })
+	for _, c := range []struct {
+		now  time.Time
+		want string
+	}{
+		{time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC), "CET (&#43;01:00)"}, // "+" escaped by html/template
+		{time.Date(2026, 7, 15, 12, 0, 0, 0, time.UTC), "CEST (&#43;02:00)"},
+	} {
+		e.now = c.now
+		if body := e.get("/admin/", e.login()).Body.String(); !strings.Contains(body, c.want) {
+			t.Errorf("on %s the footer does not say %s: %.300s", c.now.Format(time.DateOnly), c.want, body[max(0, strings.Index(body, "<footer")):])
 		}
 	}
 }

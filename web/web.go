@@ -116,7 +116,7 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	r := newRenderer(o.Location, o.Log)
+	r := newRenderer(o.Location, o.Now, o.Log)
 	admin := credentials{o.Admin}
 	th := newThrottle(o.Now)
 	ss := newSessions(o.Now, o.SessionTTL)
