@@ -144,7 +144,7 @@ func newAPIClient(base string, timeout time.Duration) *apiClient {
 		timeout = 10 * time.Second
 	}
 	return &apiClient{base: strings.TrimRight(base, "/"),
-		http: &http.Client{Timeout: timeout, Transport: llm.NewTransport(llm.MaxIdlePerHost)}}
+		http: &http.Client{Timeout: timeout, Transport: llm.NewTransport()}}
 }
 
 type tokenResponse struct {

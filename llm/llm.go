@@ -63,7 +63,7 @@ type Client struct {
 func New(cfg Config) *Client {
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = &http.Client{Transport: NewTransport(MaxIdlePerHost)}
+	oc.HTTPClient = &http.Client{Transport: NewTransport()}
 	timeout := cfg.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
@@ -71,21 +71,21 @@ func New(cfg Config) *Client {
 	return &Client{api: openai.NewClientWithConfig(oc), model: cfg.Model, timeout: timeout}
 }
 
-// MaxIdlePerHost is how many idle connections to one host the service's
+// maxIdlePerHost is how many idle connections to one host the service's
 // HTTP clients keep for reuse: more than the requests it makes to a host at
 // once (pipeline workers, outbox senders, both 16 or fewer by default).
-const MaxIdlePerHost = 64
+const maxIdlePerHost = 64
 
-// NewTransport is net/http's default transport keeping idlePerHost idle
-// connections per host instead of its default 2. With 2, every request
-// beyond the second running at once to the same host (the model's API,
-// WeCom's) dialled a connection, TLS included, and closed it after the
-// response: under load a new connection per answer (BENCHMARKS.md,
-// session 4).
-func NewTransport(idlePerHost int) *http.Transport {
+// NewTransport is net/http's default transport keeping maxIdlePerHost idle
+// connections per host instead of its default 2: the transport of the
+// service's clients (the model's API, WeCom's). With 2, every request beyond
+// the second running at once to the same host dialled a connection, TLS
+// included, and closed it after the response: under load a new connection
+// per answer (BENCHMARKS.md, session 4).
+func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = idlePerHost
-	t.MaxIdleConns = max(t.MaxIdleConns, 4*idlePerHost)
+	t.MaxIdleConnsPerHost = maxIdlePerHost
+	t.MaxIdleConns = max(t.MaxIdleConns, 4*maxIdlePerHost)
 	return t
 }
 

@@ -63,7 +63,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		TokenLifetime: 2 * time.Minute,
 	})
 	var simURL string
-	if d.simServer, simURL, err = serveSimulator(d.Sim, "127.0.0.1:0"); err != nil {
+	if d.simServer, simURL, err = serveHandler(d.Sim.Handler(), "127.0.0.1:0"); err != nil {
 		return nil, err
 	}
 

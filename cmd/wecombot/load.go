@@ -166,7 +166,7 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 
 	bot := newSimBot(loadBot, loadCorp, loadAgent)
 	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{bot.simApp()}})
-	simSrv, simURL, err := serveSimulator(sim, "127.0.0.1:0")
+	simSrv, simURL, err := serveHandler(sim.Handler(), "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -640,18 +640,13 @@ func runBaseline(ctx context.Context, path string, stderr io.Writer) int {
 	}
 	tuneGC(os.Getenv)
 	b := cfg.Bots[0]
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	srv, _, err := serveHandler(baselineHandler(b.Token, b.EncodingAESKey, b.CorpID), cfg.Server.Addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wecombot load-baseline: %v\n", err)
 		return 1
 	}
-	srv := &http.Server{Handler: baselineHandler(b.Token, b.EncodingAESKey, b.CorpID), ReadHeaderTimeout: 5 * time.Second}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintf(stderr, "wecombot load-baseline: %v\n", err)
-		return 1
-	}
+	<-ctx.Done()
+	srv.Close()
 	return 0
 }
 

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // checkLoadReport checks what every run must show: nothing lost or
@@ -152,22 +149,8 @@ func TestLoadCommandFlags(t *testing.T) {
 // TestLoadBaselineCommandRefuses: load-baseline acknowledges callbacks
 // without storing them; it runs only when load starts it, on loopback.
 func TestLoadBaselineCommandRefuses(t *testing.T) {
-	dir := t.TempDir()
-	cfg := defaults()
-	cfg.Server.Addr = "0.0.0.0:0"
-	cfg.Storage.DSN = filepath.Join(dir, "x.db")
-	cfg.LLM.APIKey = "sk-x"
-	cfg.Admin.Password = "admin-password"
-	cfg.Bots = []BotConfig{newSimBot("b", "ww0000000000000001", 1000001)}
-	public := filepath.Join(dir, "public.yaml")
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(public, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	missing := filepath.Join(dir, "none.yaml")
+	public := writeConfig(t, edit(goodYAML, "addr:", `addr: "0.0.0.0:0"`))
+	missing := filepath.Join(t.TempDir(), "none.yaml")
 	for _, c := range []struct {
 		name, env, config string
 		code              int

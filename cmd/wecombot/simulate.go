@@ -44,14 +44,15 @@ func (b BotConfig) callback(base string) *wecomsim.Callback {
 	}
 }
 
-// serveSimulator serves sim's WeCom API on addr until the returned server is
-// closed, and returns the server and its base URL (for wecom.api_base).
-func serveSimulator(sim *wecomsim.Server, addr string) (*http.Server, string, error) {
+// serveHandler serves h on addr (the simulator's WeCom API, the load
+// baseline) until the returned server is closed, and returns the server and
+// its base URL (for wecom.api_base).
+func serveHandler(h http.Handler, addr string) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", err
 	}
-	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, "http://" + ln.Addr().String(), nil
 }
@@ -74,7 +75,7 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		return fmt.Errorf("simulate: no bot named %q in the configuration", o.Bot)
 	}
 	sim := wecomsim.New(wecomsim.Options{Apps: apps})
-	srv, simURL, err := serveSimulator(sim, o.Listen)
+	srv, simURL, err := serveHandler(sim.Handler(), o.Listen)
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
