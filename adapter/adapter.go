@@ -93,9 +93,8 @@ func New(o Options) (*App, error) {
 	}
 	a.outbox = NewOutbox(o.Outbox, o.Store, a.sendText, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
-	if a.pipeline.pacer != nil {
-		o.Metrics.watchPacer(a.pipeline.pacer)
-	}
+	a.pipeline.metrics = o.Metrics
+	o.Metrics.watchLimiter(a.pipeline.limiter)
 	if o.Claims != nil {
 		a.pipeline.UseClaims(o.Claims)
 	}

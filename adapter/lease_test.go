@@ -32,7 +32,7 @@ func newInstances(t *testing.T, n int, complete func(context.Context, []llm.Mess
 	in := &instances{t: t, db: db, clock: clockwork.NewFakeClock()}
 	db.Now = in.clock.Now
 	for i := range n {
-		cfg := PipelineConfig{Workers: 4, HistoryTurns: 10, Replies: testReplies, Owner: fmt.Sprint("instance-", i), Lease: 3 * time.Second}
+		cfg := PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies, Owner: fmt.Sprint("instance-", i), Lease: 3 * time.Second}
 		p := NewPipeline(cfg, db, &completerFake{complete: complete}, &notifyCounter{}, in.clock, slog.New(slog.DiscardHandler))
 		if err := p.Start(t.Context()); err != nil {
 			t.Fatal(err)
@@ -165,7 +165,7 @@ func TestExclusiveStartDropsOldLeases(t *testing.T) {
 	if _, err := db.InsertMessage(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	p := NewPipeline(PipelineConfig{Workers: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
+	p := NewPipeline(PipelineConfig{MaxConcurrency: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
 		&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -194,7 +194,7 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 	var ps []*Pipeline
 	for range 2 {
 		db := openTestDB(t)
-		p := NewPipeline(PipelineConfig{Workers: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
+		p := NewPipeline(PipelineConfig{MaxConcurrency: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
 			&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 		p.UseClaims(rc)
 		ps = append(ps, p)
@@ -227,7 +227,7 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 // Without leases (exclusive database), one user's messages, accepted while
 // earlier ones are answered, are still answered once each, in order.
 func TestExclusiveKeepsOrderWithoutLeases(t *testing.T) {
-	e := newPipelineEnv(t, PipelineConfig{Workers: 4, HistoryTurns: 50, Exclusive: true, Replies: testReplies},
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 50, Exclusive: true, Replies: testReplies},
 		func(ctx context.Context, msgs []llm.Message) (string, error) {
 			time.Sleep(2 * time.Millisecond)
 			return fmt.Sprintf("answer to %s after %d messages", msgs[len(msgs)-1].Content, len(msgs)), nil

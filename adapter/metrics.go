@@ -6,7 +6,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
+
+	"github.com/wecombot/wecombot/llm"
 )
 
 // Metrics are the Prometheus metrics of the WeCom side of the service. The
@@ -15,11 +16,13 @@ type Metrics struct {
 	fetches   *prometheus.CounterVec
 	apiErrors *prometheus.CounterVec
 	expiry    *prometheus.Desc
-	pace      *prometheus.Desc
+	requests  *prometheus.CounterVec
+	inFlight  *prometheus.Desc
+	callLimit *prometheus.Desc
 
 	mu       sync.Mutex
 	managers []*TokenManager
-	pacers   []*answerPacer
+	limiters []*callLimiter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -36,11 +39,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"bot", "api", "errcode"}),
 		expiry: prometheus.NewDesc("wecombot_token_expires_in_seconds",
 			"Seconds until the bot's current access token expires (0: none).", []string{"bot"}, nil),
-		pace: prometheus.NewDesc("wecombot_answers_paced_per_second",
-			"Answers a second allowed to start while they are paced because callbacks wait for them (SQLite); 0: not paced.", nil, nil),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_llm_requests_total",
+			Help: "Calls to the model by bot and result (ok, rate_limited, error, timeout, config_error).",
+		}, []string{"bot", "result"}),
+		inFlight: prometheus.NewDesc("wecombot_llm_in_flight",
+			"Calls to the model in flight.", nil, nil),
+		callLimit: prometheus.NewDesc("wecombot_llm_concurrency_limit",
+			"Calls to the model allowed in flight: llm.max_concurrency, lower while the provider rate-limits.", nil, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fetches, m.apiErrors, m)
+		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m)
 	}
 	return m
 }
@@ -51,32 +60,43 @@ func (m *Metrics) watch(tm *TokenManager) {
 	m.mu.Unlock()
 }
 
-func (m *Metrics) watchPacer(p *answerPacer) {
+func (m *Metrics) watchLimiter(l *callLimiter) {
 	m.mu.Lock()
-	m.pacers = append(m.pacers, p)
+	m.limiters = append(m.limiters, l)
 	m.mu.Unlock()
 }
 
 // Describe implements prometheus.Collector for the gauges computed at
 // scrape time: the token expiry counts down without anyone updating it.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.expiry; ch <- m.pace }
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.expiry
+	ch <- m.inFlight
+	ch <- m.callLimit
+}
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	managers := append([]*TokenManager(nil), m.managers...)
-	pacers := append([]*answerPacer(nil), m.pacers...)
+	limiters := append([]*callLimiter(nil), m.limiters...)
 	m.mu.Unlock()
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
 	}
-	for _, p := range pacers {
-		v := 0.0
-		if l := p.limit(); l != rate.Inf {
-			v = float64(l)
-		}
-		ch <- prometheus.MustNewConstMetric(m.pace, prometheus.GaugeValue, v)
+	for _, l := range limiters {
+		inFlight, limit := l.stats()
+		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(inFlight))
+		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(limit))
 	}
+}
+
+// llmRequest counts a call to the model that ended with err.
+func (m *Metrics) llmRequest(bot string, err error) {
+	result := "ok"
+	if err != nil {
+		result = llm.KindOf(err).String()
+	}
+	m.requests.WithLabelValues(bot, result).Inc()
 }
 
 func (m *Metrics) tokenFetch(bot, result string) { m.fetches.WithLabelValues(bot, result).Inc() }

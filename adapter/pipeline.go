@@ -45,12 +45,21 @@ type Replies struct {
 
 // PipelineConfig configures the conversation pipeline.
 type PipelineConfig struct {
-	Workers      int // users served at once
-	SystemPrompt string
-	HistoryTurns int
+	// MaxConcurrency is how many users are answered at once, and so how
+	// many calls to the model may be in flight (llm.max_concurrency); the
+	// provider's rate limits lower the calls for a while (callLimiter).
+	// Default DefaultMaxConcurrency.
+	MaxConcurrency int
+	SystemPrompt   string
+	HistoryTurns   int
 	// LLMRetries is how many times a failed LLM call is retried before the
-	// user gets Replies.Unavailable.
+	// user gets Replies.Unavailable. Calls refused for the provider's rate
+	// limit do not count: they are retried until RateLimitWait.
 	LLMRetries int
+	// RateLimitWait is how old a message may get while its calls are
+	// refused for the provider's rate limit before the user gets
+	// Replies.Unavailable (llm.timeout). Default one minute.
+	RateLimitWait time.Duration
 	// Stream asks the LLM for a streamed answer, when it can stream, and
 	// sends its paragraphs as they complete (see streamSplitter).
 	Stream  bool
@@ -68,6 +77,11 @@ type PipelineConfig struct {
 	// is enough, and two writes (two fsyncs) per answer are saved.
 	Exclusive bool
 }
+
+// DefaultMaxConcurrency is the default of PipelineConfig.MaxConcurrency:
+// enough users at once for 50 messages a second to a model that takes 30 s
+// (1,500 in flight), within the service's memory target (BENCHMARKS.md).
+const DefaultMaxConcurrency = 2000
 
 // MessageStore is what the pipeline needs of storage.
 type MessageStore interface {
@@ -119,8 +133,9 @@ type StreamCompleter interface {
 type userKey struct{ bot, user string }
 
 // Pipeline turns accepted messages into stored answers: one message of a user
-// at a time, in arrival order, different users concurrently with a bounded
-// number of workers. It never sends anything itself: answers go to the outbox.
+// at a time, in arrival order, different users concurrently (up to
+// MaxConcurrency, each mostly waiting on the model). It never sends anything
+// itself: answers go to the outbox.
 //
 // Which messages to answer comes from the database, not from memory: a
 // worker claims a user (a lease in the database, renewed while it works),
@@ -136,15 +151,18 @@ type Pipeline struct {
 	outbox interface{ Notify() }
 	clock  clockwork.Clock
 	log    *slog.Logger
+	// limiter bounds the calls to the model in flight, following the
+	// provider's rate limits.
+	limiter *callLimiter
+	metrics *Metrics
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
 	wg         sync.WaitGroup
 
 	claims     MessageClaims // nil: the database's unique key dedupes alone
-	pacer      *answerPacer  // nil: not on SQLite (nothing waits for the answers)
 	stopSweep  context.CancelFunc
-	background sync.WaitGroup // the sweeper and the pacer
+	background sync.WaitGroup // the sweeper
 
 	mu      sync.Mutex
 	again   map[userKey]bool // woken while being served: look again before leaving
@@ -156,8 +174,11 @@ type Pipeline struct {
 
 // NewPipeline returns a pipeline; Start sets it working.
 func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, outbox interface{ Notify() }, clock clockwork.Clock, log *slog.Logger) *Pipeline {
-	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if cfg.RateLimitWait <= 0 {
+		cfg.RateLimitWait = time.Minute
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 15 * time.Second
@@ -169,19 +190,12 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		clock = clockwork.NewRealClock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{
+	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
+		limiter: newCallLimiter(cfg.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
-	if w, ok := store.(interface {
-		IngestStats() (storage.IngestStats, bool)
-	}); ok {
-		if _, ok := w.IngestStats(); ok {
-			p.pacer = newAnswerPacer(func() storage.IngestStats { s, _ := w.IngestStats(); return s }, clock, log)
-		}
-	}
-	return p
 }
 
 // instanceName is a lease owner unique to this process.
@@ -263,9 +277,6 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	sweepCtx, stop := context.WithCancel(p.workCtx)
 	p.stopSweep = stop
 	p.background.Go(func() { p.sweeper(sweepCtx) })
-	if p.pacer != nil {
-		p.background.Go(func() { every(sweepCtx, p.clock, paceTick, p.pacer.adjust) })
-	}
 	return nil
 }
 
@@ -330,13 +341,6 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	}
 }
 
-// stopping says whether Shutdown has begun.
-func (p *Pipeline) stopping() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
 // enqueue wakes a worker for user k.
 func (p *Pipeline) enqueue(k userKey) {
 	p.mu.Lock()
@@ -354,7 +358,7 @@ func (p *Pipeline) enqueue(k userKey) {
 }
 
 func (p *Pipeline) dispatchLocked() {
-	for !p.closed && p.running < p.cfg.Workers && len(p.ready) > 0 {
+	for !p.closed && p.running < p.cfg.MaxConcurrency && len(p.ready) > 0 {
 		k := p.ready[0]
 		p.ready = p.ready[1:]
 		p.running++
@@ -519,11 +523,6 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	default:
 		return true
 	}
-	if p.pacer != nil {
-		if err := p.pacer.wait(ctx); err != nil || p.stopping() {
-			return false // stopping or the lease lost: the message stays pending
-		}
-	}
 	if err := p.store.StartAnswer(ctx, m.ID); err != nil {
 		log.Error("cannot start answer", "err", err)
 		return false
@@ -596,7 +595,7 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.Stream {
 		return p.stream(ctx, log, m, text, sc)
 	}
-	answer, err := p.complete(ctx, m, text)
+	answer, err := p.complete(ctx, log, m, text)
 	if err != nil {
 		log.Warn("LLM failed", "err", err)
 		return say(p.cfg.Replies.Unavailable), "llm: " + err.Error()
@@ -622,33 +621,59 @@ func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text str
 	return append(msgs, llm.Message{Role: llm.RoleUser, Content: text}), nil
 }
 
-// complete asks the LLM with the conversation so far, retrying a failed call
-// a couple of times with growing pauses.
-func (p *Pipeline) complete(ctx context.Context, m storage.Message, text string) (string, error) {
+// complete asks the LLM with the conversation so far.
+func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Message, text string) (string, error) {
 	msgs, err := p.conversation(ctx, m, text)
 	if err != nil {
 		return "", err
 	}
 	var answer string
-	err = p.retry(ctx, func() (bool, error) {
+	err = p.ask(ctx, log, m, func() (bool, error) {
 		answer, err = p.llm.Complete(ctx, msgs)
 		return true, err
 	})
 	return answer, err
 }
 
-// retry calls try until it succeeds, says not to retry, or LLMRetries
-// retries failed, pausing longer each time.
-func (p *Pipeline) retry(ctx context.Context, try func() (retryable bool, err error)) error {
+// ask makes the call try to the model for m, each attempt within the
+// limiter, until it succeeds or it is time to give up:
+//   - refused for the provider's rate limit: tried again when the limiter
+//     lets calls through, while m is younger than RateLimitWait;
+//   - a configuration error (bad key, unknown model): not retried, since
+//     every retry would fail the same way; the log says what to fix;
+//   - any other failure: retried LLMRetries times, pausing 1 s, 2 s…;
+//   - try says not to retry (a stream that already sent parts): not.
+func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message, try func() (retryable bool, err error)) error {
 	pause := time.Second
-	for attempt := 0; ; attempt++ {
+	failures := 0
+	for {
+		permit, err := p.limiter.acquire(ctx)
+		if err != nil {
+			return err
+		}
 		retryable, err := try()
+		p.limiter.release(permit, err)
+		p.metrics.llmRequest(m.Bot, err)
 		if err == nil {
 			return nil
 		}
-		if !retryable || attempt >= p.cfg.LLMRetries || errors.Is(err, llm.ErrEmpty) || ctx.Err() != nil {
+		if !retryable || errors.Is(err, llm.ErrEmpty) || ctx.Err() != nil {
 			return err
 		}
+		switch llm.KindOf(err) {
+		case llm.KindConfig:
+			log.Error("the model refused the call; not retried", "err", err, "hint", llm.Hint(err))
+			return err
+		case llm.KindRateLimited:
+			if p.clock.Since(m.ReceivedAt) < p.cfg.RateLimitWait {
+				continue // the limiter holds the call back
+			}
+			return err
+		}
+		if failures >= p.cfg.LLMRetries {
+			return err
+		}
+		failures++
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -677,7 +702,7 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 	}
 	var sp *streamSplitter
 	var stored error // set when storing streamed parts failed
-	err = p.retry(ctx, func() (bool, error) {
+	err = p.ask(ctx, log, m, func() (bool, error) {
 		sp = newStreamSplitter(maxPartBytes)
 		_, err := sc.Stream(ctx, msgs, func(delta string) error {
 			parts := sp.add(delta, p.clock.Now())

@@ -293,7 +293,7 @@ func (g *llmGate) stats() (maxUser, maxTotal int, asked map[string][]string) {
 
 func TestPipelineOneUserInOrder(t *testing.T) {
 	gate := newLLMGate()
-	e := newPipelineEnv(t, PipelineConfig{Workers: 4, HistoryTurns: 10, Replies: testReplies}, gate.complete)
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies}, gate.complete)
 	var ids []int64
 	for i := 1; i <= 5; i++ {
 		ids = append(ids, e.text("a", fmt.Sprintf("a-%d", i)))
@@ -326,10 +326,10 @@ func TestPipelineOneUserInOrder(t *testing.T) {
 	}
 }
 
-func TestPipelineUsersConcurrentUpToWorkers(t *testing.T) {
+func TestPipelineUsersConcurrentUpToMaxConcurrency(t *testing.T) {
 	const workers, users, each = 3, 6, 2
 	gate := newLLMGate()
-	e := newPipelineEnv(t, PipelineConfig{Workers: workers, Replies: testReplies}, gate.complete)
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: workers, Replies: testReplies}, gate.complete)
 	var ids []int64
 	for i := range each {
 		for u := range users {
@@ -384,7 +384,7 @@ func TestPipelineEvents(t *testing.T) {
 		t.Run(tt.event+"/"+tt.welcome, func(t *testing.T) {
 			replies := testReplies
 			replies.Welcome = tt.welcome
-			e := newPipelineEnv(t, PipelineConfig{Workers: 2, Replies: replies}, func(context.Context, []llm.Message) (string, error) {
+			e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, Replies: replies}, func(context.Context, []llm.Message) (string, error) {
 				t.Error("an event reached the LLM")
 				return "", errors.New("no")
 			})
@@ -411,7 +411,7 @@ func TestPipelineEvents(t *testing.T) {
 }
 
 func TestPipelineCommandsAndNonText(t *testing.T) {
-	e := newPipelineEnv(t, PipelineConfig{Workers: 2, HistoryTurns: 10, Replies: testReplies}, nil)
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Replies: testReplies}, nil)
 	tests := []struct {
 		msgType, content string
 		parts            []string
@@ -468,7 +468,7 @@ func TestPipelineLLMRetries(t *testing.T) {
 		t.Run(fmt.Sprintf("%d retries, %d failures", tt.retries, tt.failures), func(t *testing.T) {
 			var calls atomic.Int64
 			called := make(chan struct{}, 10)
-			e := newPipelineEnv(t, PipelineConfig{Workers: 1, LLMRetries: tt.retries, Replies: testReplies},
+			e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: tt.retries, Replies: testReplies},
 				func(_ context.Context, msgs []llm.Message) (string, error) {
 					defer func() { called <- struct{}{} }()
 					if int(calls.Add(1)) <= tt.failures {
@@ -524,7 +524,7 @@ func TestPipelineLLMRetries(t *testing.T) {
 func TestPipelineStartResumes(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
-	e := newPipelineEnv(t, PipelineConfig{Workers: 4, HistoryTurns: 10, Replies: testReplies},
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies},
 		func(ctx context.Context, msgs []llm.Message) (string, error) {
 			mu.Lock()
 			asked = append(asked, msgs[len(msgs)-1].Content)
@@ -578,7 +578,7 @@ func TestPipelineStartResumes(t *testing.T) {
 
 func TestPipelineShutdown(t *testing.T) {
 	gate := newLLMGate()
-	cfg := PipelineConfig{Workers: 1, HistoryTurns: 10, Replies: testReplies}
+	cfg := PipelineConfig{MaxConcurrency: 1, HistoryTurns: 10, Replies: testReplies}
 	e := newPipelineEnv(t, cfg, gate.complete)
 	a1 := e.text("a", "a-1")
 	a2 := e.text("a", "a-2")
@@ -634,7 +634,7 @@ func TestPipelineShutdown(t *testing.T) {
 
 func TestPipelineShutdownTimeout(t *testing.T) {
 	gate := newLLMGate()
-	e := newPipelineEnv(t, PipelineConfig{Workers: 2, Replies: testReplies}, gate.complete)
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, Replies: testReplies}, gate.complete)
 	id := e.text("a", "a-1")
 	gate.next(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -666,4 +666,74 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestPipelineRateLimitedRetriedUntilAnswered: calls refused for the
+// provider's rate limit are tried again after Retry-After, beyond
+// llm.retries, and the user gets the answer, not the unavailable text.
+func TestPipelineRateLimitedRetriedUntilAnswered(t *testing.T) {
+	called := make(chan struct{}, 10)
+	var calls atomic.Int64
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, LLMRetries: 0, Replies: testReplies},
+		func(context.Context, []llm.Message) (string, error) {
+			defer func() { called <- struct{}{} }()
+			if calls.Add(1) <= 3 {
+				return "", &llm.Error{Kind: llm.KindRateLimited, Status: 429, RetryAfter: 2 * time.Second}
+			}
+			return "fine", nil
+		})
+	id := e.text("u", "hi")
+	for i := 1; i <= 3; i++ {
+		<-called
+		// The next call waits for the limiter's pause to end.
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		if err := e.clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("no pause after refusal %d: %v", i, err)
+		}
+		cancel()
+		if int(calls.Load()) != i {
+			t.Fatalf("call %d made during the pause", i+1)
+		}
+		e.clock.Advance(2 * time.Second)
+	}
+	m := e.done(id)
+	if got := e.parts(id); !equalStrings(got, []string{"fine"}) || m.Error != "" {
+		t.Errorf("parts %q, error %q; want the answer after the rate limit", got, m.Error)
+	}
+}
+
+// TestPipelineRateLimitedGivesUpWhenOld: a message older than
+// RateLimitWait is not kept waiting for the provider any longer.
+func TestPipelineRateLimitedGivesUpWhenOld(t *testing.T) {
+	var e *pipelineEnv
+	e = newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, RateLimitWait: time.Minute, Replies: testReplies},
+		func(context.Context, []llm.Message) (string, error) {
+			e.clock.Advance(2 * time.Minute) // the provider kept it waiting
+			return "", &llm.Error{Kind: llm.KindRateLimited, Status: 429}
+		})
+	id := e.text("u", "hi")
+	e.done(id)
+	if got := e.parts(id); !equalStrings(got, []string{"unavailable"}) {
+		t.Errorf("parts %q, want the unavailable text", got)
+	}
+	if n := e.llm.calls.Load(); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+// TestPipelineConfigErrorNotRetried: a bad key or model fails at once,
+// whatever llm.retries says.
+func TestPipelineConfigErrorNotRetried(t *testing.T) {
+	e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, LLMRetries: 3, Replies: testReplies},
+		func(context.Context, []llm.Message) (string, error) {
+			return "", &llm.Error{Kind: llm.KindConfig, Status: 401}
+		})
+	id := e.text("u", "hi")
+	m := e.done(id)
+	if n := e.llm.calls.Load(); n != 1 {
+		t.Errorf("%d calls, want 1 (no retry of a configuration error)", n)
+	}
+	if got := e.parts(id); !equalStrings(got, []string{"unavailable"}) || !strings.Contains(m.Error, "config_error") {
+		t.Errorf("parts %q error %q; want the unavailable text and the reason", got, m.Error)
+	}
 }

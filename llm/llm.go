@@ -6,7 +6,6 @@ package llm
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -63,7 +62,7 @@ type Client struct {
 func New(cfg Config) *Client {
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = &http.Client{Transport: NewTransport()}
+	oc.HTTPClient = &http.Client{Transport: retryAfterTransport{NewTransport()}}
 	timeout := cfg.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
@@ -81,7 +80,7 @@ const maxIdlePerHost = 64
 // service's clients (the model's API, WeCom's). With 2, every request beyond
 // the second running at once to the same host dialled a connection, TLS
 // included, and closed it after the response: under load a new connection
-// per answer (BENCHMARKS.md, session 4).
+// per answer.
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = maxIdlePerHost
@@ -97,9 +96,10 @@ func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	ctx, retryAfter := withRetryAfter(ctx)
 	resp, err := c.api.CreateChatCompletion(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("llm: chat completion: %w", describe(err))
+		return "", callError("chat completion", err, retryAfter)
 	}
 	if len(resp.Choices) == 0 || strings.TrimSpace(resp.Choices[0].Message.Content) == "" {
 		return "", errors.New("llm: chat completion: the model returned no text")
@@ -122,22 +122,4 @@ func (c *Client) request(msgs []Message) (openai.ChatCompletionRequest, error) {
 		out = append(out, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
 	}
 	return openai.ChatCompletionRequest{Model: c.model, Messages: out}, nil
-}
-
-// describe keeps what matters of an API error (status and message) and drops
-// the rest; go-openai's errors never carry the key, but request URLs in
-// transport errors could carry a proxy's credentials.
-func describe(err error) error {
-	var apiErr *openai.APIError
-	if errors.As(err, &apiErr) {
-		return fmt.Errorf("status %d: %s", apiErr.HTTPStatusCode, apiErr.Message)
-	}
-	var reqErr *openai.RequestError
-	if errors.As(err, &reqErr) {
-		return fmt.Errorf("status %d", reqErr.HTTPStatusCode)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("timed out: %w", err)
-	}
-	return err
 }

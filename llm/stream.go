@@ -29,13 +29,14 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 	// Idle watchdog: cancelled when no piece arrived for the timeout.
 	idle, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	errIdle := fmt.Errorf("timed out: no text for %s", c.timeout)
-	watchdog := time.AfterFunc(c.timeout, func() { stop(errIdle) })
+	stalled := fmt.Errorf("%w: no text for %s", errIdle, c.timeout)
+	watchdog := time.AfterFunc(c.timeout, func() { stop(stalled) })
 	defer watchdog.Stop()
 
-	stream, err := c.api.CreateChatCompletionStream(idle, req)
+	reqCtx, retryAfter := withRetryAfter(idle)
+	stream, err := c.api.CreateChatCompletionStream(reqCtx, req)
 	if err != nil {
-		return "", fmt.Errorf("llm: chat completion stream: %w", streamErr(idle, err))
+		return "", callError("chat completion stream", streamErr(idle, err), retryAfter)
 	}
 	defer stream.Close()
 	var answer strings.Builder
@@ -45,7 +46,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("llm: chat completion stream: %w", streamErr(idle, err))
+			return "", callError("chat completion stream", streamErr(idle, err), nil)
 		}
 		watchdog.Reset(c.timeout)
 		if len(resp.Choices) == 0 || resp.Choices[0].Delta.Content == "" {
@@ -63,13 +64,17 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 	return answer.String(), nil
 }
 
+// errIdle is the cause of a stream cut off for sending no text within the
+// timeout.
+var errIdle = errors.New("timed out")
+
 // streamErr prefers the idle watchdog's reason over the bare "context
 // canceled" the transport reports.
 func streamErr(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	return describe(err)
+	return err
 }
 
 // Stream answers like Complete, in one piece.

@@ -54,7 +54,7 @@ func TestGateHighPriorityFirst(t *testing.T) {
 	queued(2, 2)
 	g.release()
 	wg.Wait()
-	if got := fmt.Sprint(order); got != "[high1 high2 low1 low2]" {
+	if got := fmt.Sprint(order); got != "[high1 low1 high2 low2]" { // high first, taking turns with low
 		t.Fatalf("order %s", got)
 	}
 	g.acquire(true) // free again: no wait

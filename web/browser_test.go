@@ -69,7 +69,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: 5 * time.Minute, RequestTimeout: 5 * time.Second},
 		Bots: []adapter.BotConfig{{Name: "helpdesk", CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret,
 			Token: browserToken, EncodingAESKey: aesKey}},
-		Pipeline: adapter.PipelineConfig{Workers: 2, HistoryTurns: 10, Replies: adapter.Replies{Unavailable: "unavailable"}},
+		Pipeline: adapter.PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Replies: adapter.Replies{Unavailable: "unavailable"}},
 		Outbox:   adapter.OutboxConfig{GiveUpAfter: time.Hour},
 		Store:    db, LLM: echoLLM{}, Log: quiet,
 	})

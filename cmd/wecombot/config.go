@@ -66,6 +66,9 @@ type LLMConfig struct {
 	// Stream asks for streamed answers and sends each paragraph as soon as
 	// it is written; off for a server that cannot stream.
 	Stream bool `yaml:"stream"`
+	// MaxConcurrency caps the calls to the model in flight; the provider's
+	// rate limits (429, 503) lower the number below it for a while.
+	MaxConcurrency int `yaml:"max_concurrency"`
 }
 
 type RedisConfig struct {
@@ -78,7 +81,10 @@ type AdminConfig struct {
 }
 
 type PipelineConfig struct {
-	Workers     int    `yaml:"workers"`
+	// Workers is no longer a setting (llm.max_concurrency replaced it); it
+	// is still read so that a file carrying it gets a clear error rather
+	// than "unknown key".
+	Workers     *int   `yaml:"workers"`
 	GiveUpAfter string `yaml:"give_up_after"`
 	// Lease is how long an instance's claim on a user's pending messages
 	// lasts unrenewed: after a crash, how soon others take them over.
@@ -118,10 +124,10 @@ func defaults() Config {
 		LLM: LLMConfig{
 			BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini",
 			SystemPrompt: "You are a helpful assistant.", Timeout: "60s", HistoryTurns: 10, Retries: 2,
-			Stream: true,
+			Stream: true, MaxConcurrency: adapter.DefaultMaxConcurrency,
 		},
 		Admin:    AdminConfig{Username: "admin"},
-		Pipeline: PipelineConfig{Workers: 16, GiveUpAfter: "24h", Lease: "15s"},
+		Pipeline: PipelineConfig{GiveUpAfter: "24h", Lease: "15s"},
 		Replies: RepliesConfig{
 			Unavailable: "抱歉，助手暂时无法回答，请稍后再试。",
 			Help:        "直接发送文字即可与助手对话。\n命令：\n/reset 或 /new 开始新的对话\n/help 查看帮助",
@@ -314,8 +320,11 @@ func (c *Config) validate() []error {
 	if c.Admin.Password == "" {
 		bad("admin.password", "is empty: the admin API and panel need one (set WECOMBOT_ADMIN_PASSWORD)")
 	}
-	if c.Pipeline.Workers < 1 {
-		bad("pipeline.workers", "must be at least 1, got %d", c.Pipeline.Workers)
+	if c.LLM.MaxConcurrency < 1 {
+		bad("llm.max_concurrency", "must be at least 1, got %d", c.LLM.MaxConcurrency)
+	}
+	if c.Pipeline.Workers != nil {
+		bad("pipeline.workers", "is no longer a setting: every user with a message waits on the model at once, up to llm.max_concurrency calls in flight (default %d); remove the key, or set llm.max_concurrency for a provider with a concurrency limit", adapter.DefaultMaxConcurrency)
 	}
 	duration("pipeline.give_up_after", c.Pipeline.GiveUpAfter)
 	if d, err := time.ParseDuration(c.Pipeline.Lease); err != nil || d < time.Second || d > 10*time.Minute {

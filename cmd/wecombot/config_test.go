@@ -14,6 +14,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -141,7 +142,7 @@ func TestShippedConfig(t *testing.T) {
 		{"redis.addr", cfg.Redis.Addr, ""},
 		{"admin.username", cfg.Admin.Username, "admin"},
 		{"admin.password", cfg.Admin.Password, cfgPassword},
-		{"pipeline.workers", cfg.Pipeline.Workers, 16},
+		{"llm.max_concurrency", cfg.LLM.MaxConcurrency, adapter.DefaultMaxConcurrency},
 		{"pipeline.give_up_after", cfg.Pipeline.GiveUpAfter, "24h"},
 		{"replies.welcome", cfg.Replies.Welcome, ""},
 		{"log.level", cfg.Log.Level, "info"},
@@ -334,6 +335,10 @@ func TestParseConfigValidation(t *testing.T) {
 		{"retention shorter than WeCom's retries", edit(goodYAML, "server:", "storage:", "  retention: 10m", "server:"),
 			"storage.retention", "at least 1h"},
 		{"empty admin password", edit(goodYAML, "password:", `password: ""`), "admin.password", "is empty"},
+		{"pipeline.workers, replaced", edit(goodYAML, "server:", "pipeline:", "  workers: 16", "server:"),
+			"pipeline.workers", "is no longer a setting: every user with a message waits on the model at once, up to llm.max_concurrency"},
+		{"max_concurrency 0", edit(goodYAML, "llm:", "llm:", "  max_concurrency: 0"),
+			"llm.max_concurrency", "must be at least 1"},
 		{"no bots", goodYAML[:strings.Index(goodYAML, "bots:")] + "bots: []\n", "bots", "no bot is configured"},
 	}
 	for _, tt := range tests {

@@ -108,9 +108,8 @@ func TestKill9LosesNothingAndRepeatsNothing(t *testing.T) {
 server: {addr: %q}
 storage: {dsn: %q}
 wecom: {api_base: %q}
-llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s}
+llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s, max_concurrency: 4}
 admin: {password: pw}
-pipeline: {workers: 4}
 bots:
   - {name: helpdesk, corp_id: %q, agent_id: %d, secret: %q, token: %q, encoding_aes_key: %q}
 `, addr, filepath.Join(dir, "db", "wecombot.db"), simSrv.URL, llmSrv.URL+"/v1", testCorp, testAgent, testSecret, testToken, aesKey)

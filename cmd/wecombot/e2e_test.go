@@ -422,7 +422,8 @@ func TestEndToEnd(t *testing.T) {
 			// Counters belong to the process: the restarted one fetched once.
 			`wecombot_token_fetch_total{bot="helpdesk",result="ok"} 1`,
 			`wecombot_token_expires_in_seconds{bot="helpdesk"} 7`,
-			"wecombot_answers_paced_per_second 0", // SQLite, nothing waiting
+			"wecombot_llm_in_flight 0",            // nothing asked right now
+			"wecombot_llm_concurrency_limit 2000", // llm.max_concurrency, no rate limit seen
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("metrics lack %s", want)

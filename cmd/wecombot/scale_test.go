@@ -146,9 +146,9 @@ server: {addr: %q}
 storage: {driver: postgres, dsn: %q}
 redis: {addr: %q}
 wecom: {api_base: %q}
-llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s}
+llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s, max_concurrency: 4}
 admin: {password: pw}
-pipeline: {workers: 4, lease: %s}
+pipeline: {lease: %s}
 replies: {interrupted: %q}
 bots:
   - {name: helpdesk, corp_id: %q, agent_id: %d, secret: %q, token: %q, encoding_aes_key: %q}

@@ -120,8 +120,8 @@ func (m *Main) Open(ctx context.Context) error {
 		},
 		Bots: cfg.botConfigs(),
 		Pipeline: adapter.PipelineConfig{
-			Workers: cfg.Pipeline.Workers, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
-			LLMRetries: cfg.LLM.Retries, Stream: cfg.LLM.Stream,
+			MaxConcurrency: cfg.LLM.MaxConcurrency, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
+			LLMRetries: cfg.LLM.Retries, RateLimitWait: mustDuration(cfg.LLM.Timeout), Stream: cfg.LLM.Stream,
 			Lease: mustDuration(cfg.Pipeline.Lease), Exclusive: !shareDB,
 			Replies: adapter.Replies{
 				Unavailable: cfg.Replies.Unavailable, Help: cfg.Replies.Help, TextOnly: cfg.Replies.TextOnly,

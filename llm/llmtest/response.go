@@ -111,6 +111,15 @@ func errorType(status int) string {
 	}
 }
 
+// errorCode is the "code" OpenAI reports with a status, where it has one
+// that does not depend on the request.
+func errorCode(status int) string {
+	if status == http.StatusTooManyRequests {
+		return "rate_limit_exceeded"
+	}
+	return ""
+}
+
 // approxTokens is a rough count (about four bytes a token) so usage is
 // plausible; nothing should depend on its exact value.
 func approxTokens(s string) int {

@@ -42,6 +42,23 @@ type Reply struct {
 	// Hang never answers; the request ends when the client gives up or
 	// the Server is closed.
 	Hang bool
+	// Header is added to the response's headers, error replies included:
+	// Retry-After on a 429, as a provider's rate limit sends it.
+	Header http.Header
+}
+
+// Spread is a reply of content that takes total to arrive in full. A
+// streamed answer starts after first, the smaller of the two, and its
+// chunks follow evenly spaced, the last at total; a plain one comes whole
+// after total. It gives a slow model a realistic stream: an early first
+// token, then text trickling in.
+func Spread(req Request, content string, first, total time.Duration) Reply {
+	if !req.Stream {
+		return Reply{Content: content, Delay: total}
+	}
+	first = min(first, total)
+	n := max(len(split(content, chunkRunes)), 1)
+	return Reply{Content: content, Delay: first, ChunkDelay: (total - first) / time.Duration(n)}
 }
 
 // Server is the fake. All methods are safe for concurrent use.
@@ -54,6 +71,7 @@ type Server struct {
 	key      string
 	requests []Request
 	calls    int
+	inFlight int
 }
 
 // New returns a server answering with respond, which is called concurrently
@@ -111,6 +129,14 @@ func (s *Server) Calls() int {
 	return s.calls
 }
 
+// InFlight counts the requests to the chat completions endpoint being
+// answered now: how many calls the service has open at the model.
+func (s *Server) InFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlight
+}
+
 // Close ends hanging and delayed requests by dropping their connections, so
 // an httptest.Server in front of this one can close without waiting for
 // clients that never give up. Any request that would wait after Close is
@@ -133,8 +159,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.calls++
+	s.inFlight++
 	key, respond := s.key, s.respond
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 
 	if r.Method != http.MethodPost {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("Invalid method for URL (%s %s)", r.Method, r.URL.Path), "invalid_request_error", "", "")
@@ -185,12 +217,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.wait(ctx, reply.Delay) {
 		return
 	}
+	for k, vs := range reply.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
 	if reply.Status != 0 && reply.Status != http.StatusOK {
 		msg, typ := reply.Content, errorType(reply.Status)
 		if msg == "" {
 			msg = http.StatusText(reply.Status)
 		}
-		writeError(w, reply.Status, msg, typ, "", "")
+		writeError(w, reply.Status, msg, typ, "", errorCode(reply.Status))
 		return
 	}
 	if req.Stream {

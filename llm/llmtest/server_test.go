@@ -340,3 +340,90 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyHeader: a rate-limited reply carries Retry-After and OpenAI's
+// 429 body; headers reach successful answers, plain and streamed, too.
+func TestReplyHeader(t *testing.T) {
+	fake := New(func(r Request) Reply {
+		if r.Messages[len(r.Messages)-1].Content == "limit" {
+			return Reply{Status: http.StatusTooManyRequests, Content: "Rate limit reached", Header: http.Header{"Retry-After": {"1"}}}
+		}
+		return Reply{Content: "ok", Header: http.Header{"x-request-id": {"req-1"}}}
+	})
+	ts := httptest.NewServer(fake.Handler())
+	defer ts.Close()
+	post := func(body string) (*http.Response, string) {
+		t.Helper()
+		resp, err := http.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+
+	resp, body := post(`{"model":"m","messages":[{"role":"user","content":"limit"}]}`)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("HTTP %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(body, `"code":"rate_limit_exceeded"`) || !strings.Contains(body, `"type":"requests"`) {
+		t.Errorf("429 %s: %s", resp.Header.Get("Content-Type"), body)
+	}
+	for _, stream := range []string{"false", "true"} {
+		resp, body = post(`{"model":"m","stream":` + stream + `,"messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Request-Id") != "req-1" || !strings.Contains(body, `"ok"`) {
+			t.Errorf("stream %s: HTTP %d, X-Request-Id %q: %s", stream, resp.StatusCode, resp.Header.Get("X-Request-Id"), body)
+		}
+	}
+
+	// go-openai sees the 429 as the rate limit it is.
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL + "/v1"
+	_, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(context.Background(), chat("", "limit"))
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusTooManyRequests || apiErr.Code != "rate_limit_exceeded" {
+		t.Errorf("go-openai: %v", err)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	const content = "re: message 12 from load-u00012" // 31 runes: 11 chunks
+	plain := Spread(Request{}, content, time.Second, 5*time.Second)
+	if plain.Content != content || plain.Delay != 5*time.Second || plain.ChunkDelay != 0 {
+		t.Errorf("plain: %+v", plain)
+	}
+	streamed := Spread(Request{Stream: true}, content, time.Second, 5*time.Second)
+	n := time.Duration(len(split(content, chunkRunes)))
+	if end := streamed.Delay + n*streamed.ChunkDelay; streamed.Delay != time.Second || end > 5*time.Second || end < 5*time.Second-n {
+		t.Errorf("streamed: first after %v, every %v, done after %v; want 1s and 5s", streamed.Delay, streamed.ChunkDelay, end)
+	}
+	if short := Spread(Request{Stream: true}, content, time.Second, 0); short.Delay != 0 || short.ChunkDelay != 0 {
+		t.Errorf("first later than total: %+v", short)
+	}
+}
+
+// TestInFlight counts a request while it is answered and not after.
+func TestInFlight(t *testing.T) {
+	called := make(chan struct{})
+	fake := New(func(Request) Reply { close(called); return Reply{Hang: true} })
+	ts := httptest.NewServer(fake.Handler())
+	cfg := openai.DefaultConfig(apiKey)
+	cfg.BaseURL = ts.URL + "/v1"
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(ctx, chat("", "hi"))
+		errc <- err
+	}()
+	<-called
+	if n := fake.InFlight(); n != 1 {
+		t.Errorf("InFlight() = %d while answering, want 1", n)
+	}
+	cancel()
+	<-errc
+	ts.Close() // waits for the handler to return
+	if n := fake.InFlight(); n != 0 {
+		t.Errorf("InFlight() = %d after the request, want 0", n)
+	}
+}

@@ -1,0 +1,117 @@
+package llm
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCallErrorKinds: what each status of the API means to the caller, for
+// a plain and a streamed call, with the Retry-After of rate limits.
+func TestCallErrorKinds(t *testing.T) {
+	cases := []struct {
+		status     int
+		retryAfter string
+		kind       Kind
+		wait       time.Duration
+		hint       string
+	}{
+		{http.StatusTooManyRequests, "3", KindRateLimited, 3 * time.Second, "rate-limiting"},
+		{http.StatusTooManyRequests, "", KindRateLimited, 0, "rate-limiting"},
+		{http.StatusTooManyRequests, "3600", KindRateLimited, maxRetryAfter, "rate-limiting"},
+		{http.StatusServiceUnavailable, "2", KindRateLimited, 2 * time.Second, "rate-limiting"},
+		{http.StatusUnauthorized, "", KindConfig, 0, "llm.api_key"},
+		{http.StatusForbidden, "", KindConfig, 0, "llm.api_key"},
+		{http.StatusNotFound, "", KindConfig, 0, "llm.model"},
+		{http.StatusInternalServerError, "5", KindFailed, 0, ""},
+		{http.StatusBadGateway, "", KindFailed, 0, ""},
+	}
+	for _, c := range cases {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c.retryAfter != "" {
+				w.Header().Set("Retry-After", c.retryAfter)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(c.status)
+			_, _ = w.Write([]byte(`{"error":{"message":"upstream says no","type":"x"}}`))
+		}))
+		client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "sk-secret-key", Model: "m", Timeout: 5 * time.Second})
+		msgs := []Message{{Role: RoleUser, Content: "hi"}}
+		_, errComplete := client.Complete(context.Background(), msgs)
+		_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
+		srv.Close()
+		for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream} {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Errorf("%d %s: err %v is not an *Error", c.status, name, err)
+				continue
+			}
+			if e.Kind != c.kind || e.Status != c.status || e.RetryAfter != c.wait {
+				t.Errorf("%d %s: kind %v status %d retry after %v; want %v %d %v", c.status, name, e.Kind, e.Status, e.RetryAfter, c.kind, c.status, c.wait)
+			}
+			if KindOf(err) != c.kind {
+				t.Errorf("%d %s: KindOf = %v", c.status, name, KindOf(err))
+			}
+			if h := Hint(err); (c.hint == "") != (h == "") || !strings.Contains(h, c.hint) {
+				t.Errorf("%d %s: hint %q, want one mentioning %q", c.status, name, h, c.hint)
+			}
+			if !strings.Contains(err.Error(), "upstream says no") || strings.Contains(err.Error(), "sk-secret-key") {
+				t.Errorf("%d %s: error %q: want the API's message and never the key", c.status, name, err)
+			}
+		}
+	}
+}
+
+func TestCallErrorTimeout(t *testing.T) {
+	// The body read first: net/http notices the client gave up only then.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "k", Model: "m", Timeout: 50 * time.Millisecond})
+	msgs := []Message{{Role: RoleUser, Content: "hi"}}
+	_, errComplete := client.Complete(context.Background(), msgs)
+	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
+	for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream} {
+		if KindOf(err) != KindTimeout || !strings.Contains(err.Error(), "timed out") {
+			t.Errorf("%s: err %v kind %v, want a timeout", name, err, KindOf(err))
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	cases := map[string]time.Duration{
+		"":                              0,
+		"0":                             0,
+		"7":                             7 * time.Second,
+		"-3":                            0,
+		"soon":                          0,
+		"86400":                         maxRetryAfter,
+		"Wed, 02 Dec 2026 10:00:04 GMT": 4 * time.Second,
+		"Wed, 02 Dec 2026 09:59:00 GMT": 0,
+	}
+	for v, want := range cases {
+		if got := parseRetryAfter(v, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func TestKindOfOtherErrors(t *testing.T) {
+	for _, err := range []error{nil, errors.New("boom"), ErrEmpty} {
+		if KindOf(err) != KindFailed || Hint(err) != "" {
+			t.Errorf("%v: kind %v hint %q", err, KindOf(err), Hint(err))
+		}
+	}
+	// Made by hand (test fakes): still a readable error.
+	if got := (&Error{Kind: KindRateLimited, Status: 429}).Error(); !strings.Contains(got, "rate_limited") {
+		t.Errorf("hand-made error reads %q", got)
+	}
+}
