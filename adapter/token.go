@@ -77,7 +77,9 @@ type tokenState struct {
 	refreshAt time.Time
 	source    string
 	// lapsed turns true at usableUntil (a clock timer sets it), so that a
-	// read needs no clock: a clock read costs more than the rest of Get.
+	// read needs no clock: a clock read (~35 ns here) costs more than the
+	// rest of Get, and the token-read target is at least 20× faster than
+	// silenceper's ~600 ns (BenchmarkTokenGet; with a clock read, 14–22×).
 	lapsed *atomic.Bool
 }
 

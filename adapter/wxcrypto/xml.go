@@ -9,8 +9,9 @@ import (
 
 // This file holds a small XML reader for the one document shape WeCom sends:
 // an optional declaration, a root <xml> and flat children whose text is CDATA
-// and/or plain text. It exists because encoding/xml costs reflection and
-// dozens of allocations per callback on the hot path.
+// and/or plain text. It exists for the callback target (BenchmarkCallback:
+// signature, decrypt and parse of a text message in at most 8 µs):
+// encoding/xml alone costs 20–30 µs and dozens of allocations per callback.
 //
 // Whatever it accepts it must read exactly as encoding/xml would into an
 // equivalent struct (FuzzParseMessage checks this), so the character checks,
