@@ -83,6 +83,14 @@ type PipelineConfig struct {
 // (1,500 in flight), within the service's memory target (BENCHMARKS.md).
 const DefaultMaxConcurrency = 2000
 
+// storageSlots is how many users' answers do their storage work at once,
+// while up to MaxConcurrency wait on the model. With every waiting user
+// let through, their statements took turns at SQLite's one connection one
+// by one: all the answers of a burst finished together, seconds later
+// (5 answers/s while 4,000 callbacks arrived), and they crowded the ingest.
+// Targets: answers keep pace during a burst or a flood; ack p99 < 50 ms.
+const storageSlots = 16
+
 // MessageStore is what the pipeline needs of storage.
 type MessageStore interface {
 	InsertMessage(ctx context.Context, m *storage.Message) (bool, error)
@@ -155,6 +163,9 @@ type Pipeline struct {
 	// provider's rate limits.
 	limiter *callLimiter
 	metrics *Metrics
+	// storing holds a token for each user whose answer is doing anything
+	// but waiting on the model (storage, mostly); see storageSlots.
+	storing chan struct{}
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
@@ -193,6 +204,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
 		limiter: newCallLimiter(cfg.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
+		storing: make(chan struct{}, storageSlots),
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
@@ -372,7 +384,9 @@ func (p *Pipeline) dispatchLocked() {
 func (p *Pipeline) serve(k userKey) {
 	defer p.wg.Done()
 	for {
+		p.storing <- struct{}{}
 		p.serveUser(k)
+		<-p.storing
 		p.mu.Lock()
 		if p.again[k] && !p.closed {
 			delete(p.again, k)
@@ -647,12 +661,16 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 	pause := time.Second
 	failures := 0
 	for {
+		// The storage slot is given up while the call waits on the model.
+		<-p.storing
 		permit, err := p.limiter.acquire(ctx)
 		if err != nil {
+			p.storing <- struct{}{}
 			return err
 		}
 		retryable, err := try()
 		p.limiter.release(permit, err)
+		p.storing <- struct{}{}
 		p.metrics.llmRequest(m.Bot, err)
 		if err == nil {
 			return nil
