@@ -35,7 +35,7 @@ type callLimiter struct {
 	log   *slog.Logger
 
 	mu          sync.Mutex
-	limit       float64
+	limit       int
 	inFlight    int
 	epoch       uint64 // bumped by every decrease
 	pausedUntil time.Time
@@ -65,7 +65,7 @@ const defaultRetryAfter = time.Second
 const heldBackLogEvery = time.Minute
 
 func newCallLimiter(max int, clock clockwork.Clock, log *slog.Logger) *callLimiter {
-	return &callLimiter{max: max, limit: float64(max), clock: clock, log: log}
+	return &callLimiter{max: max, limit: max, clock: clock, log: log}
 }
 
 // acquire waits for a permit to call the model, or for ctx to end.
@@ -99,7 +99,7 @@ func (l *callLimiter) acquire(ctx context.Context) (callPermit, error) {
 
 // openLocked says whether one more call may start now.
 func (l *callLimiter) openLocked() bool {
-	return l.inFlight < int(l.limit) && !l.clock.Now().Before(l.pausedUntil)
+	return l.inFlight < l.limit && !l.clock.Now().Before(l.pausedUntil)
 }
 
 // grantLocked hands permits to the waiters, in order, while calls may
@@ -133,9 +133,9 @@ func (l *callLimiter) release(p callPermit, err error) {
 	l.inFlight--
 	switch {
 	case err == nil:
-		if l.limit < float64(l.max) && 2*used >= int(l.limit) {
+		if l.limit < l.max && 2*used >= l.limit {
 			l.limit++
-			if l.limit >= float64(l.max) && l.heldBack {
+			if l.limit == l.max && l.heldBack {
 				l.heldBack = false
 				l.log.Info("model calls no longer held back", "max_concurrency", l.max)
 			}
@@ -166,12 +166,12 @@ func (l *callLimiter) rateLimitedLocked(p callPermit, err error, used int) {
 		return
 	}
 	l.epoch++
-	l.limit = max(1, float64(int(min(l.limit, float64(used))/2)))
+	l.limit = max(1, min(l.limit, used)/2)
 	l.heldBack = true
 	if l.logged.IsZero() || now.Sub(l.logged) >= heldBackLogEvery {
 		l.logged = now
 		l.log.Warn("the model's provider is rate-limiting: holding calls back",
-			"calls_at_once", int(l.limit), "max_concurrency", l.max, "retry_after", wait, "err", err)
+			"calls_at_once", l.limit, "max_concurrency", l.max, "retry_after", wait, "err", err)
 	}
 }
 
@@ -179,5 +179,5 @@ func (l *callLimiter) rateLimitedLocked(p callPermit, err error, used int) {
 func (l *callLimiter) stats() (inFlight, limit int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.inFlight, int(l.limit)
+	return l.inFlight, l.limit
 }

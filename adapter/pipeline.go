@@ -658,19 +658,19 @@ func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Mes
 //   - any other failure: retried LLMRetries times, pausing 1 s, 2 s…;
 //   - try says not to retry (a stream that already sent parts): not.
 func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message, try func() (retryable bool, err error)) error {
+	// The storage slot is given up while the calls, their retries and
+	// their pauses wait on the model.
+	<-p.storing
+	defer func() { p.storing <- struct{}{} }()
 	pause := time.Second
 	failures := 0
 	for {
-		// The storage slot is given up while the call waits on the model.
-		<-p.storing
 		permit, err := p.limiter.acquire(ctx)
 		if err != nil {
-			p.storing <- struct{}{}
 			return err
 		}
 		retryable, err := try()
 		p.limiter.release(permit, err)
-		p.storing <- struct{}{}
 		p.metrics.llmRequest(m.Bot, err)
 		if err == nil {
 			return nil

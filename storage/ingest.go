@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 )
 
 // maxBatch bounds how many accepted messages share one transaction.
@@ -30,10 +28,6 @@ type ingest struct {
 	quit   chan struct{}
 	done   chan struct{} // closed when loop has returned
 	closer sync.Once
-	// waited is how long the batches waited at the gate for the
-	// statements of others, in total (ns); wrote how long they took once
-	// through it (ns); batches counts them.
-	waited, wrote, batches atomic.Int64
 }
 
 type insertReq struct {
@@ -165,15 +159,11 @@ func (g *ingest) write(batch []*insertReq) {
 }
 
 // writeTx stores batch in one transaction; ids[i] is 0 for a duplicate.
-// On SQLite it passes the connection's gate first in line.
+// On SQLite it passes the connection's gate with high priority.
 func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 	if g.d.gate != nil {
-		t := time.Now()
 		g.d.gate.acquire(true)
 		defer g.d.gate.release()
-		through := time.Now()
-		g.waited.Add(int64(through.Sub(t)))
-		defer func() { g.wrote.Add(int64(time.Since(through))); g.batches.Add(1) }()
 	}
 	ctx := context.Background() // a callback that gave up still gets its row stored
 	tx, err := g.sqlDB.BeginTx(ctx, nil)

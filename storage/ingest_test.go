@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 )
 
 // Concurrent inserts share transactions; every message still gets its own
@@ -66,33 +65,5 @@ func testIngestGroupsConcurrentInserts(t *testing.T) {
 	_, err = db.InsertMessage(context.Background(), &Message{Bot: "b", DedupeKey: "late"})
 	if !errors.Is(err, errClosed) {
 		t.Fatalf("insert after close: %v", err)
-	}
-}
-
-// TestIngestStats: a batch that finds the connection held by another
-// statement counts the wait; one that finds it free counts none.
-func TestIngestStats(t *testing.T) {
-	db, _ := newDB(t)
-	insert := func(key string) {
-		t.Helper()
-		if _, err := db.InsertMessage(t.Context(), &Message{Bot: "b", DedupeKey: key, UserID: "u", MsgType: "text"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	insert("free")
-	s, ok := db.IngestStats()
-	if !ok {
-		t.Fatal("SQLite reports no ingest stats")
-	}
-	if s.Batches != 1 || s.Waited > 50*time.Millisecond || s.Wrote <= 0 {
-		t.Fatalf("after one insert on a free connection: %+v", s)
-	}
-	db.gate.acquire(false) // the answer path holds the connection
-	const hold = 100 * time.Millisecond
-	time.AfterFunc(hold, db.gate.release)
-	insert("held")
-	s2, _ := db.IngestStats()
-	if s2.Batches != 2 || s2.Waited-s.Waited < hold/2 || s2.Wrote <= s.Wrote {
-		t.Fatalf("after an insert that waited %v for the connection: %+v, was %+v", hold, s2, s)
 	}
 }

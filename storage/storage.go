@@ -203,23 +203,6 @@ func sqliteDSN(dsn string) (string, error) {
 	return dsn + "?" + pragmas, nil
 }
 
-// IngestStats are totals of the ingest's batches of callbacks so far.
-type IngestStats struct {
-	Batches int64
-	// Waited is how long they waited for SQLite's connection while other
-	// statements held it (the answer path's); Wrote how long they then
-	// took to write and commit.
-	Waited, Wrote time.Duration
-}
-
-// IngestStats reports the ingest's totals, and false on Postgres, whose
-// transactions run side by side: nothing waits there. The pipeline paces
-// answers on them (adapter.answerPacer).
-func (d *DB) IngestStats() (IngestStats, bool) {
-	return IngestStats{Batches: d.ingest.batches.Load(),
-		Waited: time.Duration(d.ingest.waited.Load()), Wrote: time.Duration(d.ingest.wrote.Load())}, !d.postgres()
-}
-
 // postgres tells the drivers apart after Open: only SQLite has the gate.
 func (d *DB) postgres() bool { return d.gate == nil }
 
