@@ -9,27 +9,34 @@ import (
 	"gorm.io/gorm"
 )
 
+// highTurns is how many callers of high priority go in a row while one of
+// low priority waits. Under a flood of callbacks (closed loop, 2 cores) 1
+// gave the ingest 0.27–0.49× the baseline's callbacks a second and an ack
+// p99 up to 96 ms; 2 gave 0.37–0.65× and 32–51 ms, with the answers still
+// at 150–280 a second (BENCHMARKS.md, the flood run).
+const highTurns = 2
+
 // gate hands SQLite's one connection to one caller at a time, callers of
-// high priority (the ingest) first, but never twice in a row while a caller
-// of low priority waits. database/sql queues the callers of a busy
+// high priority (the ingest) first, but at most highTurns in a row while a
+// caller of low priority waits. database/sql queues the callers of a busy
 // connection in no particular order: under load the ingest of callbacks,
 // which WeCom waits for, stood behind every write of the answer path (p99
 // ack 47–67 ms at 1,000 callbacks/s, against the ack target p99 < 50 ms).
-// With the gate it waits for at most the statement in progress and one
-// more; taking turns keeps answers going during a flood of callbacks (the
+// With the gate it waits for the statement in progress, the ingest ahead of
+// it and one answer-path statement per highTurns of those; taking turns keeps answers going during a flood of callbacks (the
 // target of at least 100 answers a second under a flood), where strict
 // priority let them through at a few a second.
 type gate struct {
 	mu        sync.Mutex
 	busy      bool
-	lastHigh  bool // the connection went last to a caller of high priority
+	highRun   int // callers of high priority served in a row while one of low priority waited
 	high, low []chan struct{}
 }
 
 func (g *gate) acquire(high bool) {
 	g.mu.Lock()
 	if !g.busy {
-		g.busy, g.lastHigh = true, high
+		g.busy = true
 		g.mu.Unlock()
 		return
 	}
@@ -47,14 +54,16 @@ func (g *gate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
-	case len(g.high) > 0 && (!g.lastHigh || len(g.low) == 0):
+	case len(g.high) > 0 && (g.highRun < highTurns || len(g.low) == 0):
 		close(g.high[0])
 		g.high = g.high[1:]
-		g.lastHigh = true
+		if len(g.low) > 0 {
+			g.highRun++
+		}
 	case len(g.low) > 0:
 		close(g.low[0])
 		g.low = g.low[1:]
-		g.lastHigh = false
+		g.highRun = 0
 	default:
 		g.busy = false
 	}

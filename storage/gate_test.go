@@ -12,8 +12,8 @@ import (
 	"gorm.io/gorm"
 )
 
-// The ingest's turn comes before every waiting answer-path statement, and
-// waiters of one priority go in arrival order.
+// The ingest goes first, but at most highTurns times in a row while an
+// answer-path statement waits; waiters of one priority go in arrival order.
 func TestGateHighPriorityFirst(t *testing.T) {
 	g := &gate{}
 	g.acquire(false) // a statement in progress
@@ -52,9 +52,13 @@ func TestGateHighPriorityFirst(t *testing.T) {
 	queued(1, 2)
 	wait("high2", true)
 	queued(2, 2)
+	wait("high3", true)
+	queued(3, 2)
+	wait("high4", true)
+	queued(4, 2)
 	g.release()
 	wg.Wait()
-	if got := fmt.Sprint(order); got != "[high1 low1 high2 low2]" { // high first, taking turns with low
+	if got := fmt.Sprint(order); got != "[high1 high2 low1 high3 high4 low2]" { // two high, then one low
 		t.Fatalf("order %s", got)
 	}
 	g.acquire(true) // free again: no wait
