@@ -23,9 +23,10 @@ const highTurns = 2
 // which WeCom waits for, stood behind every write of the answer path (p99
 // ack 47–67 ms at 1,000 callbacks/s, against the ack target p99 < 50 ms).
 // With the gate it waits for the statement in progress, the ingest ahead of
-// it and one answer-path statement per highTurns of those; taking turns keeps answers going during a flood of callbacks (the
-// target of at least 100 answers a second under a flood), where strict
-// priority let them through at a few a second.
+// it and one answer-path statement per highTurns of those. Taking turns
+// keeps answers going during a flood of callbacks (the target of at least
+// 100 answers a second under a flood), where strict priority let them
+// through at a few a second.
 type gate struct {
 	mu        sync.Mutex
 	busy      bool
