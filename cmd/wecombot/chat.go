@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,11 +28,11 @@ const (
 
 // simChat is the panel's "chat as a WeCom user", for a service whose WeCom
 // is the simulator: in-process in demo mode, or a separate `wecombot
-// simulate` that wecom.api_base points at. It plays WeCom's side in full,
-// through the same doors as WeCom: an encrypted callback to the service,
-// the answer caught at the simulator's message/send. The answer is told
-// apart only by its recipient, its app and its order, so exchanges run one
-// at a time.
+// simulate` that wecom.api_base points at (wecom.simulator: true). It
+// plays WeCom's side in full, through the same doors as WeCom: an
+// encrypted callback to the service, the answer caught at the simulator's
+// message/send. The answer is told apart only by its recipient, its app
+// and its order, so exchanges run one at a time.
 type simChat struct {
 	from deliveries
 	bots map[string]BotConfig
@@ -220,27 +219,6 @@ func (r remoteDeliveries) get(ctx context.Context, path string, v any) error {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(v)
-}
-
-// probeTimeout bounds the one question a starting service asks its api_base.
-const probeTimeout = time.Second
-
-// probeSimulator reports whether apiBase is the WeCom simulator (`wecombot
-// simulate`): it asks once, for at most probeTimeout. Any failure means
-// "not the simulator", never a reason not to start. WeCom itself is not
-// asked.
-func probeSimulator(ctx context.Context, apiBase string) bool {
-	u, err := url.Parse(apiBase)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
-		strings.HasSuffix(strings.ToLower(u.Hostname()), ".weixin.qq.com") {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	r := remoteDeliveries{base: strings.TrimRight(apiBase, "/"), client: client}
-	_, err = r.Count(ctx)
-	return err == nil
 }
 
 // serviceURL is the base URL at which this machine reaches a service

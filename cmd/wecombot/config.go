@@ -53,6 +53,11 @@ type WeComConfig struct {
 	APIBase            string `yaml:"api_base"`
 	TokenRefreshBefore string `yaml:"token_refresh_before"`
 	RequestTimeout     string `yaml:"request_timeout"`
+	// Simulator says that APIBase is wecombot's WeCom simulator (`wecombot
+	// simulate`): the panel then gets a "chat as a WeCom user" page that
+	// reads the answers there. The service never asks api_base what it is,
+	// so that its start makes no request production does not need.
+	Simulator bool `yaml:"simulator"`
 }
 
 type LLMConfig struct {
@@ -301,6 +306,9 @@ func (c *Config) validate() []error {
 		bad("storage.retention", "must be 0 or at least 1h (WeCom retries callbacks; a dedupe key must outlive them), got %s", c.Storage.Retention)
 	}
 	urlKey("wecom.api_base", c.WeCom.APIBase)
+	if u, err := url.Parse(c.WeCom.APIBase); c.WeCom.Simulator && err == nil && isWeCom(u.Hostname()) {
+		bad("wecom.simulator", "is true, but wecom.api_base %q is WeCom itself: point api_base at `wecombot simulate` (it prints its address), or set simulator to false", c.WeCom.APIBase)
+	}
 	duration("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)
 	duration("wecom.request_timeout", c.WeCom.RequestTimeout)
 	urlKey("llm.base_url", c.LLM.BaseURL)
@@ -380,6 +388,12 @@ func (c *Config) validate() []error {
 		}
 	}
 	return errs
+}
+
+// isWeCom says whether host is WeCom's own API (qyapi.weixin.qq.com).
+func isWeCom(host string) bool {
+	host = strings.ToLower(host)
+	return host == "weixin.qq.com" || strings.HasSuffix(host, ".weixin.qq.com")
 }
 
 // mustDuration parses a validated duration.

@@ -3,44 +3,66 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
-// buildBinary builds cmd/wecombot once per test run, as it ships (Dockerfile,
-// README): with the nomsgpack tag.
+// binary is cmd/wecombot as it ships (Dockerfile, README: with the
+// nomsgpack tag), built once per test binary into the folder TestMain
+// made.
+var binary struct {
+	dir  string
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildBinary returns the path of the built binary, building it on first
+// use.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary")
 	}
-	bin := filepath.Join(t.TempDir(), "wecombot")
-	cmd := exec.Command("go", "build", "-tags", "nomsgpack", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
+	binary.once.Do(func() {
+		path := filepath.Join(binary.dir, "wecombot")
+		out, err := exec.Command("go", "build", "-tags", "nomsgpack", "-o", path, ".").CombinedOutput()
+		if err != nil {
+			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		binary.path = path
+	})
+	if binary.err != nil {
+		t.Fatal(binary.err)
 	}
-	return bin
+	return binary.path
 }
 
+// freeAddr is a loopback address with a port free at the moment, for a
+// process started next to listen on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	addr, err := freeLoopbackAddr()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return addr
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // process is the real binary running under a test.
@@ -64,20 +86,27 @@ func startBinary(t *testing.T, bin, cfgPath, addr string) *process {
 	}
 	p := &process{cmd: cmd, addr: addr}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	eventually.Within(withLog{t, cfgPath + ".log"}, 20*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	log, _ := os.ReadFile(cfgPath + ".log")
-	t.Fatalf("binary did not come up on %s:\n%s", addr, log)
-	return nil
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "binary did not come up on %s", addr)
+	return p
+}
+
+// withLog adds the log of a process to a failure's message.
+type withLog struct {
+	testing.TB
+	path string
+}
+
+func (w withLog) Fatalf(format string, args ...any) {
+	w.TB.Helper()
+	log, _ := os.ReadFile(w.path)
+	w.TB.Fatalf(format+"\nlog %s:\n%s", append(args, w.path, log)...)
 }
 
 // TestKill9LosesNothingAndRepeatsNothing kills the real binary with SIGKILL
@@ -138,9 +167,10 @@ bots:
 		}
 	}
 	// Kill when some answers are out and others are with the LLM.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(sim.Delivered()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	wait, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sim.WaitDelivered(wait, 2); err != nil {
+		t.Fatalf("2 answers before the kill: %v (%d delivered, %d LLM calls)", err, len(sim.Delivered()), fake.Calls())
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -155,24 +185,15 @@ bots:
 	for _, u := range users {
 		post(u, u+" last")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
+	eventually.Within(withLog{t, cfgPath + ".log"}, 30*time.Second, func() bool {
 		done := 0
 		for _, s := range sim.Delivered() {
 			if strings.HasSuffix(s.Content, " last") {
 				done++
 			}
 		}
-		if done == len(users) {
-			break
-		}
-		if ctx.Err() != nil {
-			log, _ := os.ReadFile(cfgPath + ".log")
-			t.Fatalf("last answers: %d of %d\n%s", done, len(users), log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return done == len(users)
+	}, "the last answers of %d users did not all arrive", len(users))
 	count := map[string]int{}
 	for _, s := range sim.Delivered() {
 		count[s.Content]++

@@ -71,6 +71,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	cfg.Server.Addr = o.Addr
 	cfg.Storage.DSN = dir + "/demo.db"
 	cfg.WeCom.APIBase = simURL
+	cfg.WeCom.Simulator = true // what the panel's configuration page shows; Main.Simulator below is the chat
 	cfg.Admin.Password = d.Password
 	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
 	cfg.Bots = []BotConfig{bot}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 )
 
 func TestDemoAnswersThroughItsOwnSimulator(t *testing.T) {
@@ -44,23 +45,19 @@ func TestDemoAnswersThroughItsOwnSimulator(t *testing.T) {
 
 func TestDemoCommandPrintsThePanelAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // the demo stops when a check fails
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"demo", "-addr", "127.0.0.1:0"}, &stdout, &stderr) }()
 	re := regexp.MustCompile(`admin API:\s+curl -u admin:(\S+) (http://\S+)/api/bots`)
 	var m []string
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if m = re.FindStringSubmatch(stdout.String()); m != nil {
-			break
-		}
-	}
-	if m == nil {
-		cancel()
-		t.Fatalf("no URL printed:\n%s\n%s", stdout.String(), stderr.String())
-	}
+	eventually.Within(t, 15*time.Second, func() bool {
+		m = re.FindStringSubmatch(stdout.String())
+		return m != nil
+	}, "no URL printed: %v", later(func() string { return stdout.String() + "\n" + stderr.String() }))
 	// The first message the demo sends itself gets its answer and shows up.
 	var body string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	eventually.Within(t, 10*time.Second, func() bool {
 		req, _ := http.NewRequest("GET", m[2]+"/api/bots", nil)
 		req.SetBasicAuth("admin", m[1])
 		resp, err := http.DefaultClient.Do(req)
@@ -70,10 +67,8 @@ func TestDemoCommandPrintsThePanelAndStops(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		body = string(b)
-		if resp.StatusCode == 200 && strings.Contains(body, `"state":"valid"`) {
-			break
-		}
-	}
+		return resp.StatusCode == 200 && strings.Contains(body, `"state":"valid"`)
+	}, "the demo bot has no valid token: %v", later(func() string { return body }))
 	if !strings.Contains(body, `"name":"demo"`) || !strings.Contains(body, `"state":"valid"`) {
 		t.Fatalf("demo bot: %s", body)
 	}

@@ -56,6 +56,8 @@ func TestComposeFile(t *testing.T) {
 	if w.Environment["WECOMBOT_REDIS_ADDR"] != "redis:6379" {
 		t.Errorf("redis address not passed: %v", w.Environment)
 	}
+	checkGC(t, "docker-compose.yml: wecombot", w.Environment)
+	checkGC(t, "docker-compose.yml: wecombot-2", c.Services["wecombot-2"].Environment)
 	if !strings.HasPrefix(r.Image, "redis:") || len(r.Healthcheck.Test) == 0 || len(r.Volumes) == 0 || r.Restart == "" {
 		t.Errorf("redis service: %+v", r)
 	}
@@ -201,6 +203,7 @@ func TestComposeScale(t *testing.T) {
 		if len(w.Ports) != 0 {
 			t.Errorf("%s publishes %v: only nginx should", name, w.Ports)
 		}
+		checkGC(t, "docker-compose.scale.yml: "+name, w.Environment)
 		if strings.Join(w.Healthcheck.Test, " ") != "CMD wecombot health" {
 			t.Errorf("%s healthcheck %v", name, w.Healthcheck.Test)
 		}
@@ -260,6 +263,21 @@ func TestComposeScale(t *testing.T) {
 	for _, m := range composeVar.FindAllStringSubmatch(string(raw), -1) {
 		if !strings.HasSuffix(m[2], "-") && !strings.Contains(string(envExample), m[1]+"=") {
 			t.Errorf(".env.example lacks %s", m[1])
+		}
+	}
+}
+
+// gcEnv is the garbage collector's setting of the shipped image: the
+// Dockerfile's ENV, repeated in the compose files where an operator sees
+// it. wecombot-load gives its child processes the same.
+var gcEnv = map[string]string{"GOGC": "400", "GOMEMLIMIT": "128MiB"}
+
+// checkGC checks that a compose service's environment sets gcEnv.
+func checkGC(t *testing.T, service string, env map[string]string) {
+	t.Helper()
+	for k, v := range gcEnv {
+		if env[k] != v {
+			t.Errorf("%s: environment %s=%q, want %q", service, k, env[k], v)
 		}
 	}
 }
@@ -336,7 +354,8 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(build, "-tags nomsgpack") {
 		t.Errorf("the Dockerfile's go build line %q lacks -tags nomsgpack", build)
 	}
-	for _, want := range []string{"CGO_ENABLED=1", "AS build", "USER wecombot", "VOLUME", `HEALTHCHECK`, `"wecombot", "health"`} {
+	for _, want := range []string{"CGO_ENABLED=1", "AS build", "USER wecombot", "VOLUME", `HEALTHCHECK`, `"wecombot", "health"`,
+		"\nENV GOGC=" + gcEnv["GOGC"] + " GOMEMLIMIT=" + gcEnv["GOMEMLIMIT"] + "\n"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -367,6 +386,24 @@ func TestHealthCommand(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"health", "-url", "http://127.0.0.1:1"}, &out, &errb); code != 1 {
 		t.Fatalf("down: exit %d", code)
+	}
+}
+
+// The product's binary links no test fake and no measuring tool: the fake
+// LLM (llm/llmtest) and the load tool (cmd/wecombot-load) stay out of it.
+func TestShippedBuildLeavesOutTheTestFakes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-deps", "-tags", "nomsgpack", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		ours, isOurs := strings.CutPrefix(pkg, "github.com/wecombot/wecombot/")
+		if (isOurs && (strings.HasSuffix(ours, "test") || strings.HasPrefix(ours, "cmd/wecombot-load"))) || pkg == "runtime/pprof" {
+			t.Errorf("the wecombot binary links %s", pkg)
+		}
 	}
 }
 

@@ -38,6 +38,9 @@ type env struct {
 	m      *Main
 	cb     *wecomsim.Callback
 	msgID  atomic.Int64
+	// simulator is wecom.simulator: api_base is the simulator, and the
+	// panel has its chat page.
+	simulator bool
 }
 
 func newEnv(t testing.TB, respond func(llmtest.Request) llmtest.Reply) *env {
@@ -68,7 +71,7 @@ func (e *env) config() *Config {
 	yml := fmt.Sprintf(`
 server: {addr: "127.0.0.1:0", shutdown_timeout: 5s}
 storage: {driver: sqlite, dsn: %q}
-wecom: {api_base: %q}
+wecom: {api_base: %q, simulator: %v}
 llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: test-model, system_prompt: "You are a test.", timeout: 5s, retries: 1}
 admin: {username: admin, password: %q}
 log: {level: error}
@@ -79,7 +82,7 @@ bots:
     secret: %q
     token: %q
     encoding_aes_key: %q
-`, e.dbPath, e.simSrv.URL, e.llmSrv.URL+"/v1", testAdminPW, testCorp, testAgent, testSecret, testToken, e.aesKey)
+`, e.dbPath, e.simSrv.URL, e.simulator, e.llmSrv.URL+"/v1", testAdminPW, testCorp, testAgent, testSecret, testToken, e.aesKey)
 	cfg, err := ParseConfig([]byte(yml), func(k string) (string, bool) {
 		if k == "TEST_LLM_KEY" {
 			return "sk-test-key", true
@@ -123,6 +126,26 @@ func (e *env) post(xml []byte) {
 	status, body, err := e.cb.Post(context.Background(), xml)
 	if err != nil || status != http.StatusOK || body != "" {
 		e.t.Fatalf("callback: status %d body %q err %v; want 200 with an empty body", status, body, err)
+	}
+}
+
+// waitFor waits, up to d, until done holds for the messages delivered so
+// far, and returns them.
+func (e *env) waitFor(d time.Duration, done func([]wecomsim.Sent) bool) []wecomsim.Sent {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		sent := e.sim.Delivered()
+		if done(sent) {
+			return sent
+		}
+		if _, err := e.sim.WaitDelivered(ctx, len(sent)+1); err != nil {
+			if sent := e.sim.Delivered(); done(sent) {
+				return sent
+			}
+			e.t.Fatalf("after %v, %d messages delivered, not yet what the test waits for: %v", d, len(e.sim.Delivered()), err)
+		}
 	}
 }
 
@@ -233,25 +256,19 @@ func TestEndToEnd(t *testing.T) {
 		e.post(e.text("wangwu", "long please"))
 		e.post(e.text("wangwu", "after the long one"))
 		var parts []string
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
+		e.waitFor(15*time.Second, func(sent []wecomsim.Sent) bool {
 			parts = parts[:0]
-			done := false
-			for _, s := range e.sim.Delivered()[before:] {
+			for _, s := range sent[before:] {
 				if s.ToUser != "wangwu" {
 					continue
 				}
 				if strings.Contains(s.Content, "after the long one") {
-					done = true
-					break
+					return true
 				}
 				parts = append(parts, s.Content)
 			}
-			if done {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return false
+		})
 		if len(longAnswer) <= 5000 || len(parts) < 3 {
 			t.Fatalf("%d parts for %d bytes", len(parts), len(longAnswer))
 		}

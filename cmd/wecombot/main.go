@@ -37,12 +37,10 @@ commands:
           container healthchecks; -url overrides the address from the config
   simulate  play WeCom for a service under development: serve gettoken and
           message/send for the configured bots on -listen (point
-          wecom.api_base there) and send each stdin line "user: text" as an
-          encrypted callback to -service, printing the answers
-  load    measure the service (its own process, or -inprocess) against the
-          simulator and a fake LLM, beside a bare signature+decrypt+parse
-          baseline (-users -rate -duration -llm-latency -senders -workers
-          -drain -cpuprofile -inprocess -settle -soak -sample)
+          wecom.api_base there, and set wecom.simulator: true for the
+          panel's "chat as a WeCom user" page) and send each stdin line
+          "user: text" as an encrypted callback to -service, printing the
+          answers
 
 -config defaults to $WECOMBOT_CONFIG, then config.yaml.
 `
@@ -52,9 +50,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
-	}
-	if cmd == "load" { // its own flags, shared with no other command
-		return runLoadCommand(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("wecombot "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -106,8 +101,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "health":
 		return health(ctx, *path, *healthURL, *ready, stdout, stderr)
-	case "load-baseline":
-		return runBaseline(ctx, *path, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -192,7 +185,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	if err != nil {
 		return 1
 	}
-	tuneGC(os.Getenv)
 	m := NewMain(cfg, stderr)
 	if err := m.Open(ctx); err != nil {
 		fmt.Fprintf(stderr, "wecombot: %v\n", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,8 +16,31 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm/llmtest"
+	"github.com/wecombot/wecombot/storage/pgtest"
 )
+
+// TestMain gives buildBinary a folder that outlives each test, and stops
+// the scale-out tests' Postgres server (see pgtest) at the end.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wecombot-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary.dir = dir
+	code := pgtest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// later formats as what f returns when the message is written: a failure
+// message then shows the state at the deadline, not at the start of the
+// wait.
+type later func() string
+
+func (l later) String() string { return l() }
 
 // syncBuffer is a bytes.Buffer the service may log into while a test reads.
 type syncBuffer struct {
@@ -147,6 +171,9 @@ func TestRunCommandLine(t *testing.T) {
 	}{
 		{name: "unknown command", args: []string{"frobnicate", "-config", bad}, code: 2, stderr: []string{`unknown command "frobnicate"`, "usage:"}},
 		{name: "unknown flag", args: []string{"check", "-nope"}, code: 2, stderr: []string{"-nope", "usage:"}},
+		// The load tool is a command of its own (cmd/wecombot-load).
+		{name: "load is not the product's", args: []string{"load"}, code: 2, stderr: []string{`unknown command "load"`}},
+		{name: "load-baseline is not the product's", args: []string{"load-baseline", "-config", bad}, code: 2, stderr: []string{`unknown command "load-baseline"`}},
 		{name: "help command", args: []string{"help"}, code: 0, stdout: "usage:"},
 		{name: "-h", args: []string{"-h"}, code: 0, stderr: []string{"usage:"}},
 		// Without a command run serves, and serve reads the file first.
@@ -197,21 +224,17 @@ func TestRunServe(t *testing.T) {
 	go func() { done <- run(ctx, []string{"-config", path}, &stdout, &stderr) }()
 
 	var addr string
-	deadline := time.Now().Add(10 * time.Second)
-	for addr == "" {
-		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
-			addr = m[1]
-			break
-		}
+	eventually.True(t, func() bool {
 		select {
 		case code := <-done:
 			t.Fatalf("run returned %d before listening:\n%s", code, stderr.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not listening after 10s:\n%s", stderr.String())
+		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
 		}
-	}
+		return addr != ""
+	}, "not listening: %v", later(stderr.String))
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)

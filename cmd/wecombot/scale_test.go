@@ -19,16 +19,14 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm/llmtest"
 	"github.com/wecombot/wecombot/storage"
 	"github.com/wecombot/wecombot/storage/pgtest"
 	"github.com/wecombot/wecombot/storage/redistest"
 )
 
-// TestMain stops the scale-out tests' Postgres server (see pgtest) at the end.
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-
-// The scale-out tests of issue 8: three instances of the real binary on one
+// The scale-out tests: three instances of the real binary on one
 // Postgres database and one Redis, a round-robin proxy in front, and a fake
 // WeCom that posts every message and then its retry, which the proxy hands
 // to the next instance.
@@ -241,49 +239,45 @@ func (c *scaleCluster) waitDelivered(d time.Duration, done func([]wecomsim.Sent)
 
 // waitSettled waits until the database holds want messages and none of them
 // is still being answered or waiting for delivery, so that no further
-// delivery can come. It returns the messages per state.
-func (c *scaleCluster) waitSettled(d time.Duration, want int) (map[string]int, bool) {
+// delivery can come, and fails the test if that takes longer than d. It
+// returns the messages per state.
+func (c *scaleCluster) waitSettled(d time.Duration, want int) map[string]int {
 	c.t.Helper()
 	db, err := sql.Open("pgx", c.dsn)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer db.Close()
-	deadline := time.Now().Add(d)
-	states := map[string]int{}
-	for {
-		states = map[string]int{}
+	var states map[string]int
+	var pending int
+	eventually.Within(c.t, d, func() bool {
+		states, pending = map[string]int{}, 0
 		total, open := 0, 0
-		rows, err := db.Query(`SELECT state, count(*) FROM messages GROUP BY state`)
-		if err == nil {
-			for rows.Next() {
-				var s string
-				var n int
-				if rows.Scan(&s, &n) == nil {
-					states[s] = n
-					total += n
-					switch s {
-					case storage.MessageAnswered, storage.MessageFailed, storage.MessageIgnored:
-					default:
-						open += n
-					}
+		rows, qerr := db.Query(`SELECT state, count(*) FROM messages GROUP BY state`)
+		if qerr != nil {
+			err = qerr
+			return false
+		}
+		for rows.Next() {
+			var s string
+			var n int
+			if rows.Scan(&s, &n) == nil {
+				states[s] = n
+				total += n
+				switch s {
+				case storage.MessageAnswered, storage.MessageFailed, storage.MessageIgnored:
+				default:
+					open += n
 				}
 			}
-			rows.Close()
 		}
-		var pending int
-		if err == nil {
-			err = db.QueryRow(`SELECT count(*) FROM outbox WHERE state = $1`, storage.OutboxPending).Scan(&pending)
-		}
-		if err == nil && total == want && open == 0 && pending == 0 {
-			return states, true
-		}
-		if time.Now().After(deadline) {
-			c.t.Logf("database not settled: messages by state %v, outbox pending %d, err %v", states, pending, err)
-			return states, false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		rows.Close()
+		err = db.QueryRow(`SELECT count(*) FROM outbox WHERE state = $1`, storage.OutboxPending).Scan(&pending)
+		return err == nil && total == want && open == 0 && pending == 0
+	}, "the database did not settle: want %d messages, all answered, outbox empty; %v", want, later(func() string {
+		return fmt.Sprintf("messages by state %v, outbox pending %d, err %v", states, pending, err)
+	}))
+	return states
 }
 
 // question is the k-th question of user u.
@@ -352,11 +346,8 @@ func TestScaleOutThreeInstances(t *testing.T) {
 	if !ok {
 		t.Errorf("not every message was answered within 30s: %d deliveries", len(got))
 	}
-	states, settled := c.waitSettled(10*time.Second, len(scaleUsers)*perUser)
+	states := c.waitSettled(10*time.Second, len(scaleUsers)*perUser)
 	t.Logf("settled after %v: messages by state %v", time.Since(start).Round(time.Millisecond), states)
-	if !settled {
-		t.Errorf("the database did not settle: want %d messages, all answered, outbox empty; messages by state %v", len(scaleUsers)*perUser, states)
-	}
 	got = c.sim.Delivered()
 
 	count := map[string]int{}
@@ -421,23 +412,19 @@ func TestScaleOutKillOneInstance(t *testing.T) {
 	// paragraphs of most first answers are out: the answers are then
 	// streaming, the victim's likely among them.
 	victim, most := -1, int32(0)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if len(c.sim.Delivered()) >= len(users)-1 {
-			for k := range c.procs {
-				if n := c.inflight[k].Load(); n > most {
-					victim, most = k, n
-				}
-			}
-			if victim >= 0 {
-				break
+	eventually.Within(t, 10*time.Second, func() bool {
+		if len(c.sim.Delivered()) < len(users)-1 {
+			return false
+		}
+		for k := range c.procs {
+			if n := c.inflight[k].Load(); n > most {
+				victim, most = k, n
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if victim < 0 {
-		t.Fatalf("no answer streaming within 10s (LLM calls %d, deliveries %d)", c.llm.Calls(), len(c.sim.Delivered()))
-	}
+		return victim >= 0
+	}, "no answer streaming: %v", later(func() string {
+		return fmt.Sprintf("LLM calls %d, deliveries %d", c.llm.Calls(), len(c.sim.Delivered()))
+	}))
 	c.kill(victim)
 	killedAt := time.Now()
 	t.Logf("killed instance %d with %d LLM requests in flight, after %v; in flight per instance then %d/%d/%d, deliveries so far %d",
@@ -493,10 +480,7 @@ func TestScaleOutKillOneInstance(t *testing.T) {
 	if !ok {
 		t.Errorf("not every message was answered within 30s of the kill: %v", tallyOf(got))
 	}
-	states, settled := c.waitSettled(10*time.Second, len(users)*(perUser+1))
-	if !settled {
-		t.Errorf("the database did not settle: want %d messages, all answered, outbox empty; messages by state %v", len(users)*(perUser+1), states)
-	}
+	states := c.waitSettled(10*time.Second, len(users)*(perUser+1))
 	got = c.sim.Delivered()
 
 	for u, tl := range tallyOf(got) {
@@ -591,10 +575,7 @@ func TestScaleOutRedisDown(t *testing.T) {
 	if !ok {
 		t.Errorf("with Redis down, not every message was answered within 20s: %d deliveries", len(got))
 	}
-	states, settled := c.waitSettled(10*time.Second, len(scaleUsers)*3)
-	if !settled {
-		t.Errorf("the database did not settle: want %d messages, all answered, outbox empty; messages by state %v", len(scaleUsers)*3, states)
-	}
+	states := c.waitSettled(10*time.Second, len(scaleUsers)*3)
 	count := map[string]int{}
 	for _, s := range c.sim.Delivered() {
 		count[s.Content]++

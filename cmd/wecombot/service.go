@@ -33,8 +33,9 @@ type Main struct {
 	// LLM replaces the OpenAI client when set (tests, demo).
 	LLM adapter.Completer
 	// Simulator, when set (demo), adds the panel's "chat as a WeCom user"
-	// page. When it is nil and wecom.api_base answers as the simulator
-	// (`wecombot simulate`), Open wires one reading that simulator.
+	// page. When it is nil and wecom.simulator says that wecom.api_base is
+	// the simulator (`wecombot simulate`), Open wires one reading that
+	// simulator; otherwise the panel has no chat page.
 	Simulator web.Simulator
 
 	// Addr is the address the server listens on, once Open returned.
@@ -72,14 +73,6 @@ func newLogger(c LogConfig, out io.Writer) *slog.Logger {
 // Open starts the service: storage, Redis, tokens, pipeline, outbox, HTTP.
 func (m *Main) Open(ctx context.Context) error {
 	cfg := m.Config
-	sim := m.Simulator
-	// Whether api_base is the simulator matters only to the panel: ask
-	// while the storage opens, not before (up to probeTimeout).
-	var isSim chan bool
-	if sim == nil {
-		isSim = make(chan bool, 1)
-		go func() { isSim <- probeSimulator(ctx, cfg.WeCom.APIBase) }()
-	}
 	db, err := storage.Open(ctx, cfg.Storage.Config)
 	if err != nil {
 		return err
@@ -144,9 +137,10 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.app = app
 
-	if isSim != nil && <-isSim {
+	sim := m.Simulator
+	if sim == nil && cfg.WeCom.Simulator {
 		sim = newSimChat(newRemoteDeliveries(cfg.WeCom.APIBase), cfg.Bots)
-		m.Log.Info("wecom.api_base is the WeCom simulator: the panel has a \"chat as a WeCom user\" page", "api_base", cfg.WeCom.APIBase)
+		m.Log.Info("wecom.simulator: the panel has a \"chat as a WeCom user\" page on the simulator at wecom.api_base", "api_base", cfg.WeCom.APIBase)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	engine := gin.New()

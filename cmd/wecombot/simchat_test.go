@@ -1,18 +1,17 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
@@ -48,11 +47,63 @@ func (p *panelClient) get(path string) (int, string) {
 	return p.do(p.client.Get(p.base + path))
 }
 
+// apiLog is a service's wecom.api_base in a test: it passes every request
+// to the API it stands for and notes the paths asked.
+type apiLog struct {
+	api   http.Handler
+	mu    sync.Mutex
+	paths []string
+}
+
+func (l *apiLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	l.paths = append(l.paths, r.URL.Path)
+	l.mu.Unlock()
+	l.api.ServeHTTP(w, r)
+}
+
+// asked returns the paths asked so far: of gettoken, and of anything else.
+func (l *apiLog) asked() (gettoken int, other []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.paths {
+		if strings.HasSuffix(p, "/cgi-bin/gettoken") {
+			gettoken++
+		} else {
+			other = append(other, p)
+		}
+	}
+	return gettoken, other
+}
+
+// startOn starts a service whose api_base is api, with wecom.simulator as
+// given, waits for the access token request that every start makes (a
+// production need), and returns the service, what api_base was asked by
+// then, and how long Open took.
+func startOn(t *testing.T, api http.Handler, simulator bool) (*env, *apiLog, time.Duration) {
+	t.Helper()
+	log := &apiLog{api: api}
+	e := prepareEnv(t, log, llmtest.Echo)
+	e.simulator = simulator
+	begin := time.Now()
+	e.start()
+	took := time.Since(begin)
+	eventually.True(t, func() bool { n, _ := log.asked(); return n > 0 }, "the service never asked api_base for a token")
+	return e, log, took
+}
+
 // A `wecombot serve` whose api_base is a separate simulator (its Handler on
-// a server of its own, as `wecombot simulate` runs it) gets the panel's chat
-// page, reading the answers through the simulator's inspection endpoints.
+// a server of its own, as `wecombot simulate` runs it) and whose
+// wecom.simulator says so gets the panel's chat page, reading the answers
+// through the simulator's inspection endpoints; it does not ask the
+// simulator anything but a token at start.
 func TestChatPageForAServiceOnTheSimulator(t *testing.T) {
-	e := newEnv(t, llmtest.Echo)
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
+	e, log, _ := startOn(t, sim.Handler(), true)
+	e.sim = sim
+	if _, other := log.asked(); len(other) != 0 {
+		t.Errorf("at start the service asked api_base for %q; want only gettoken", other)
+	}
 	p := loginPanel(t, "http://"+e.m.Addr)
 	if code, home := p.get("/admin/?lang=en"); code != http.StatusOK || !strings.Contains(home, `href="/admin/chat"`) {
 		t.Fatalf("the menu has no chat page: %d\n%s", code, home)
@@ -103,48 +154,37 @@ func TestChatPageForAServiceOnTheSimulator(t *testing.T) {
 	}
 }
 
-// notSimulator starts the service with api_base at a server that is not the
-// simulator and reports how long Open took.
-func notSimulator(t *testing.T, api http.Handler) (*env, time.Duration) {
-	t.Helper()
-	e := prepareEnv(t, api, llmtest.Echo)
-	begin := time.Now()
-	e.start()
-	return e, time.Since(begin)
-}
-
-func TestNoChatPageWithoutTheSimulator(t *testing.T) {
+// Without wecom.simulator the panel has no chat page, whatever api_base
+// is, and the service asks api_base for nothing but its token at start:
+// not whether it is the simulator. A start does not wait for api_base.
+func TestNoChatPageWithoutTheSwitch(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		answer func(w http.ResponseWriter, r *http.Request, release <-chan struct{})
+		name string
+		api  func(release <-chan struct{}) http.Handler
 	}{
-		{"plain server", func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) { http.NotFound(w, r) }},
-		{"another simulator", func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"simulator":"something-else","delivered":0}`)
+		{"the simulator", func(<-chan struct{}) http.Handler {
+			return wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}}).Handler()
 		}},
-		{"server that never answers", func(w http.ResponseWriter, r *http.Request, release <-chan struct{}) {
-			select {
-			case <-r.Context().Done():
-			case <-release:
-			}
+		{"plain server", func(<-chan struct{}) http.Handler { return http.NotFoundHandler() }},
+		{"server that never answers", func(release <-chan struct{}) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+			})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var probes atomic.Int32
 			release := make(chan struct{})
-			e, took := notSimulator(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == wecomsim.InfoPath {
-					probes.Add(1)
-				}
-				tc.answer(w, r, release)
-			}))
+			e, log, took := startOn(t, tc.api(release), false)
 			t.Cleanup(func() { close(release) }) // before the server's Close, which waits for its handlers
-			if n := probes.Load(); n != 1 {
-				t.Errorf("api_base was asked %d times whether it is the simulator, want once", n)
+			if _, other := log.asked(); len(other) != 0 {
+				t.Errorf("at start the service asked api_base for %q; want only gettoken", other)
 			}
-			// The probe's timeout, plus ample time for a start under -race.
-			if limit := probeTimeout + 2*time.Second; took > limit {
+			// wecom.request_timeout is 10s: a start that waited for an
+			// answer from api_base would take that long.
+			if limit := 5 * time.Second; took > limit {
 				t.Errorf("the start took %v, more than %v", took, limit)
 			}
 			p := loginPanel(t, "http://"+e.m.Addr)
@@ -154,26 +194,14 @@ func TestNoChatPageWithoutTheSimulator(t *testing.T) {
 			if _, home := p.get("/admin/?lang=en"); strings.Contains(home, `href="/admin/chat"`) {
 				t.Error("the menu links to a chat page")
 			}
+			if _, other := log.asked(); len(other) != 0 {
+				t.Errorf("the service asked api_base for %q; want only gettoken", other)
+			}
 		})
 	}
 }
 
-func TestProbeSimulator(t *testing.T) {
-	sim := httptest.NewServer(wecomsim.New(wecomsim.Options{}).Handler())
-	t.Cleanup(sim.Close)
-	ctx := context.Background()
-	if !probeSimulator(ctx, sim.URL) || !probeSimulator(ctx, sim.URL+"/") {
-		t.Error("the simulator is not recognised")
-	}
-	for _, base := range []string{"", "not a url", "ftp://127.0.0.1:1", "https://qyapi.weixin.qq.com", "http://127.0.0.1:1"} {
-		start := time.Now()
-		if probeSimulator(ctx, base) {
-			t.Errorf("%q is taken for the simulator", base)
-		}
-		if d := time.Since(start); d > probeTimeout+500*time.Millisecond {
-			t.Errorf("probing %q took %v", base, d)
-		}
-	}
+func TestServiceURL(t *testing.T) {
 	for addr, want := range map[string]string{"127.0.0.1:8080": "http://127.0.0.1:8080", ":8080": "http://127.0.0.1:8080",
 		"0.0.0.0:8080": "http://127.0.0.1:8080", "[::]:8080": "http://127.0.0.1:8080", "[::1]:9": "http://[::1]:9"} {
 		if got := serviceURL(addr); got != want {

@@ -25,7 +25,7 @@ type simulateOptions struct {
 }
 
 // newSimBot is a bot of a made-up corp that exists only in the simulator
-// (demo, load), with fresh secrets.
+// (demo), with fresh secrets.
 func newSimBot(name, corpID string, agentID int64) BotConfig {
 	return BotConfig{Name: name, CorpID: corpID, AgentID: agentID,
 		Secret: randomHex(16), Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey()}
@@ -44,9 +44,9 @@ func (b BotConfig) callback(base string) *wecomsim.Callback {
 	}
 }
 
-// serveHandler serves h on addr (the simulator's WeCom API, the load
-// baseline) until the returned server is closed, and returns the server and
-// its base URL (for wecom.api_base).
+// serveHandler serves h on addr (the simulator's WeCom API) until the
+// returned server is closed, and returns the server and its base URL (for
+// wecom.api_base).
 func serveHandler(h http.Handler, addr string) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -81,7 +81,9 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 	}
 	defer srv.Close()
 	cb := bot.callback(o.Service)
-	fmt.Fprintf(o.Out, "WeCom simulator on %s (set wecom.api_base to it)\ncallbacks go to %s\ntype lines as \"user: text\"\n", simURL, cb.URL)
+	fmt.Fprintf(o.Out, "WeCom simulator on %s; in the service's configuration:\n"+
+		"  wecom:\n    api_base: %q\n    simulator: true   # the panel's \"chat as a WeCom user\" page\n"+
+		"callbacks go to %s\ntype lines as \"user: text\"\n", simURL, simURL, cb.URL)
 
 	// Print answers as they arrive.
 	printed := atomic.Int64{}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
@@ -41,9 +42,7 @@ bots:
 	go func() {
 		done <- runSimulate(ctx, simulateOptions{Config: cfg, Listen: simAddr, Service: "http://" + svcAddr, In: in, Out: out})
 	}()
-	for !strings.Contains(out.String(), "type lines") {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, func() bool { return strings.Contains(out.String(), "type lines") }, "simulate printed no prompt: %v", later(out.String))
 	m := NewMain(cfg, io.Discard)
 	if err := m.Open(ctx); err != nil {
 		t.Fatal(err)
@@ -57,6 +56,9 @@ bots:
 	}
 	got := out.String()
 	for _, want := range []string{
+		// What the service's configuration needs, for the panel's chat page too.
+		fmt.Sprintf("WeCom simulator on http://%s;", simAddr),
+		fmt.Sprintf("  wecom:\n    api_base: \"http://%s\"\n    simulator: true", simAddr),
 		`-> alice: hello from the command line (callback 200 ""`,
 		`!! expected "user: text"`,
 		`<- alice: echo: hello from the command line`,

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/llm/llmtest"
 	"github.com/wecombot/wecombot/storage"
 )
@@ -56,14 +57,13 @@ func TestStreamedAnswerEndToEnd(t *testing.T) {
 		t.Fatalf("when the first part arrived the message was %q (%v), want streaming: the model had finished", m.State, err)
 	}
 	var got strings.Builder
-	deadline := time.Now().Add(15 * time.Second)
-	for got.Len() < len(answer) && time.Now().Before(deadline) {
+	e.waitFor(15*time.Second, func(sent []wecomsim.Sent) bool {
 		got.Reset()
-		for _, s := range e.sim.Delivered() {
+		for _, s := range sent {
 			got.WriteString(s.Content)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got.Len() >= len(answer)
+	})
 	if got.String() != answer {
 		t.Fatalf("the parts join to %d bytes, want the answer's %d exactly", got.Len(), len(answer))
 	}
@@ -76,10 +76,10 @@ func TestStreamedAnswerEndToEnd(t *testing.T) {
 	t.Logf("%d-byte answer in %d parts", len(answer), len(sent))
 }
 
-// BenchmarkStreamFirstPart is the case: a 6,000-character answer
-// streamed over 30 s; it reports how long after the first paragraph was
-// complete the user had the first part. Run with -benchtime=1x (each
-// iteration takes the 30 s of the stream).
+// BenchmarkStreamFirstPart streams a 6,000-character answer over 30 s and
+// reports how long after the first paragraph was complete the user had the
+// first part. Run with -benchtime=1x (each iteration takes the 30 s of the
+// stream).
 func BenchmarkStreamFirstPart(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
@@ -91,20 +91,15 @@ func BenchmarkStreamFirstPart(b *testing.B) {
 		first := e.waitDelivered(1)[0]
 		lag := first.At.Sub(<-paraAt)
 		b.ReportMetric(float64(lag.Microseconds())/1000, "ms-after-paragraph")
-		deadline := time.Now().Add(time.Minute)
-		for deliveredText(e) != answer {
-			if time.Now().After(deadline) {
-				b.Fatalf("after a minute %d parts joining to %d of the answer's %d bytes", len(e.sim.Delivered()), len(deliveredText(e)), len(answer))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		e.waitFor(time.Minute, func(sent []wecomsim.Sent) bool { return sentText(sent) == answer })
 		b.ReportMetric(float64(len(e.sim.Delivered())), "parts")
 	}
 }
 
-func deliveredText(e *env) string {
+// sentText is the text of the parts sent, in order.
+func sentText(sent []wecomsim.Sent) string {
 	var b strings.Builder
-	for _, s := range e.sim.Delivered() {
+	for _, s := range sent {
 		b.WriteString(s.Content)
 	}
 	return b.String()
