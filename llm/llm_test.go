@@ -85,10 +85,28 @@ func TestCompleteErrors(t *testing.T) {
 // TestClientKeepsItsConnections: 16 requests at a time (as many as the
 // pipeline's workers), 5 rounds. net/http's default transport kept 2 idle
 // connections per host and dialled 14 anew in each round; the client's own
-// transport keeps them all.
+// transport keeps them all. The fake answers none of a round before all 16
+// have arrived, so every round holds 16 connections at once.
 func TestClientKeepsItsConnections(t *testing.T) {
+	const atOnce, rounds = 16, 5
+	var (
+		mu      sync.Mutex
+		arrived int
+		full    = make(chan struct{}) // closed when the round's last request arrives
+		stop    = make(chan struct{}) // closed when the test ends
+	)
 	fake := llmtest.New(func(req llmtest.Request) llmtest.Reply {
-		time.Sleep(20 * time.Millisecond) // the 16 requests of a round overlap
+		mu.Lock()
+		round := full
+		if arrived++; arrived == atOnce {
+			close(full)
+			full, arrived = make(chan struct{}), 0
+		}
+		mu.Unlock()
+		select {
+		case <-round:
+		case <-stop: // a round that never fills: the requests fail, the test says so
+		}
 		return llmtest.Echo(req)
 	})
 	srv := httptest.NewUnstartedServer(fake.Handler())
@@ -99,9 +117,8 @@ func TestClientKeepsItsConnections(t *testing.T) {
 		}
 	}
 	srv.Start()
-	t.Cleanup(func() { fake.Close(); srv.Close() })
+	t.Cleanup(func() { close(stop); fake.Close(); srv.Close() })
 	c := New(Config{BaseURL: srv.URL + "/v1/", APIKey: "k", Model: "m", Timeout: 5 * time.Second})
-	const atOnce, rounds = 16, 5
 	for range rounds {
 		var wg sync.WaitGroup
 		for range atOnce {

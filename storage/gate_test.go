@@ -7,62 +7,61 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"gorm.io/gorm"
 )
 
 // The ingest goes first, but at most highTurns times in a row while an
 // answer-path statement waits; waiters of one priority go in arrival order.
+// The arrival order is decided by synctest: each waiter is queued at the
+// gate before the next one starts.
 func TestGateHighPriorityFirst(t *testing.T) {
-	g := &gate{}
-	g.acquire(false) // a statement in progress
-	var mu sync.Mutex
-	var order []string
-	var wg sync.WaitGroup
-	queued := func(high, low int) {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+	synctest.Test(t, func(t *testing.T) {
+		g := &gate{}
+		g.acquire(false) // a statement in progress
+		var mu sync.Mutex
+		var order []string
+		var wg sync.WaitGroup
+		queued := func(high, low int) {
+			t.Helper()
+			synctest.Wait()
 			g.mu.Lock()
 			h, l := len(g.high), len(g.low)
 			g.mu.Unlock()
-			if h == high && l == low {
-				return
-			}
-			if time.Now().After(deadline) {
+			if h != high || l != low {
 				t.Fatalf("waiters %d high, %d low; want %d, %d", h, l, high, low)
 			}
-			time.Sleep(time.Millisecond)
 		}
-	}
-	wait := func(name string, high bool) {
-		wg.Go(func() {
-			g.acquire(high)
-			mu.Lock()
-			order = append(order, name)
-			mu.Unlock()
-			g.release()
-		})
-	}
-	wait("low1", false)
-	queued(0, 1)
-	wait("low2", false)
-	queued(0, 2)
-	wait("high1", true)
-	queued(1, 2)
-	wait("high2", true)
-	queued(2, 2)
-	wait("high3", true)
-	queued(3, 2)
-	wait("high4", true)
-	queued(4, 2)
-	g.release()
-	wg.Wait()
-	if got := fmt.Sprint(order); got != "[high1 high2 low1 high3 high4 low2]" { // two high, then one low
-		t.Fatalf("order %s", got)
-	}
-	g.acquire(true) // free again: no wait
-	g.release()
+		wait := func(name string, high bool) {
+			wg.Go(func() {
+				g.acquire(high)
+				mu.Lock()
+				order = append(order, name)
+				mu.Unlock()
+				g.release()
+			})
+		}
+		wait("low1", false)
+		queued(0, 1)
+		wait("low2", false)
+		queued(0, 2)
+		wait("high1", true)
+		queued(1, 2)
+		wait("high2", true)
+		queued(2, 2)
+		wait("high3", true)
+		queued(3, 2)
+		wait("high4", true)
+		queued(4, 2)
+		g.release()
+		wg.Wait()
+		if got := fmt.Sprint(order); got != "[high1 high2 low1 high3 high4 low2]" { // two high, then one low
+			t.Fatalf("order %s", got)
+		}
+		g.acquire(true) // free again: no wait
+		g.release()
+	})
 }
 
 // GORM's statements are prepared once and reused; inside a transaction the
@@ -205,38 +204,31 @@ func TestGatedPoolCancelledWhileWaiting(t *testing.T) {
 }
 
 // testCancelledWhileWaiting runs write while the gate is busy, cancels its
-// context while it waits, and checks that it fails and wrote nothing.
+// context while it waits, and checks that it fails and wrote nothing. The
+// database is opened outside the synctest bubble: inside it run only the
+// gate and the write, which fails before it reaches SQLite.
 func testCancelledWhileWaiting(t *testing.T, write func(*gorm.DB) error) {
 	db, _ := newDB(t)
-	db.gate.acquire(false) // a statement in progress
-	ctx, cancel := context.WithCancel(t.Context())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- write(db.db.WithContext(ctx))
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	synctest.Test(t, func(t *testing.T) {
+		db.gate.acquire(false) // a statement in progress
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() {
+			errc <- write(db.db.WithContext(ctx))
+		}()
+		synctest.Wait() // the write has stopped: at the gate, if anywhere
 		db.gate.mu.Lock()
 		waiting := len(db.gate.low)
 		db.gate.mu.Unlock()
-		if waiting == 1 {
-			break
+		if waiting != 1 {
+			t.Fatalf("%d writes wait at the gate, want 1", waiting)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the write never waited at the gate")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	db.gate.release()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, context.Canceled) {
+		cancel()
+		db.gate.release()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("write cancelled while waiting: %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("write did not return")
-	}
+	})
 	if got := messageCount(t, db); got != 0 { // also: the gate is free again
 		t.Fatalf("%d messages stored by a cancelled statement", got)
 	}

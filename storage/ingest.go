@@ -46,10 +46,9 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 		return nil, fmt.Errorf("storage: ingest: %w", err)
 	}
 	// One statement prepared once: compiling the INSERT for every message
-	// cost as much as running it (BENCHMARKS.md, session 2). On Postgres,
-	// RETURNING gives the id of a new row and no row for a duplicate; on
-	// SQLite an Exec reports the same (rows affected, last insert id)
-	// without the cost of a result set (session 3).
+	// cost as much as running it. On Postgres, RETURNING gives the id of a
+	// new row and no row for a duplicate; on SQLite an Exec reports the
+	// same (rows affected, last insert id) without the cost of a result set.
 	cols := []string{"bot", "dedupe_key", "user_id", "msg_type", "event", "content", "create_time",
 		"received_at", "state", "error", "attempts", "answered_at"}
 	marks := make([]string, len(cols))

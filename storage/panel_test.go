@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -196,7 +197,7 @@ func testLatestMessages(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := db.LatestMessages(ctx, c.f)
 			must(t, err)
-			if g := ids(got); len(g) != len(c.want) || (len(g) > 0 && !equalIDs(g, c.want)) {
+			if g := ids(got); !slices.Equal(g, c.want) {
 				t.Fatalf("ids %v, want %v", g, c.want)
 			}
 		})
@@ -223,18 +224,6 @@ func testLatestMessages(t *testing.T) {
 	}
 }
 
-func equalIDs(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestRecentSends(t *testing.T) { eachDriver(t, testRecentSends) }
 
 func testRecentSends(t *testing.T) {
@@ -252,7 +241,7 @@ func testRecentSends(t *testing.T) {
 	for _, s := range sends {
 		got = append(got, s.UserID+":"+s.Content)
 	}
-	if want := []string{"bob:second b", "bob:second a", "alice:first"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	if want := []string{"bob:second b", "bob:second a", "alice:first"}; !slices.Equal(got, want) {
 		t.Fatalf("sends %v, want %v", got, want)
 	}
 	sameTime(t, "newest send", sends[0].CreatedAt, t0.Add(time.Second))

@@ -369,3 +369,38 @@ func testTimesInShanghai(t *testing.T) {
 	must(t, err)
 	sameTime(t, "NextDue", at, next)
 }
+
+// A database made by an earlier version loses the index the new one covers,
+// and finding a user's next pending message reads the (bot, user_id, state)
+// index, not the user's whole history.
+func TestMigrationReplacesUserIndex(t *testing.T) { eachDriver(t, testMigrationReplacesUserIndex) }
+
+func testMigrationReplacesUserIndex(t *testing.T) {
+	dsn := freshDSN(t)
+	db, _ := openDB(t, dsn)
+	must(t, db.db.Exec("CREATE INDEX idx_messages_user ON messages (bot, user_id)").Error)
+	must(t, db.Close())
+	db, _ = openDB(t, dsn)
+	m := db.db.Migrator()
+	if m.HasIndex(&messageRow{}, "idx_messages_user") {
+		t.Fatal("the superseded index idx_messages_user is still there after a migration")
+	}
+	if !m.HasIndex(&messageRow{}, "idx_messages_user_state") {
+		t.Fatal("no idx_messages_user_state")
+	}
+	if driverOf(t) != "sqlite" {
+		return
+	}
+	var plan []struct {
+		ID, Parent, Notused int
+		Detail              string
+	}
+	must(t, db.db.Raw("EXPLAIN QUERY PLAN SELECT * FROM messages WHERE bot = ? AND user_id = ? AND "+pendingMessage+" ORDER BY id LIMIT 1", "b", "u").Scan(&plan).Error)
+	var details []string
+	for _, p := range plan {
+		details = append(details, p.Detail)
+	}
+	if got := strings.Join(details, "; "); !strings.Contains(got, "idx_messages_user_state (bot=? AND user_id=? AND state=?)") {
+		t.Fatalf("next pending message: query plan %q does not search by state", got)
+	}
+}

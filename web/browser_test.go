@@ -20,6 +20,7 @@ import (
 
 	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
@@ -120,17 +121,6 @@ func (e *browserEnv) delivered(n int) wecomsim.Sent {
 	return sent[n-1]
 }
 
-// until polls cond for a few seconds.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // screenshotDir is where the dashboard screenshots go ($WECOMBOT_SCREENSHOTS,
 // else the temporary folder): CI keeps them as artifacts.
 func screenshotDir() string {
@@ -190,7 +180,7 @@ func TestBrowser(t *testing.T) {
 	}
 	// The countdown ticks (app.js runs under the CSP).
 	first := text("#bot-helpdesk .countdown")
-	until(t, "the countdown to tick", func() bool { return text("#bot-helpdesk .countdown") != first })
+	eventually.True(t, func() bool { return text("#bot-helpdesk .countdown") != first }, "the countdown to tick")
 
 	before, err := strconv.Atoi(text("#bot-helpdesk .refresh-count"))
 	if err != nil {
@@ -228,13 +218,13 @@ func TestBrowser(t *testing.T) {
 	e.sim.SetInvalidUser("wangwu")
 	e.say("wangwu", "are you there")
 	var failedID int64
-	until(t, "wangwu's answer to fail", func() bool {
+	eventually.True(t, func() bool {
 		ms, err := e.db.LatestMessages(t.Context(), storage.MessageFilter{UserID: "wangwu", States: []string{storage.MessageFailed}})
 		if err == nil && len(ms) == 1 {
 			failedID = ms[0].ID
 		}
 		return failedID != 0
-	})
+	}, "wangwu's answer to fail")
 	e.sim.SetValidUser("wangwu")
 	card := fmt.Sprintf("#msg-%d", failedID)
 	do("re-send the failed answer", chromedp.Navigate(e.url+"/admin/messages?status=failed"), visible(card+" button.resend"),

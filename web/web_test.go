@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +145,46 @@ func TestRefreshToken(t *testing.T) {
 	if rec := do(h, "GET", "/api/bots/helpdesk/token/refresh", "admin", "s3cret-pw"); rec.Code == 200 {
 		t.Fatal("refresh must be a POST")
 	}
+}
+
+func TestCrossSiteRequestsRefused(t *testing.T) {
+	e := newPanelEnv(t)
+	_, failed, _ := e.seed()
+	s := e.login()
+	forms := map[string]url.Values{"/admin/send": {"bot": {"helpdesk"}, "user": {"zhangsan"}, "text": {"hi"}}}
+	attacks := map[string]map[string]string{
+		"Sec-Fetch-Site cross-site": {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		"Sec-Fetch-Site same-site":  {"Sec-Fetch-Site": "same-site", "Origin": "https://evil.example.com"},
+		"foreign Origin only":       {"Sec-Fetch-Site": "", "Origin": "https://evil.example"},
+	}
+	paths := []string{"/admin/bots/helpdesk/token/refresh", "/admin/conversations/helpdesk/zhangsan/reset",
+		"/admin/messages/" + itoa(failed) + "/resend", "/admin/send", "/admin/logout", "/admin/login"}
+	for name, h := range attacks {
+		for _, p := range paths {
+			t.Run(name+" "+p, func(t *testing.T) {
+				form := forms[p]
+				if form == nil {
+					form = url.Values{"username": {adminUser}, "password": {adminPW}}
+				}
+				rec := e.do(request{method: "POST", path: p, cookie: s, form: form, header: h})
+				wantStatus(t, rec, http.StatusForbidden)
+				wantBody(t, rec, "cross-origin request refused")
+			})
+		}
+	}
+	api := e.do(request{method: "POST", path: "/api/bots/helpdesk/token/refresh", header: map[string]string{"Sec-Fetch-Site": "cross-site"}})
+	wantStatus(t, api, http.StatusForbidden)
+	if len(e.refreshed) > 0 || len(e.outbox.sent) > 0 || len(e.outbox.resent) > 0 {
+		t.Fatalf("a cross-site request acted: refreshed %v, sent %v, resent %v", e.refreshed, e.outbox.sent, e.outbox.resent)
+	}
+	turns, err := e.db.Conversation(t.Context(), "helpdesk", "zhangsan", 0)
+	if err != nil || len(turns) != 2 {
+		t.Fatalf("the conversation was touched: %v %v", turns, err)
+	}
+	// The session still works, and same-origin posts (and scripts, which
+	// send neither header) pass.
+	wantRedirect(t, e.post("/admin/bots/helpdesk/token/refresh", s, nil), "/admin/?flash=token_refreshed")
+	rec := e.do(request{method: "POST", path: "/admin/bots/helpdesk/token/refresh", cookie: s,
+		header: map[string]string{"Sec-Fetch-Site": "", "Origin": ""}})
+	wantStatus(t, rec, http.StatusSeeOther)
 }

@@ -6,12 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	openai "github.com/sashabaranov/go-openai"
 )
@@ -62,97 +61,11 @@ func TestEchoCompletion(t *testing.T) {
 	}
 	want := Request{Model: "qwen-plus", Messages: []Message{{"system", "be brief"}, {"user", "你好，世界"}}}
 	got := fake.Requests()
-	if len(got) != 1 || got[0].Model != want.Model || got[0].Stream || len(got[0].Messages) != 2 ||
-		got[0].Messages[0] != want.Messages[0] || got[0].Messages[1] != want.Messages[1] {
+	if len(got) != 1 || got[0].Model != want.Model || got[0].Stream || !slices.Equal(got[0].Messages, want.Messages) {
 		t.Errorf("Requests() = %+v", got)
 	}
 	if fake.Calls() != 1 {
 		t.Errorf("Calls() = %d", fake.Calls())
-	}
-}
-
-func TestStream(t *testing.T) {
-	const answer = "流式回答：第一段。Second part, with ASCII too. 结束🙂"
-	fake, client := newClient(t, func(Request) Reply {
-		return Reply{Content: answer, ChunkDelay: time.Millisecond}
-	})
-	req := chat("", "question")
-	req.Stream = true
-	stream, err := client.CreateChatCompletionStream(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	var b strings.Builder
-	chunks, finished := 0, false
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := resp.Choices[0]
-		if !utf8.ValidString(c.Delta.Content) {
-			t.Errorf("chunk %q is not valid UTF-8", c.Delta.Content)
-		}
-		if c.Delta.Content != "" {
-			chunks++
-		}
-		if c.FinishReason == openai.FinishReasonStop {
-			finished = true
-		}
-		b.WriteString(c.Delta.Content)
-	}
-	if b.String() != answer {
-		t.Errorf("streamed %q, want %q", b.String(), answer)
-	}
-	if chunks < 5 || !finished {
-		t.Errorf("%d content chunks, finished %v", chunks, finished)
-	}
-	if r := fake.Requests(); len(r) != 1 || !r[0].Stream {
-		t.Errorf("Requests() = %+v", r)
-	}
-}
-
-func TestErrorStatuses(t *testing.T) {
-	for _, status := range []int{http.StatusBadRequest, http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusServiceUnavailable} {
-		t.Run(http.StatusText(status), func(t *testing.T) {
-			_, client := newClient(t, func(Request) Reply { return Reply{Status: status, Content: "upstream says no"} })
-			_, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
-			var apiErr *openai.APIError
-			if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != status || apiErr.Message != "upstream says no" || apiErr.Type == "" {
-				t.Fatalf("plain: %v (%#v)", err, apiErr)
-			}
-			req := chat("", "hi")
-			req.Stream = true
-			_, err = client.CreateChatCompletionStream(context.Background(), req)
-			if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != status {
-				t.Fatalf("stream: %v", err)
-			}
-		})
-	}
-}
-
-// TestEmptyContentRefused is the trap: go-openai drops an empty Content
-// (omitempty), and the API refuses the {"role":"user"} that remains.
-func TestEmptyContentRefused(t *testing.T) {
-	var called atomic.Bool
-	fake, client := newClient(t, func(r Request) Reply { called.Store(true); return Echo(r) })
-	_, err := client.CreateChatCompletion(context.Background(), chat("system", "first", "", "second"))
-	var apiErr *openai.APIError
-	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusBadRequest {
-		t.Fatalf("err = %v, want 400", err)
-	}
-	if apiErr.Param == nil || *apiErr.Param != "messages.[2].content" || !strings.Contains(apiErr.Message, "messages[2].content") {
-		t.Errorf("error does not name the message: %+v", apiErr)
-	}
-	if called.Load() {
-		t.Error("respond was called for a refused request")
-	}
-	if r := fake.Requests(); len(r) != 1 || r[0].Messages[2].Content != "" {
-		t.Errorf("the refused request was not recorded: %+v", r)
 	}
 }
 
@@ -241,7 +154,8 @@ func TestHangEndsWithClient(t *testing.T) {
 // TestCloseReleasesHang checks that a client without a deadline does not
 // keep the test server from closing.
 func TestCloseReleasesHang(t *testing.T) {
-	fake := New(func(Request) Reply { return Reply{Hang: true} })
+	called := make(chan struct{})
+	fake := New(func(Request) Reply { close(called); return Reply{Hang: true} })
 	ts := httptest.NewServer(fake.Handler())
 	cfg := openai.DefaultConfig(apiKey)
 	cfg.BaseURL = ts.URL + "/v1"
@@ -251,9 +165,7 @@ func TestCloseReleasesHang(t *testing.T) {
 		_, err := client.CreateChatCompletion(context.Background(), chat("", "hi"))
 		errc <- err
 	}()
-	for fake.Calls() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-called // the request hangs, or is about to
 	fake.Close()
 	ts.Close()
 	if err := <-errc; err == nil {
@@ -324,20 +236,6 @@ func TestConcurrentRequests(t *testing.T) {
 	wg.Wait()
 	if fake.Calls() != 20 || len(fake.Requests()) != 20 {
 		t.Errorf("Calls %d, Requests %d", fake.Calls(), len(fake.Requests()))
-	}
-}
-
-func TestSplit(t *testing.T) {
-	for _, s := range []string{"", "a", "abc", "abcd", "你好世界🙂x"} {
-		parts := split(s, 3)
-		if strings.Join(parts, "") != s {
-			t.Errorf("split(%q) loses text: %q", s, parts)
-		}
-		for _, p := range parts {
-			if !utf8.ValidString(p) || utf8.RuneCountInString(p) > 3 {
-				t.Errorf("split(%q): bad part %q", s, p)
-			}
-		}
 	}
 }
 

@@ -42,6 +42,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/wecombot/wecombot/internal/eventually"
 )
 
 // RequireEnv is the environment variable that turns a missing server into a
@@ -285,28 +287,50 @@ func launch(bin, dir, data string, cred *syscall.Credential) (*server, error) {
 		s.kill()
 		return nil, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = s.admin.PingContext(ctx)
-		cancel()
-		if err == nil {
-			return s, nil
+	// The wait is for every test of the binary, which all get its error:
+	// a missed deadline is recorded, not fatal to the test that started it.
+	var late failure
+	var pingErr error
+	eventually.Within(&late, startTimeout, func() bool {
+		if late.err != nil {
+			return true // the deadline passed and was recorded
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		pingErr = s.admin.PingContext(ctx)
+		cancel()
 		select {
 		case <-s.exited:
-			log, _ := os.ReadFile(s.log)
-			s.admin.Close()
-			return nil, fmt.Errorf("postgres exited (%v):\n%s", s.waitErr, log)
+			return true
 		default:
+			return pingErr == nil
 		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(s.log)
-			s.kill()
-			return nil, fmt.Errorf("postgres did not answer within 60s: %v\n%s", err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
+	}, "postgres did not answer")
+	select {
+	case <-s.exited:
+		log, _ := os.ReadFile(s.log)
+		s.admin.Close()
+		return nil, fmt.Errorf("postgres exited (%v):\n%s", s.waitErr, log)
+	default:
 	}
+	if late.err != nil {
+		log, _ := os.ReadFile(s.log)
+		s.kill()
+		return nil, fmt.Errorf("%v: %v\n%s", late.err, pingErr, log)
+	}
+	return s, nil
+}
+
+// startTimeout bounds the wait for a started server to answer.
+const startTimeout = 60 * time.Second
+
+// failure is the eventually.TB of the wait for the server: it keeps the
+// failure for launch to return. Its Fatalf does not stop the wait; the
+// condition ends it on the next look.
+type failure struct{ err error }
+
+func (f *failure) Helper() {}
+func (f *failure) Fatalf(format string, args ...any) {
+	f.err = fmt.Errorf(format, args...)
 }
 
 // kill ends the server at once (immediate shutdown).

@@ -23,6 +23,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wecombot/wecombot/internal/eventually"
 )
 
 // Server is one test's Redis.
@@ -84,13 +86,8 @@ func (s *Server) start() {
 	}
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: time.Second, MaxRetries: -1})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s does not answer PING:\n%s", s.Addr, s.out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.True(s.t, func() bool { return c.Ping(context.Background()).Err() == nil },
+		"redis-server on %s does not answer PING:\n%s", s.Addr, &s.out)
 }
 
 // Stop kills the server. Stopping a stopped server does nothing.
@@ -124,7 +121,9 @@ func (s *Server) Restart() {
 }
 
 // FastForward lets d of Redis time go by, for keys' TTLs: miniredis is
-// fast-forwarded, a real server is waited for.
+// fast-forwarded, a real server is waited for. The sleep stays: a real
+// server expires keys by its own clock, which no test can move, and a key
+// read after its TTL is gone however late the read comes.
 func (s *Server) FastForward(d time.Duration) {
 	if s.mr != nil {
 		s.mr.FastForward(d)

@@ -1,0 +1,57 @@
+package web
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLanguage(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	page := func(lang, cookie string) string {
+		h := map[string]string{"Accept-Language": lang}
+		r := request{method: "GET", path: "/admin/", cookie: s, header: h}
+		if cookie != "" {
+			r.header["Cookie"] = sessionCookie + "=" + s + "; " + langCookie + "=" + cookie
+			r.cookie = ""
+		}
+		rec := e.do(r)
+		wantStatus(t, rec, 200)
+		return rec.Body.String()
+	}
+	cases := []struct{ accept, cookie, want string }{
+		{"zh-CN,zh;q=0.9,en;q=0.8", "", "刷新令牌"},
+		{"en-US,en;q=0.9", "", "Refresh token"},
+		{"fr-FR, en;q=0.5, zh;q=0.4", "", "Refresh token"},
+		{"de", "", "刷新令牌"}, // neither: Chinese
+		{"", "", "刷新令牌"},
+		{"en", "zh", "刷新令牌"}, // the switch wins
+		{"zh", "en", "Refresh token"},
+		{"zh", "fr", "刷新令牌"},
+	}
+	for _, c := range cases {
+		if got := page(c.accept, c.cookie); !strings.Contains(got, c.want) {
+			t.Errorf("Accept-Language %q, cookie %q: no %q", c.accept, c.cookie, c.want)
+		}
+	}
+	rec := e.get("/admin/messages?status=failed&lang=en", s)
+	wantRedirect(t, rec, "/admin/messages?status=failed")
+	if c := rec.Result().Cookies(); len(c) != 1 || c[0].Name != langCookie || c[0].Value != "en" || !c[0].HttpOnly {
+		t.Fatalf("language cookie %+v", c)
+	}
+	wantBody(t, e.get("/admin/", s), `href="/admin/?lang=zh"`, `href="/admin/?lang=en"`)
+}
+
+func TestDictionariesMatch(t *testing.T) {
+	d := loadDicts()
+	for k := range d[langEN] {
+		if _, ok := d[langZH][k]; !ok {
+			t.Errorf("zh lacks %q", k)
+		}
+	}
+	for k := range d[langZH] {
+		if _, ok := d[langEN][k]; !ok {
+			t.Errorf("en lacks %q", k)
+		}
+	}
+}

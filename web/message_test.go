@@ -1,0 +1,104 @@
+package web
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/wecombot/wecombot/storage"
+)
+
+// A message whose answer is streaming is pending, in the filter as in the
+// dashboard's counts.
+func TestMessagesPendingIncludesStreaming(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	m := &storage.Message{Bot: "helpdesk", DedupeKey: "4", UserID: "wangwu", MsgType: "text", Content: "write a lot"}
+	if _, err := e.db.InsertMessage(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	must(t, e.db.StartAnswer(t.Context(), m.ID))
+	must(t, e.db.AppendParts(t.Context(), m.ID, "helpdesk", "wangwu", []string{"first paragraph\n\n"}))
+	if body := e.get("/admin/messages?status=pending", s).Body.String(); !strings.Contains(body, "msg-"+itoa(m.ID)) {
+		t.Fatal("?status=pending leaves out a message whose answer is streaming")
+	}
+}
+
+func TestMessagesPage(t *testing.T) {
+	e := newPanelEnv(t)
+	answered, failed, pending := e.seed()
+	s := e.login()
+	rec := e.get("/admin/messages", s)
+	wantStatus(t, rec, 200)
+	wantBody(t, rec, "msg-"+itoa(answered), "msg-"+itoa(failed), "msg-"+itoa(pending),
+		"report please", "the report", "not delivered", "errcode 40003: invalid userid", "Reason:",
+		`action="/admin/messages/`+itoa(failed)+`/resend"`, "The answer is being prepared.")
+	if n := strings.Count(rec.Body.String(), `class="resend"`); n != 1 {
+		t.Fatalf("%d re-send buttons, want 1 (the failed answer)", n)
+	}
+	filters := []struct {
+		query string
+		want  []int64
+	}{
+		{"status=failed", []int64{failed}},
+		{"status=pending", []int64{pending}},
+		{"status=answered", []int64{answered}},
+		{"user=lisi", []int64{failed, pending}},
+		{"bot=sales", nil},
+		{"bot=helpdesk&user=zhangsan&status=answered", []int64{answered}},
+		{"status=bogus", []int64{answered, failed, pending}},
+	}
+	for _, f := range filters {
+		t.Run(f.query, func(t *testing.T) {
+			rec := e.get("/admin/messages?"+f.query, s)
+			wantStatus(t, rec, 200)
+			got := regexp.MustCompile(`id="msg-(\d+)"`).FindAllStringSubmatch(rec.Body.String(), -1)
+			if len(got) != len(f.want) {
+				t.Fatalf("%d messages, want %v", len(got), f.want)
+			}
+			for _, id := range f.want {
+				wantBody(t, rec, `id="msg-`+itoa(id)+`"`)
+			}
+		})
+	}
+	rec = e.get("/admin/messages?status=failed&user=lisi", s)
+	wantBody(t, rec, `name="back" value="/admin/messages?status=failed&amp;user=lisi"`, `<option value="failed" selected>`)
+
+	rec = e.post("/admin/messages/"+itoa(failed)+"/resend", s, url.Values{"back": {"/admin/messages?status=failed&user=lisi"}})
+	wantRedirect(t, rec, "/admin/messages?flash=resent&status=failed&user=lisi")
+	if len(e.outbox.resent) != 1 || e.outbox.resent[0] != failed {
+		t.Fatalf("resent %v", e.outbox.resent)
+	}
+	wantBody(t, e.get("/admin/messages?flash=resent", s), "The answer is back in the outbox.")
+	wantStatus(t, e.post("/admin/messages/x/resend", s, nil), http.StatusBadRequest)
+	e.outbox.resendErr = storage.ErrNotFound
+	rec = e.post("/admin/messages/"+itoa(answered)+"/resend", s, url.Values{"back": {"https://evil.example/"}})
+	wantStatus(t, rec, http.StatusNotFound)
+	e.outbox.resendErr = nil
+	rec = e.post("/admin/messages/"+itoa(failed)+"/resend", s, url.Values{"back": {"https://evil.example/"}})
+	wantRedirect(t, rec, "/admin/messages?flash=resent")
+}
+
+func TestMessagesPaging(t *testing.T) {
+	e := newPanelEnv(t)
+	for i := range messagesShown + 3 {
+		m := &storage.Message{Bot: "helpdesk", DedupeKey: itoa(int64(i)), UserID: "u", MsgType: "text", Content: "m"}
+		_, err := e.db.InsertMessage(t.Context(), m)
+		must(t, err)
+	}
+	s := e.login()
+	rec := e.get("/admin/messages", s)
+	if n := strings.Count(rec.Body.String(), `class="card msg`); n != messagesShown {
+		t.Fatalf("%d messages on the first page", n)
+	}
+	older := regexp.MustCompile(`href="(/admin/messages\?before=\d+)"`).FindStringSubmatch(rec.Body.String())
+	if older == nil {
+		t.Fatal("no link to older messages")
+	}
+	rec = e.get(older[1], s)
+	if n := strings.Count(rec.Body.String(), `class="card msg`); n != 3 {
+		t.Fatalf("%d messages on the second page, want 3", n)
+	}
+}
