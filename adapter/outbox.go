@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -219,13 +218,11 @@ func (o *Outbox) must(log *slog.Logger, err error) {
 	}
 }
 
-// retryDelay is the pause before attempt n+1: exponential from 2 s, capped
-// at 10 min, with ±50% jitter so that parts of many users spread out.
-// Computed from the stored attempt count, since the state lives in the row.
+// retryDelay is the pause before the attempt after the given number of
+// attempts: sendRetryBackOff's interval at that position, computed from the
+// stored count since the state lives in the row.
 func retryDelay(attempts int) time.Duration {
-	d := 2 * time.Second << min(attempts, 9)
-	d = min(d, 10*time.Minute)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
+	return nthBackOff(sendRetryBackOff(), attempts)
 }
 
 // reserveSend reserves a send for user k at now within the user's limits,

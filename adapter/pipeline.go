@@ -655,14 +655,15 @@ func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Mes
 //     lets calls through, while m is younger than RateLimitWait;
 //   - a configuration error (bad key, unknown model): not retried, since
 //     every retry would fail the same way; the log says what to fix;
-//   - any other failure: retried LLMRetries times, pausing 1 s, 2 s…;
+//   - any other failure: retried LLMRetries times, pausing as
+//     llmRetryBackOff says (1 s, 2 s…);
 //   - try says not to retry (a stream that already sent parts): not.
 func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message, try func() (retryable bool, err error)) error {
 	// The storage slot is given up while the calls, their retries and
 	// their pauses wait on the model.
 	<-p.storing
 	defer func() { p.storing <- struct{}{} }()
-	pause := time.Second
+	pauses := llmRetryBackOff()
 	failures := 0
 	for {
 		permit, err := p.limiter.acquire(ctx)
@@ -695,9 +696,8 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-p.clock.After(pause):
+		case <-p.clock.After(pauses.NextBackOff()):
 		}
-		pause *= 2
 	}
 }
 

@@ -60,10 +60,6 @@ const (
 	// leaseTTL bounds how long an instance that died holding the Redis
 	// lease blocks the others.
 	leaseTTL = 15 * time.Second
-	// configBackoff paces gettoken after a configuration error: an admin
-	// has to act, and bad calls count toward WeCom's hourly block.
-	configBackoffMin = 1 * time.Minute
-	configBackoffMax = 30 * time.Minute
 )
 
 // tokenState is an immutable snapshot of a token; readers load it atomically.
@@ -115,8 +111,8 @@ type TokenManager struct {
 	blockedUntil time.Time
 	refreshing   bool
 	refreshCount int64
-	transient    *backoff.ExponentialBackOff
-	configDelay  time.Duration
+	retry        *backoff.ExponentialBackOff // after a transient failure: tokenRetryBackOff
+	configRetry  *backoff.ExponentialBackOff // after a configuration error: tokenConfigBackOff
 }
 
 var _ credential.AccessTokenContextHandle = (*TokenManager)(nil)
@@ -147,12 +143,8 @@ func newTokenManager(o TokenManagerOptions) *TokenManager {
 		bot: o.Bot.Name, corpID: o.Bot.CorpID, secret: o.Bot.Secret, agentID: o.Bot.AgentID,
 		refreshBefore: o.RefreshBefore, api: o.API, db: o.Store, shared: o.Shared,
 		clock: o.Clock, log: o.Log.With("bot", o.Bot.Name), metrics: o.Metrics,
-		kick: make(chan struct{}, 1),
-		transient: &backoff.ExponentialBackOff{
-			InitialInterval: time.Second, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 5 * time.Minute,
-		},
+		kick: make(chan struct{}, 1), retry: tokenRetryBackOff(), configRetry: tokenConfigBackOff(),
 	}
-	m.transient.Reset()
 	o.Metrics.watch(m)
 	return m
 }
@@ -498,21 +490,21 @@ func (m *TokenManager) succeeded() {
 	defer m.mu.Unlock()
 	m.lastErr = nil
 	m.blockedUntil = time.Time{}
-	m.transient.Reset()
-	m.configDelay = 0
+	m.retry.Reset()
+	m.configRetry.Reset()
 }
 
 // failed records a gettoken failure and sets the backoff: long for
-// configuration errors, exponential with jitter for the rest.
+// configuration errors (tokenConfigBackOff), short and with jitter for the
+// rest (tokenRetryBackOff).
 func (m *TokenManager) failed(ctx context.Context, err error) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	var delay time.Duration
 	if configError(err) {
-		m.configDelay = min(max(2*m.configDelay, configBackoffMin), configBackoffMax)
-		delay = m.configDelay
+		delay = m.configRetry.NextBackOff()
 	} else {
-		delay = m.transient.NextBackOff()
+		delay = m.retry.NextBackOff()
 	}
 	m.lastErr = err
 	m.lastErrAt = now
