@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -41,7 +40,7 @@ type OutboxConfig struct {
 	Poll time.Duration
 }
 
-// Outbox delivers stored reply parts: per user in order, paced under WeCom's
+// Outbox delivers stored reply parts: per user in order, kept under WeCom's
 // per-user limits (beyond them WeCom drops messages silently), retrying
 // transient failures with exponential backoff and jitter.
 type Outbox struct {
@@ -52,12 +51,12 @@ type Outbox struct {
 	log   *slog.Logger
 	wake  chan struct{}
 
-	mu     sync.Mutex
-	pacers map[userKey]*pacer
-	pruned time.Time // last prunePacers walk; Run's goroutine only
+	mu         sync.Mutex
+	sendLimits map[userKey]*userSendLimit
+	pruned     time.Time // last pruneSendLimits walk; Run's goroutine only
 }
 
-// Per-user pacing that keeps any minute under WeCom's 30 messages and any
+// The per-user limits that keep any minute under WeCom's 30 messages and any
 // hour under its 1000: a bucket of b tokens refilled at r stays under N per
 // window W when b + r·W ≤ N.
 const (
@@ -70,7 +69,9 @@ var (
 	hourRate   = rate.Limit(900.0 / time.Hour.Seconds()) // 100 + 900/h ≤ 1000
 )
 
-type pacer struct {
+// userSendLimit keeps one user's sends under WeCom's per-user limits: a
+// minute's bucket and an hour's.
+type userSendLimit struct {
 	minute, hour *rate.Limiter
 	lastUsed     time.Time
 }
@@ -90,7 +91,7 @@ func NewOutbox(cfg OutboxConfig, store OutboxStore, send partSender, clock clock
 		clock = clockwork.NewRealClock()
 	}
 	return &Outbox{cfg: cfg, store: store, send: send, clock: clock, log: log,
-		wake: make(chan struct{}, 1), pacers: map[userKey]*pacer{}}
+		wake: make(chan struct{}, 1), sendLimits: map[userKey]*userSendLimit{}}
 }
 
 // Notify tells the sender that new parts are waiting.
@@ -115,7 +116,7 @@ func (o *Outbox) Run(ctx context.Context) {
 			continue
 		}
 		o.deliverAll(ctx, parts)
-		o.prunePacers()
+		o.pruneSendLimits()
 	}
 }
 
@@ -179,7 +180,7 @@ func (o *Outbox) deliver(ctx context.Context, p storage.OutboxPart) {
 		o.must(log, o.store.FailPart(ctx, p.ID, reason))
 		return
 	}
-	if wait := o.pace(userKey{p.Bot, p.UserID}, now); wait > 0 {
+	if wait := o.reserveSend(userKey{p.Bot, p.UserID}, now); wait > 0 {
 		o.must(log, o.store.Reschedule(ctx, p.ID, now.Add(wait), "paced: WeCom allows 30 messages a minute per user", false))
 		return
 	}
@@ -217,27 +218,26 @@ func (o *Outbox) must(log *slog.Logger, err error) {
 	}
 }
 
-// retryDelay is the pause before attempt n+1: exponential from 2 s, capped
-// at 10 min, with ±50% jitter so that parts of many users spread out.
-// Computed from the stored attempt count, since the state lives in the row.
+// retryDelay is the pause before the attempt after the given number of
+// attempts: sendRetryBackOff's interval at that position, computed from the
+// stored count since the state lives in the row.
 func retryDelay(attempts int) time.Duration {
-	d := 2 * time.Second << min(attempts, 9)
-	d = min(d, 10*time.Minute)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
+	return nthBackOff(sendRetryBackOff(), attempts)
 }
 
-// pace reserves a send for user at now, or says how long to wait.
-func (o *Outbox) pace(k userKey, now time.Time) time.Duration {
+// reserveSend reserves a send for user k at now within the user's limits,
+// or says how long to wait.
+func (o *Outbox) reserveSend(k userKey, now time.Time) time.Duration {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	p := o.pacers[k]
-	if p == nil {
-		p = &pacer{minute: rate.NewLimiter(minuteRate, minuteBurst), hour: rate.NewLimiter(hourRate, hourBurst)}
-		o.pacers[k] = p
+	l := o.sendLimits[k]
+	if l == nil {
+		l = &userSendLimit{minute: rate.NewLimiter(minuteRate, minuteBurst), hour: rate.NewLimiter(hourRate, hourBurst)}
+		o.sendLimits[k] = l
 	}
-	p.lastUsed = now
-	rm := p.minute.ReserveN(now, 1)
-	rh := p.hour.ReserveN(now, 1)
+	l.lastUsed = now
+	rm := l.minute.ReserveN(now, 1)
+	rh := l.hour.ReserveN(now, 1)
 	wait := max(rm.DelayFrom(now), rh.DelayFrom(now))
 	if wait > 0 {
 		rm.CancelAt(now)
@@ -246,27 +246,28 @@ func (o *Outbox) pace(k userKey, now time.Time) time.Duration {
 	return wait
 }
 
-// How long a user's pacer is kept unused, and how often the pacers are
-// walked to forget such users.
+// How long a user's send limit is kept unused, and how often the limits
+// are walked to forget such users.
 const (
-	pacerIdle  = time.Hour
-	pacerPrune = 10 * time.Minute
+	sendLimitIdle  = time.Hour
+	sendLimitPrune = 10 * time.Minute
 )
 
-// prunePacers forgets users idle for over pacerIdle: their buckets are full
-// again, so a new pacer is the same as the old one. Run calls it after every
-// batch; it walks the map only every pacerPrune, not once per batch.
-func (o *Outbox) prunePacers() {
+// pruneSendLimits forgets users idle for over sendLimitIdle: their buckets
+// are full again, so a new limit is the same as the old one. Run calls it
+// after every batch; it walks the map only every sendLimitPrune, not once
+// per batch.
+func (o *Outbox) pruneSendLimits() {
 	now := o.clock.Now()
-	if now.Sub(o.pruned) < pacerPrune {
+	if now.Sub(o.pruned) < sendLimitPrune {
 		return
 	}
 	o.pruned = now
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for k, p := range o.pacers {
-		if now.Sub(p.lastUsed) > pacerIdle {
-			delete(o.pacers, k)
+	for k, l := range o.sendLimits {
+		if now.Sub(l.lastUsed) > sendLimitIdle {
+			delete(o.sendLimits, k)
 		}
 	}
 }

@@ -141,7 +141,7 @@ func TestOutboxFailsPermanentErrorsAtOnce(t *testing.T) {
 	}
 }
 
-func TestOutboxPacesAUserUnderWeComsLimit(t *testing.T) {
+func TestOutboxKeepsAUserUnderWeComsLimit(t *testing.T) {
 	e := newOutboxEnv(t)
 	parts := make([]string, 40)
 	for i := range parts {
@@ -154,7 +154,7 @@ func TestOutboxPacesAUserUnderWeComsLimit(t *testing.T) {
 		t.Fatalf("sent %d parts at once, want the burst of %d", got, minuteBurst)
 	}
 	if e.state(other).State != storage.MessageAnswered {
-		t.Fatal("pacing one user held up another")
+		t.Fatal("the limit of one user held up another")
 	}
 	// Over any minute, never more than 30 — and everything arrives, in order.
 	for range 120 {

@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,23 +81,11 @@ func TestSplit(t *testing.T) {
 			for i, p := range parts {
 				got[i] = len(p)
 			}
-			if !equalInts(got, tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("part lengths %v, want %v", got, tt.want)
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSplitInvalidUTF8(t *testing.T) {

@@ -1,8 +1,13 @@
 package adapter
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/wecombot/wecombot/storage"
 )
 
 // streamInterval is how long complete paragraphs of a streamed answer may
@@ -70,3 +75,53 @@ func (s *streamSplitter) answer() string { return s.text.String() }
 
 // started reports whether any part has been handed out.
 func (s *streamSplitter) started() bool { return s.parts > 0 }
+
+// stream answers m with a streamed completion: parts go to the outbox as
+// the splitter hands them out, the rest and the conversation turns with
+// SaveAnswer. A failed stream is retried only while nothing was sent;
+// afterwards the user gets the parts sent so far and the Unavailable notice.
+func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, text string, sc StreamCompleter) (storage.Answer, string) {
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
+	notice := func(err error) (storage.Answer, string) {
+		log.Warn("LLM failed", "err", err)
+		if p.cfg.Replies.Unavailable != "" {
+			a.Parts = Split(p.cfg.Replies.Unavailable, maxPartBytes)
+		}
+		return a, "llm: " + err.Error()
+	}
+	msgs, err := p.conversation(ctx, m, text)
+	if err != nil {
+		return notice(err)
+	}
+	var sp *streamSplitter
+	var stored error // set when storing streamed parts failed
+	err = p.ask(ctx, log, m, func() (bool, error) {
+		sp = newStreamSplitter(maxPartBytes)
+		_, err := sc.Stream(ctx, msgs, func(delta string) error {
+			parts := sp.add(delta, p.clock.Now())
+			if len(parts) == 0 {
+				return nil
+			}
+			if err := p.store.AppendParts(ctx, m.ID, m.Bot, m.UserID, parts); err != nil {
+				stored = err
+				return err
+			}
+			p.outbox.Notify()
+			return nil
+		})
+		return !sp.started(), err
+	})
+	switch {
+	case stored != nil && errors.Is(stored, storage.ErrNotFound):
+		// Delivery of the first parts failed for good meanwhile (the
+		// message is failed): nothing more is sent.
+		return a, "streamed answer abandoned: its first parts could not be delivered"
+	case stored != nil:
+		return notice(stored)
+	case err != nil:
+		return notice(err)
+	}
+	a.UserTurn, a.AssistantTurn = text, sp.answer()
+	a.Parts = sp.finish()
+	return a, ""
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -185,161 +187,166 @@ func newStreamEnv(t *testing.T, cfg PipelineConfig) (*pipelineEnv, *streamFake) 
 	return e, f
 }
 
-// waitParts waits until message id has n parts stored.
+// waitParts returns the parts of message id once the pipeline is idle,
+// failing unless there are at least n.
 func (e *pipelineEnv) waitParts(id int64, n int) []string {
 	e.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ps := e.parts(id)
-		if len(ps) >= n {
-			return ps
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("message %d has %d parts after 5s, want %d", id, len(ps), n)
-		}
-		time.Sleep(2 * time.Millisecond)
+	synctest.Wait()
+	ps := e.parts(id)
+	if len(ps) < n {
+		e.t.Fatalf("message %d has %d parts with the pipeline idle, want %d", id, len(ps), n)
 	}
+	return ps
 }
 
 func TestPipelineStreamsParagraphsAsTheyComplete(t *testing.T) {
-	e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Stream: true, Replies: testReplies})
-	id := e.text("u", "tell me")
-	f.pieces <- "First para"
-	f.pieces <- "graph.\n\nSecond"
-	if got := e.waitParts(id, 1); got[0] != "First paragraph.\n\n" {
-		t.Fatalf("first part %q", got[0])
-	}
-	if m := e.message(id); m.State != storage.MessageStreaming {
-		t.Fatalf("state %q while streaming", m.State)
-	}
-	// The first part is sent while the model still writes: the message is
-	// not finished by it.
-	if m := e.deliver(id); m.State != storage.MessageStreaming {
-		t.Fatalf("state %q after the first part was sent mid-stream", m.State)
-	}
-	f.pieces <- " paragraph, the end."
-	f.end <- nil
-	m := e.done(id)
-	answer := "First paragraph.\n\nSecond paragraph, the end."
-	if got := e.parts(id); strings.Join(got, "") != answer || len(got) != 2 {
-		t.Fatalf("parts %q", got)
-	}
-	if m.State != storage.MessageAnswering {
-		t.Fatalf("state %q with the last part unsent", m.State)
-	}
-	if m := e.deliver(id); m.State != storage.MessageAnswered {
-		t.Fatalf("state %q after every part was sent", m.State)
-	}
-	if got, want := e.history("u"), []string{"user: tell me", "assistant: " + answer}; !equalStrings(got, want) {
-		t.Fatalf("history %q", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Stream: true, Replies: testReplies})
+		id := e.text("u", "tell me")
+		f.pieces <- "First para"
+		f.pieces <- "graph.\n\nSecond"
+		if got := e.waitParts(id, 1); got[0] != "First paragraph.\n\n" {
+			t.Fatalf("first part %q", got[0])
+		}
+		if m := e.message(id); m.State != storage.MessageStreaming {
+			t.Fatalf("state %q while streaming", m.State)
+		}
+		// The first part is sent while the model still writes: the message is
+		// not finished by it.
+		if m := e.deliver(id); m.State != storage.MessageStreaming {
+			t.Fatalf("state %q after the first part was sent mid-stream", m.State)
+		}
+		f.pieces <- " paragraph, the end."
+		f.end <- nil
+		m := e.done(id)
+		answer := "First paragraph.\n\nSecond paragraph, the end."
+		if got := e.parts(id); strings.Join(got, "") != answer || len(got) != 2 {
+			t.Fatalf("parts %q", got)
+		}
+		if m.State != storage.MessageAnswering {
+			t.Fatalf("state %q with the last part unsent", m.State)
+		}
+		if m := e.deliver(id); m.State != storage.MessageAnswered {
+			t.Fatalf("state %q after every part was sent", m.State)
+		}
+		if got, want := e.history("u"), []string{"user: tell me", "assistant: " + answer}; !slices.Equal(got, want) {
+			t.Fatalf("history %q", got)
+		}
+	})
 }
 
 func TestPipelineStreamAllSentBeforeTheEnd(t *testing.T) {
-	e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
-	id := e.text("u", "q")
-	f.pieces <- "Only paragraph.\n\n"
-	e.waitParts(id, 1)
-	e.deliver(id)
-	f.end <- nil
-	deadline := time.Now().Add(5 * time.Second)
-	for e.message(id).State != storage.MessageAnswered {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %q: a message whose parts were all sent did not end answered", e.message(id).State)
+	synctest.Test(t, func(t *testing.T) {
+		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
+		id := e.text("u", "q")
+		f.pieces <- "Only paragraph.\n\n"
+		e.waitParts(id, 1)
+		e.deliver(id)
+		f.end <- nil
+		synctest.Wait()
+		if m := e.message(id); m.State != storage.MessageAnswered {
+			t.Fatalf("state %q: a message whose parts were all sent did not end answered", m.State)
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	})
 }
 
 func TestPipelineStreamFailures(t *testing.T) {
 	t.Run("before any part: retried", func(t *testing.T) {
-		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 1, Stream: true, Replies: testReplies})
-		id := e.text("u", "q")
-		f.pieces <- "half a para"
-		f.end <- errors.New("connection reset")
-		e.clock.BlockUntilContext(t.Context(), 2) // the lease renewal and the pause before the retry
-		e.clock.Advance(time.Second)
-		f.pieces <- "Whole answer."
-		f.end <- nil
-		e.done(id)
-		if got := e.parts(id); !equalStrings(got, []string{"Whole answer."}) || f.calls.Load() != 2 {
-			t.Fatalf("parts %q after %d calls", got, f.calls.Load())
-		}
+		synctest.Test(t, func(t *testing.T) {
+			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 1, Stream: true, Replies: testReplies})
+			id := e.text("u", "q")
+			f.pieces <- "half a para"
+			f.end <- errors.New("connection reset")
+			e.clock.BlockUntilContext(t.Context(), 2) // the lease renewal and the pause before the retry
+			e.clock.Advance(time.Second)
+			f.pieces <- "Whole answer."
+			f.end <- nil
+			e.done(id)
+			if got := e.parts(id); !slices.Equal(got, []string{"Whole answer."}) || f.calls.Load() != 2 {
+				t.Fatalf("parts %q after %d calls", got, f.calls.Load())
+			}
+		})
 	})
 	t.Run("after a part: notice, no retry", func(t *testing.T) {
-		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 3, HistoryTurns: 10, Stream: true, Replies: testReplies})
-		id := e.text("u", "q")
-		f.pieces <- "Para one.\n\n"
-		e.waitParts(id, 1)
-		f.end <- errors.New("connection reset")
-		m := e.done(id)
-		if got := e.parts(id); !equalStrings(got, []string{"Para one.\n\n", "unavailable"}) {
-			t.Fatalf("parts %q", got)
-		}
-		if !strings.Contains(m.Error, "connection reset") || f.calls.Load() != 1 {
-			t.Fatalf("error %q after %d calls", m.Error, f.calls.Load())
-		}
-		if m := e.deliver(id); m.State != storage.MessageFailed {
-			t.Fatalf("state %q", m.State)
-		}
-		if h := e.history("u"); len(h) != 0 {
-			t.Fatalf("a broken answer went into the history: %q", h)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 3, HistoryTurns: 10, Stream: true, Replies: testReplies})
+			id := e.text("u", "q")
+			f.pieces <- "Para one.\n\n"
+			e.waitParts(id, 1)
+			f.end <- errors.New("connection reset")
+			m := e.done(id)
+			if got := e.parts(id); !slices.Equal(got, []string{"Para one.\n\n", "unavailable"}) {
+				t.Fatalf("parts %q", got)
+			}
+			if !strings.Contains(m.Error, "connection reset") || f.calls.Load() != 1 {
+				t.Fatalf("error %q after %d calls", m.Error, f.calls.Load())
+			}
+			if m := e.deliver(id); m.State != storage.MessageFailed {
+				t.Fatalf("state %q", m.State)
+			}
+			if h := e.history("u"); len(h) != 0 {
+				t.Fatalf("a broken answer went into the history: %q", h)
+			}
+		})
 	})
 	t.Run("delivery failed mid-stream: abandoned", func(t *testing.T) {
-		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
-		id := e.text("u", "q")
-		f.pieces <- "Para one.\n\n"
-		ps, _ := e.db.PartsOf(t.Context(), id)
-		for len(ps) == 0 {
-			time.Sleep(2 * time.Millisecond)
-			ps, _ = e.db.PartsOf(t.Context(), id)
-		}
-		if err := e.db.FailPart(t.Context(), ps[0].ID, "errcode 81013: user not found"); err != nil {
-			t.Fatal(err)
-		}
-		f.pieces <- strings.Repeat("x", 3000) // a full part: the append is refused
-		// The stream must end on the refusal: nothing ends it otherwise.
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		if err := e.p.Shutdown(ctx); err != nil {
-			t.Fatalf("the stream went on after its message failed: %v", err)
-		}
-		m := e.message(id)
-		if got := e.parts(id); len(got) != 1 || m.State != storage.MessageFailed {
-			t.Fatalf("parts %q, state %q", got, m.State)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
+			id := e.text("u", "q")
+			f.pieces <- "Para one.\n\n"
+			e.waitParts(id, 1)
+			ps, err := e.db.PartsOf(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.FailPart(t.Context(), ps[0].ID, "errcode 81013: user not found"); err != nil {
+				t.Fatal(err)
+			}
+			f.pieces <- strings.Repeat("x", 3000) // a full part: the append is refused
+			// The stream must end on the refusal: nothing ends it otherwise.
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			if err := e.p.Shutdown(ctx); err != nil {
+				t.Fatalf("the stream went on after its message failed: %v", err)
+			}
+			m := e.message(id)
+			if got := e.parts(id); len(got) != 1 || m.State != storage.MessageFailed {
+				t.Fatalf("parts %q, state %q", got, m.State)
+			}
+		})
 	})
 }
 
 func TestPipelineStreamInterruptedResumesWithNotice(t *testing.T) {
-	cfg := PipelineConfig{MaxConcurrency: 1, HistoryTurns: 10, Stream: true, Replies: testReplies}
-	cfg.Replies.Interrupted = "interrupted, ask again"
-	e, f := newStreamEnv(t, cfg)
-	id := e.text("u", "q")
-	f.pieces <- "Para one.\n\n"
-	e.waitParts(id, 1)
-	// The service stops mid-answer and does not wait for the model.
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
-	defer cancel()
-	if err := e.p.Shutdown(ctx); err == nil {
-		t.Fatal("Shutdown returned nil with a stream in flight past its deadline")
-	}
-	if m := e.message(id); m.State != storage.MessageStreaming {
-		t.Fatalf("state %q after the stop", m.State)
-	}
-	e.start()
-	if err := e.p.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	e.done(id)
-	if got := e.parts(id); !equalStrings(got, []string{"Para one.\n\n", "interrupted, ask again"}) {
-		t.Fatalf("parts %q", got)
-	}
-	if f.calls.Load() != 1 {
-		t.Fatalf("the model was asked again (%d calls): the user would get the answer twice", f.calls.Load())
-	}
-	if m := e.deliver(id); m.State != storage.MessageFailed {
-		t.Fatalf("state %q", m.State)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := PipelineConfig{MaxConcurrency: 1, HistoryTurns: 10, Stream: true, Replies: testReplies}
+		cfg.Replies.Interrupted = "interrupted, ask again"
+		e, f := newStreamEnv(t, cfg)
+		id := e.text("u", "q")
+		f.pieces <- "Para one.\n\n"
+		e.waitParts(id, 1)
+		// The service stops mid-answer and does not wait for the model.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		defer cancel()
+		if err := e.p.Shutdown(ctx); err == nil {
+			t.Fatal("Shutdown returned nil with a stream in flight past its deadline")
+		}
+		if m := e.message(id); m.State != storage.MessageStreaming {
+			t.Fatalf("state %q after the stop", m.State)
+		}
+		e.start()
+		if err := e.p.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		e.done(id)
+		if got := e.parts(id); !slices.Equal(got, []string{"Para one.\n\n", "interrupted, ask again"}) {
+			t.Fatalf("parts %q", got)
+		}
+		if f.calls.Load() != 1 {
+			t.Fatalf("the model was asked again (%d calls): the user would get the answer twice", f.calls.Load())
+		}
+		if m := e.deliver(id); m.State != storage.MessageFailed {
+			t.Fatalf("state %q", m.State)
+		}
+	})
 }

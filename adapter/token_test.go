@@ -3,10 +3,10 @@ package adapter
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -25,12 +26,18 @@ import (
 	"github.com/silenceper/wechat/v2/work/message"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/storage"
 )
 
 // The token tests run a TokenManager against the WeCom simulator behind a
 // real HTTP server, on real SQLite, with a fake clock that both share: no
-// test sleeps through an expiry, the clock is advanced instead.
+// test sleeps through an expiry, the clock is advanced instead. The refresh
+// loops work in real time over the network, so a test waits for what they
+// do with eventually (settle), or, where it needs a moment of quiet, by the
+// clock's waiters (FakeClock.BlockUntilContext). A test that must know when
+// every goroutine is blocked runs in a synctest bubble on an in-memory
+// network (newMemTokEnv).
 
 const (
 	tokBot     = "helpdesk"
@@ -156,6 +163,29 @@ func (e *tokEnv) holdSend(text string) (arrived <-chan struct{}, release func())
 
 func newTokEnv(t testing.TB, opts wecomsim.Options) *tokEnv {
 	t.Helper()
+	e := newTokEnvOn(t, opts, nil)
+	e.api = newAPIClient(e.srv.URL, 5*time.Second)
+	return e
+}
+
+// newMemTokEnv is newTokEnv on an in-memory network (memNet), for a test in
+// a synctest bubble: a request in flight is then durably blocked, and
+// synctest.Wait tells when every goroutine waits. silenceper's clients
+// cannot reach it.
+func newMemTokEnv(t testing.TB, opts wecomsim.Options) *tokEnv {
+	t.Helper()
+	n := newMemNet()
+	e := newTokEnvOn(t, opts, n)
+	e.api = newAPIClient(e.srv.URL, 5*time.Second)
+	e.api.http.Transport.(*http.Transport).DialContext = n.dial
+	t.Cleanup(e.api.http.CloseIdleConnections)
+	return e
+}
+
+// newTokEnvOn starts the simulator's server on l, or on a local TCP port
+// when l is nil.
+func newTokEnvOn(t testing.TB, opts wecomsim.Options, l net.Listener) *tokEnv {
+	t.Helper()
 	// Start near the real time: Redis's key TTLs and StoreShared compare
 	// token expiries with it.
 	fake := clockwork.NewFakeClockAt(time.Now())
@@ -166,7 +196,7 @@ func newTokEnv(t testing.TB, opts wecomsim.Options) *tokEnv {
 	e := &tokEnv{fake: fake, sim: wecomsim.New(opts), reg: prometheus.NewRegistry(), log: &tokLog{}, dir: t.TempDir(), afterFuncs: &afterFuncs{}}
 	e.metrics = NewMetrics(e.reg)
 	h := e.sim.Handler()
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/cgi-bin/message/send") {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -194,11 +224,65 @@ func newTokEnv(t testing.TB, opts wecomsim.Options) *tokEnv {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		h.ServeHTTP(w, r)
-	}))
+	})
+	if l == nil {
+		e.srv = httptest.NewServer(handler)
+	} else {
+		e.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: handler}}
+		e.srv.Start()
+	}
 	t.Cleanup(e.srv.Close)
-	e.api = newAPIClient(e.srv.URL, 5*time.Second)
 	return e
 }
+
+// memNet is an in-memory network between a test's server and its clients:
+// a net.Listener whose connections are net.Pipe pairs made by dial. A pipe
+// blocks on channels, which synctest sees as durably blocked; a socket it
+// cannot see into.
+type memNet struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	close  sync.Once
+}
+
+func newMemNet() *memNet {
+	return &memNet{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (n *memNet) Accept() (net.Conn, error) {
+	select {
+	case c := <-n.conns:
+		return c, nil
+	case <-n.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (n *memNet) Close() error {
+	n.close.Do(func() { close(n.closed) })
+	return nil
+}
+
+func (n *memNet) Addr() net.Addr { return memAddr{} }
+
+// dial connects to the listener, whatever the address: an
+// http.Transport's DialContext.
+func (n *memNet) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	client, server := net.Pipe()
+	select {
+	case n.conns <- server:
+		return client, nil
+	case <-n.closed:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "mem" }
+func (memAddr) String() string  { return "memnet" }
 
 func (e *tokEnv) sent() []tokSend {
 	e.mu.Lock()
@@ -378,46 +462,33 @@ func (e *tokEnv) send(ctx context.Context, tm *TokenManager, user, content strin
 	return err
 }
 
-// tokEventually polls cond for a short real-time while: background loops
-// work in real time even though the clock they read is fake.
-func tokEventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // settled reports whether tm holds a usable token whose refresh is not due.
 func (e *tokEnv) settled(tm *TokenManager) bool {
 	s := tm.cur.Load()
 	return s != nil && !s.usableUntil.IsZero() && e.fake.Now().Before(s.refreshAt)
 }
 
-// settle waits until every manager's loop has done what fell due.
+// settle waits until every manager's loop has done what fell due. The
+// loops call WeCom (and Redis) over the network: a wait for real time.
 func (e *tokEnv) settle(t testing.TB, tms ...*TokenManager) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; i < len(tms); {
-		if e.settled(tms[i]) {
-			i++
-			continue
-		}
-		if time.Now().After(deadline) {
+	for i, tm := range tms {
+		eventually.True(t, func() bool { return e.settled(tm) }, "%s", lazy(func() string {
 			now := e.fake.Now()
 			msg := fmt.Sprintf("manager %d of %d did not settle at %s:", i, len(tms), now)
-			if s := tms[i].cur.Load(); s != nil {
+			if s := tm.cur.Load(); s != nil {
 				msg += fmt.Sprintf(" fetched %s, refresh in %s, usable for %s, expires in %s (%s);",
 					s.fetchedAt, s.refreshAt.Sub(now), s.usableUntil.Sub(now), s.expiresAt.Sub(now), s.source)
 			}
-			t.Fatalf("%s status %+v; gettoken calls %d\n%s", msg, tms[i].Status(), e.sim.TotalTokenFetches(), e.log)
-		}
-		time.Sleep(time.Millisecond)
+			return fmt.Sprintf("%s status %+v; gettoken calls %d\n%s", msg, tm.Status(), e.sim.TotalTokenFetches(), e.log)
+		}))
 	}
 }
+
+// lazy is a description computed only when a check fails.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
 
 // idle lets d pass without traffic, in steps, letting the loops do what
 // falls due at each step. each, if set, runs after every step.
@@ -500,121 +571,6 @@ func TestTokenColdBurstFetchesOnce(t *testing.T) {
 	}
 }
 
-func TestTokenIdlePastExpiry(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name     string
-		lifetime time.Duration
-		idle     time.Duration
-		step     time.Duration
-		refreshs int
-		// refreshed checks when the token prev was replaced.
-		refreshed func(t *testing.T, prev, next TokenStatus, step time.Duration)
-	}{{
-		name: "7200s", lifetime: tokLife, idle: 3*tokLife + 10*time.Minute, step: 20 * time.Second, refreshs: 3,
-		refreshed: func(t *testing.T, prev, next TokenStatus, step time.Duration) {
-			// At expires_at - refresh_before, less up to 30 s of jitter.
-			earliest := prev.ExpiresAt.Add(-tokRefresh - 30*time.Second)
-			latest := prev.ExpiresAt.Add(-tokRefresh + step)
-			if next.FetchedAt.Before(earliest) || next.FetchedAt.After(latest) {
-				t.Errorf("refreshed %s before expiry, want %s..%s", prev.ExpiresAt.Sub(next.FetchedAt),
-					tokRefresh-step, tokRefresh+30*time.Second)
-			}
-		},
-	}, {
-		name: "lifetime shorter than refresh_before", lifetime: 2 * time.Minute, idle: 6*time.Minute + 30*time.Second,
-		step: 5 * time.Second, refreshs: 6,
-		refreshed: func(t *testing.T, prev, next TokenStatus, step time.Duration) {
-			// At half the lifetime.
-			if d := next.FetchedAt.Sub(prev.FetchedAt); d < time.Minute || d >= time.Minute+step {
-				t.Errorf("refreshed %s after the fetch, want half the lifetime (1m)", d)
-			}
-		},
-	}}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e, tm := runningTokEnv(t, wecomsim.Options{TokenLifetime: tc.lifetime})
-			// The token's times without a clock read (see tokClock).
-			held := func() TokenStatus {
-				s := tm.cur.Load()
-				return TokenStatus{ExpiresAt: s.expiresAt, FetchedAt: s.fetchedAt}
-			}
-			refreshs := 0
-			prev := held()
-			e.idle(t, tc.idle, tc.step, func() {
-				st := held()
-				if st.FetchedAt.Equal(prev.FetchedAt) {
-					return
-				}
-				refreshs++
-				tc.refreshed(t, prev, st, tc.step)
-				prev = st
-			}, tm)
-
-			if refreshs != tc.refreshs {
-				t.Errorf("%d proactive refreshes, want %d", refreshs, tc.refreshs)
-			}
-			if got, want := e.sim.TotalTokenFetches(), 1+tc.refreshs; got != want {
-				t.Errorf("gettoken calls = %d, want %d (one per lifetime)", got, want)
-			}
-			if err := e.send(context.Background(), tm, "alice", "after the idle hours"); err != nil {
-				t.Fatalf("send after idling: %v", err)
-			}
-			if r := e.sim.Rejected(); len(r) != 0 {
-				t.Errorf("WeCom rejected calls: %v", r)
-			}
-			if got := e.sim.TotalTokenFetches(); got != 1+tc.refreshs {
-				t.Errorf("the send cost a gettoken call (%d calls)", got)
-			}
-		})
-	}
-}
-
-func TestTokenSameTokenOnRefetch(t *testing.T) {
-	t.Parallel()
-	e, tm := runningTokEnv(t, wecomsim.Options{SameTokenWhileValid: true})
-	first := tm.Status()
-	tokA := mustGet(t, tm)
-
-	// Up to just before the expiry: one proactive refetch, answered with
-	// the same token and a fresh expires_in.
-	e.idle(t, tokLife-20*time.Second, 20*time.Second, nil, tm)
-	if got := e.sim.TokenFetches(tokAgentID); got != 2 {
-		t.Fatalf("gettoken calls = %d before the expiry, want 2 (first + one refresh, then none until expiry)", got)
-	}
-	if st := tm.Status(); !st.ExpiresAt.Equal(first.ExpiresAt) {
-		t.Fatalf("expires_at moved from %s to %s: a repeat answer extended the known expiry",
-			first.ExpiresAt, st.ExpiresAt)
-	}
-	if got := mustGet(t, tm); got != tokA {
-		t.Fatal("the token changed although WeCom handed back the same one")
-	}
-	if err := e.send(context.Background(), tm, "alice", "just before the expiry"); err != nil {
-		t.Fatalf("send before the expiry: %v", err)
-	}
-
-	// Across the real expiry: the next try is at that expiry, and gets a
-	// new token.
-	e.idle(t, 40*time.Second, 20*time.Second, nil, tm)
-	if got := e.sim.TokenFetches(tokAgentID); got != 3 {
-		t.Fatalf("gettoken calls = %d after the expiry, want 3", got)
-	}
-	st := tm.Status()
-	if !st.FetchedAt.Equal(first.ExpiresAt) {
-		t.Errorf("new token fetched at %s, want at the old one's expiry %s", st.FetchedAt, first.ExpiresAt)
-	}
-	if mustGet(t, tm) == tokA {
-		t.Fatal("still the expired token")
-	}
-	if err := e.send(context.Background(), tm, "alice", "after the expiry"); err != nil {
-		t.Fatalf("send after the expiry: %v", err)
-	}
-	if r := e.sim.Rejected(); len(r) != 0 {
-		t.Errorf("WeCom rejected calls: %v", r)
-	}
-}
-
 func TestTokenRefusedMidFlight(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -680,36 +636,42 @@ func TestTokenRefusedMidFlight(t *testing.T) {
 
 	t.Run("refusal of the token a flight just installed", func(t *testing.T) {
 		t.Parallel()
-		e := newTokEnv(t, wecomsim.Options{})
-		log := &tokLog{}
-		tm := e.manager(t, tokManagerOptions{Log: log})
+		synctest.Test(t, func(t *testing.T) {
+			e := newMemTokEnv(t, wecomsim.Options{})
+			log := &tokLog{}
+			tm := e.manager(t, tokManagerOptions{Log: log})
 
-		// A flight installs the token and, before it ends, WeCom revokes
-		// it and a send with it is refused: the send's refetch must not
-		// take the revoked token from that flight.
-		installed, release := log.holdOn("access token obtained")
-		t.Cleanup(release)
-		first := make(chan error, 1)
-		go func() { _, err := tm.Get(ctx); first <- err }()
-		<-installed
-		e.sim.RevokeTokens()
-		sent := make(chan error, 1)
-		go func() { sent <- e.send(ctx, tm, "alice", "fresh token refused") }()
-		tokEventually(t, "the refusal", func() bool { return e.sim.Rejected()[codeInvalidToken] == 1 })
-		time.Sleep(20 * time.Millisecond) // for the send to join the open flight
-		release()
-		if err := <-first; err != nil {
-			t.Fatal(err)
-		}
-		if err := <-sent; err != nil {
-			t.Fatalf("send: %v", err)
-		}
-		if got := e.sim.TotalTokenFetches(); got != 2 {
-			t.Errorf("gettoken calls = %d, want 2", got)
-		}
-		if r := e.sim.Rejected(); r[codeInvalidToken] != 1 {
-			t.Errorf("rejected = %v, want one 40014: the retry used the refused token", r)
-		}
+			// A flight installs the token and, before it ends, WeCom revokes
+			// it and a send with it is refused: the send's refetch must not
+			// take the revoked token from that flight.
+			installed, release := log.holdOn("access token obtained")
+			t.Cleanup(release)
+			first := make(chan error, 1)
+			go func() { _, err := tm.Get(ctx); first <- err }()
+			<-installed
+			e.sim.RevokeTokens()
+			sent := make(chan error, 1)
+			go func() { sent <- e.send(ctx, tm, "alice", "fresh token refused") }()
+			// Every goroutine waits: the send was refused and has joined
+			// the open flight.
+			synctest.Wait()
+			if r := e.sim.Rejected(); r[codeInvalidToken] != 1 {
+				t.Fatalf("rejected = %v before the flight ended, want one 40014", r)
+			}
+			release()
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-sent; err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			if got := e.sim.TotalTokenFetches(); got != 2 {
+				t.Errorf("gettoken calls = %d, want 2", got)
+			}
+			if r := e.sim.Rejected(); r[codeInvalidToken] != 1 {
+				t.Errorf("rejected = %v, want one 40014: the retry used the refused token", r)
+			}
+		})
 	})
 
 	t.Run("burst of 50", func(t *testing.T) {
@@ -747,173 +709,6 @@ func TestTokenRefusedMidFlight(t *testing.T) {
 			t.Errorf("rejected = %v, want only 40014s", r)
 		}
 	})
-}
-
-func TestTokenGettokenOutage(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-
-	t.Run("lasting past the expiry", func(t *testing.T) {
-		t.Parallel()
-		e, tm := runningTokEnv(t, wecomsim.Options{})
-		first := tm.Status()
-		tok := mustGet(t, tm)
-		e.sim.FailNext(wecomsim.APIGetToken, codeSystemBusy, "system busy", 1<<20)
-
-		// Idle to the refresh point: the refresh fails.
-		for e.settled(tm) {
-			e.advance(20 * time.Second)
-		}
-		tokEventually(t, "a failed refresh", func() bool { return tm.Status().LastError != "" })
-
-		// Up to the token's real end (less the skew), sends go on with it.
-		usable := first.ExpiresAt.Add(-30 * time.Second)
-		sends := 0
-		for e.fake.Now().Add(time.Minute).Before(usable) {
-			e.advance(time.Minute)
-			if err := e.send(ctx, tm, "alice", fmt.Sprintf("during the outage %d", sends)); err != nil {
-				t.Fatalf("send during the outage at %s before expiry: %v", first.ExpiresAt.Sub(e.fake.Now()), err)
-			}
-			sends++
-		}
-		if sends < 4 {
-			t.Fatalf("only %d sends during the outage", sends)
-		}
-		st := tm.Status()
-		if !strings.Contains(st.LastError, "errcode -1") || st.State != TokenValid && st.State != TokenRefreshing {
-			t.Errorf("status = %+v, want the last error and a valid token", st)
-		}
-		if !st.ExpiresAt.Equal(first.ExpiresAt) || mustGet(t, tm) != tok {
-			t.Error("the failed refresh discarded or changed the valid token")
-		}
-		for _, s := range e.sent() {
-			if s.token != tok {
-				t.Fatal("a send used another token than the valid one")
-			}
-		}
-		if got := e.sim.TotalTokenFetches(); got > 1+12 {
-			t.Errorf("%d gettoken calls in a 5-minute outage: the retries do not back off", got)
-		}
-
-		// Past the real expiry the dead token is never used.
-		e.advance(time.Minute)
-		if err := e.send(ctx, tm, "alice", "after the expiry"); !errors.Is(err, ErrNoToken) {
-			t.Errorf("send after the expiry = %v, want ErrNoToken", err)
-		}
-		if r := e.sim.Rejected(); r[codeTokenExpired] != 0 || r[codeInvalidToken] != 0 {
-			t.Errorf("a dead token reached WeCom: rejected = %v", r)
-		}
-		if len(e.sim.Delivered()) != sends {
-			t.Errorf("delivered %d, want %d", len(e.sim.Delivered()), sends)
-		}
-	})
-
-	t.Run("ending before the expiry", func(t *testing.T) {
-		t.Parallel()
-		e, tm := runningTokEnv(t, wecomsim.Options{})
-		first := tm.Status()
-		const failures = 5
-		e.sim.FailNext(wecomsim.APIGetToken, codeRateLimited, "api freq out of limit", failures)
-
-		// Step by 10 s: the loop retries with backoff until WeCom answers
-		// again, and the token never lapses meanwhile.
-		for e.fake.Now().Before(first.ExpiresAt) && tm.Status().FetchedAt.Equal(first.FetchedAt) {
-			e.advance(10 * time.Second)
-			// A due timer left the clock's waiters: the loop is back
-			// on its next timer once its attempt is over.
-			if err := e.fake.BlockUntilContext(t.Context(), 1); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.send(ctx, tm, "alice", "while retrying "+e.fake.Now().String()); err != nil {
-				t.Fatalf("send: %v", err)
-			}
-		}
-		e.settle(t, tm)
-		st := tm.Status()
-		if !st.FetchedAt.Before(first.ExpiresAt.Add(-30*time.Second)) || st.LastError != "" || st.State != TokenValid {
-			t.Errorf("status after the outage = %+v, want a new token fetched before the old one lapsed", st)
-		}
-		if got := e.sim.TotalTokenFetches(); got != 1+failures+1 {
-			t.Errorf("gettoken calls = %d, want %d", got, 1+failures+1)
-		}
-		if r := e.sim.Rejected(); len(r) != 1 || r[codeRateLimited] != failures {
-			t.Errorf("rejected = %v, want only the injected gettoken failures", r)
-		}
-	})
-}
-
-func TestTokenConfigErrorsDoNotLoop(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name   string
-		secret string
-		inject func(*wecomsim.Server)
-		code   string
-		hint   string
-	}{{
-		name: "40001 bad secret", secret: "Wq4nX8cV2bM6zL1kJ5hG9fD3sA7pO0iUyT8rE1w",
-		code: "errcode 40001", hint: "secret is wrong",
-	}, {
-		name: "60020 IP not trusted",
-		inject: func(s *wecomsim.Server) {
-			s.FailNext(wecomsim.APIGetToken, codeIPNotTrusted, "not allow to access from your ip, hint: [1712345678_11_abcdef], from ip: 1.2.3.4, more info at https://open.work.weixin.qq.com/devtool/query?e=60020", 1<<20)
-		},
-		code: "errcode 60020", hint: "1.2.3.4",
-	}}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e := newTokEnv(t, wecomsim.Options{})
-			if tc.inject != nil {
-				tc.inject(e.sim)
-			}
-			tm := e.manager(t, tokManagerOptions{Secret: tc.secret})
-
-			gets := func() {
-				t.Helper()
-				var wg sync.WaitGroup
-				for range 100 {
-					wg.Go(func() {
-						if _, err := tm.Get(context.Background()); !errors.Is(err, ErrNoToken) {
-							t.Errorf("Get = %v, want ErrNoToken", err)
-						}
-					})
-				}
-				wg.Wait()
-			}
-			gets()
-			if got := e.sim.TotalTokenFetches(); got != 1 {
-				t.Fatalf("100 Gets made %d gettoken calls, want 1", got)
-			}
-			st := tm.Status()
-			if st.State != TokenError || !strings.Contains(st.LastError, tc.code) || !strings.Contains(st.Hint, tc.hint) {
-				t.Fatalf("status = %+v, want state error, %q and a hint with %q", st, tc.code, tc.hint)
-			}
-
-			// The loop waits out the long backoff (1 min, then doubling).
-			runTok(t, tm)
-			calls := 1
-			for _, backoff := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute} {
-				if err := e.fake.BlockUntilContext(t.Context(), 1); err != nil {
-					t.Fatal(err)
-				}
-				e.advance(backoff - time.Second)
-				gets()
-				time.Sleep(20 * time.Millisecond) // give a wrongly woken loop the time to call
-				if got := e.sim.TotalTokenFetches(); got != calls {
-					t.Fatalf("gettoken called %d times within the %s backoff, want %d", got, backoff, calls)
-				}
-				e.advance(2 * time.Second)
-				calls++
-				tokEventually(t, "the retry after the backoff", func() bool { return e.sim.TotalTokenFetches() == calls })
-			}
-			gets()
-			time.Sleep(20 * time.Millisecond)
-			if got := e.sim.TotalTokenFetches(); got != calls {
-				t.Fatalf("gettoken calls = %d, want %d", got, calls)
-			}
-		})
-	}
 }
 
 func TestTokenSurvivesRestart(t *testing.T) {
@@ -1088,108 +883,5 @@ func TestTokenSilenceperHandle(t *testing.T) {
 	}
 	if got := e.sim.TotalTokenFetches(); got != 1 {
 		t.Errorf("gettoken calls = %d, want 1", got)
-	}
-}
-
-// tokMetric returns the value of the sample of name with exactly labels in
-// reg, and whether there is one.
-func tokMetric(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue(), true
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue(), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func TestTokenMetrics(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newTokEnv(t, wecomsim.Options{})
-	tm := e.manager(t, tokManagerOptions{})
-	want := func(name string, labels map[string]string, v float64) {
-		t.Helper()
-		got, ok := tokMetric(t, e.reg, name, labels)
-		if !ok {
-			t.Errorf("no %s%v", name, labels)
-		} else if got != v {
-			t.Errorf("%s%v = %v, want %v", name, labels, got, v)
-		}
-	}
-	fetch := func(result string) map[string]string { return map[string]string{"bot": tokBot, "result": result} }
-	bot := map[string]string{"bot": tokBot}
-
-	want("wecombot_token_expires_in_seconds", bot, 0)
-	mustGet(t, tm)
-	want("wecombot_token_fetch_total", fetch("ok"), 1)
-	want("wecombot_token_expires_in_seconds", bot, tokLife.Seconds())
-	e.advance(100 * time.Second)
-	want("wecombot_token_expires_in_seconds", bot, tokLife.Seconds()-100)
-
-	// A refused token: the error is counted, the refetch succeeds.
-	e.sim.RevokeTokens()
-	if err := e.send(ctx, tm, "alice", "after a revoke"); err != nil {
-		t.Fatal(err)
-	}
-	want("wecombot_wecom_api_errors_total", map[string]string{"bot": tokBot, "api": "message/send", "errcode": "40014"}, 1)
-	want("wecombot_token_fetch_total", fetch("ok"), 2)
-	want("wecombot_token_expires_in_seconds", bot, tokLife.Seconds())
-
-	// Failed fetches, by kind.
-	e.sim.FailNext(wecomsim.APIGetToken, codeRateLimited, "api freq out of limit", 1)
-	if err := tm.Refresh(ctx); err == nil {
-		t.Fatal("Refresh succeeded through a 45009")
-	}
-	e.sim.FailNext(wecomsim.APIGetToken, codeInvalidSecret, "invalid credential", 1)
-	if err := tm.Refresh(ctx); err == nil {
-		t.Fatal("Refresh succeeded through a 40001")
-	}
-	e.sim.SetDown(true)
-	if err := tm.Refresh(ctx); err == nil {
-		t.Fatal("Refresh succeeded through a 503")
-	}
-	e.sim.SetDown(false)
-	want("wecombot_token_fetch_total", fetch("api_error"), 1)
-	want("wecombot_token_fetch_total", fetch("config_error"), 1)
-	want("wecombot_token_fetch_total", fetch("network_error"), 1)
-	want("wecombot_wecom_api_errors_total", map[string]string{"bot": tokBot, "api": "gettoken", "errcode": "45009"}, 1)
-	want("wecombot_wecom_api_errors_total", map[string]string{"bot": tokBot, "api": "gettoken", "errcode": "40001"}, 1)
-	want("wecombot_wecom_api_errors_total", map[string]string{"bot": tokBot, "api": "gettoken", "errcode": "http_503"}, 1)
-	// The failures kept the token; its gauge counts down with the clock.
-	e.advance(time.Hour)
-	want("wecombot_token_expires_in_seconds", bot, tokLife.Seconds()-3600)
-
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	samples := 0
-	for _, mf := range mfs {
-		samples += len(mf.GetMetric())
-	}
-	if samples != 4+1+4 {
-		t.Errorf("%d samples, want 9: 4 fetch results, 1 expiry, 4 API errors", samples)
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/silenceper/wechat/v2/work/message"
 
-	"github.com/wecombot/wecombot/llm"
+	"github.com/wecombot/wecombot/internal/httpclient"
 )
 
 // WeCom error codes the service acts on.
@@ -144,7 +144,7 @@ func newAPIClient(base string, timeout time.Duration) *apiClient {
 		timeout = 10 * time.Second
 	}
 	return &apiClient{base: strings.TrimRight(base, "/"),
-		http: &http.Client{Timeout: timeout, Transport: llm.NewTransport()}}
+		http: &http.Client{Timeout: timeout, Transport: httpclient.NewTransport()}}
 }
 
 type tokenResponse struct {

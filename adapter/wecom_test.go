@@ -17,7 +17,8 @@ import (
 func TestHint(t *testing.T) {
 	refused := newAPIClient("http://127.0.0.1:1", time.Second)
 	_, _, connErr := refused.getToken(context.Background(), "ww", "secret-value")
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(300 * time.Millisecond) }))
+	// A server that never answers: the client gives up at its timeout.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	defer slow.Close()
 	_, _, timeoutErr := newAPIClient(slow.URL, 50*time.Millisecond).getToken(context.Background(), "ww", "secret-value")
 	cases := []struct {
@@ -62,8 +63,24 @@ func TestRedact(t *testing.T) {
 // one client: its connections are reused, not dialled anew each round as
 // with net/http's default of 2 idle connections per host.
 func TestAPIClientKeepsItsConnections(t *testing.T) {
+	const atOnce, rounds = 16, 5
+	// The server answers the sends of a round once all of them have
+	// arrived: they are in flight together, each on a connection.
+	var mu sync.Mutex
+	arrived, roundDone := 0, make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(20 * time.Millisecond) // the sends of a round overlap
+		mu.Lock()
+		all := roundDone
+		if arrived++; arrived == atOnce {
+			close(roundDone)
+			arrived, roundDone = 0, make(chan struct{})
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-r.Context().Done():
+			return
+		}
 		fmt.Fprint(w, `{"errcode":0,"errmsg":"ok","msgid":"m1"}`)
 	}))
 	var dialled atomic.Int64
@@ -75,7 +92,6 @@ func TestAPIClientKeepsItsConnections(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	c := newAPIClient(srv.URL, 5*time.Second)
-	const atOnce, rounds = 16, 5
 	for range rounds {
 		var wg sync.WaitGroup
 		for range atOnce {

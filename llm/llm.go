@@ -11,6 +11,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/wecombot/wecombot/internal/httpclient"
 )
 
 // Config is the `llm:` section of the configuration.
@@ -62,30 +64,12 @@ type Client struct {
 func New(cfg Config) *Client {
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = &http.Client{Transport: retryAfterTransport{NewTransport()}}
+	oc.HTTPClient = &http.Client{Transport: retryAfterTransport{httpclient.NewTransport()}}
 	timeout := cfg.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
 	return &Client{api: openai.NewClientWithConfig(oc), model: cfg.Model, timeout: timeout}
-}
-
-// maxIdlePerHost is how many idle connections to one host the service's
-// HTTP clients keep for reuse: more than the requests it makes to a host at
-// once (pipeline workers, outbox senders, both 16 or fewer by default).
-const maxIdlePerHost = 64
-
-// NewTransport is net/http's default transport keeping maxIdlePerHost idle
-// connections per host instead of its default 2: the transport of the
-// service's clients (the model's API, WeCom's). With 2, every request beyond
-// the second running at once to the same host dialled a connection, TLS
-// included, and closed it after the response: under load a new connection
-// per answer.
-func NewTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = maxIdlePerHost
-	t.MaxIdleConns = max(t.MaxIdleConns, 4*maxIdlePerHost)
-	return t
 }
 
 // Complete returns the model's answer to msgs.
