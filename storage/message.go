@@ -57,11 +57,7 @@ type messageRow struct {
 func (messageRow) TableName() string { return "messages" }
 
 func (r messageRow) message() Message {
-	return Message{
-		ID: r.ID, Bot: r.Bot, DedupeKey: r.DedupeKey, UserID: r.UserID, MsgType: r.MsgType,
-		Event: r.Event, Content: r.Content, CreateTime: r.CreateTime, ReceivedAt: r.ReceivedAt,
-		State: r.State, Error: r.Error, Attempts: r.Attempts, AnsweredAt: r.AnsweredAt,
-	}
+	return Message(r)
 }
 
 // InsertMessage stores m unless a message of the same bot with the same dedupe

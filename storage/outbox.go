@@ -53,11 +53,7 @@ type outboxRow struct {
 func (outboxRow) TableName() string { return "outbox" }
 
 func (r outboxRow) part() OutboxPart {
-	return OutboxPart{
-		ID: r.ID, MessageID: r.MessageID, Bot: r.Bot, UserID: r.UserID, Seq: r.Seq, Content: r.Content,
-		State: r.State, Attempts: r.Attempts, NextAttemptAt: r.NextAttemptAt, WeComMsgID: r.WeComMsgID,
-		LastError: r.LastError, CreatedAt: r.CreatedAt, SentAt: r.SentAt,
-	}
+	return OutboxPart(r)
 }
 
 // headOfUser keeps the pending parts that are the oldest pending part of

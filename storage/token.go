@@ -46,12 +46,7 @@ func (d *DB) LoadToken(ctx context.Context, bot string) (Token, error) {
 	if len(rows) == 0 {
 		return Token{}, ErrNotFound
 	}
-	r := rows[0]
-	return Token{
-		Bot: r.Bot, CorpID: r.CorpID, AgentID: r.AgentID, Value: r.Value,
-		ExpiresAt: r.ExpiresAt, FetchedAt: r.FetchedAt, RefreshCount: r.RefreshCount,
-		LastError: r.LastError, UpdatedAt: r.UpdatedAt,
-	}, nil
+	return Token(rows[0]), nil
 }
 
 // SaveToken stores a freshly obtained token of t.Bot, clears its last error and

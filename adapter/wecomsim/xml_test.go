@@ -37,7 +37,8 @@ func TestEventAndMediaXML(t *testing.T) {
 	if f := parse(t, rc.plains[4]); f.MsgType != "file" || f.MediaId == "" {
 		t.Errorf("file: %+v", f)
 	}
-	if string(MediaXML(corpID, "u", "image", 1, 2, 3)) != string(MediaXML(corpID, "u", "image", 1, 2, 3)) {
+	first, again := MediaXML(corpID, "u", "image", 1, 2, 3), MediaXML(corpID, "u", "image", 1, 2, 3)
+	if string(first) != string(again) {
 		t.Error("MediaXML is not deterministic")
 	}
 }

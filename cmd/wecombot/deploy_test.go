@@ -282,17 +282,6 @@ func checkGC(t *testing.T, service string, env map[string]string) {
 	}
 }
 
-// joined lists the problems of an errors.Join.
-func joined(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
 var nginxUpstream = regexp.MustCompile(`(?s)upstream\s+(\S+)\s*\{(.*?)\}`)
 
 // deploy/nginx.conf balances over both instances; the admin panel is pinned.
