@@ -77,7 +77,7 @@ func New(o Options) (*App, error) {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	api := newAPIClient(o.WeCom.APIBase, o.WeCom.RequestTimeout)
+	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
 	a := &App{bots: map[string]*bot{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		cipher, err := wxcrypto.New(bc.Token, bc.EncodingAESKey, bc.CorpID)
@@ -85,7 +85,7 @@ func New(o Options) (*App, error) {
 			return nil, fmt.Errorf("adapter: bot %s: %w", bc.Name, err)
 		}
 		tm := newTokenManager(TokenManagerOptions{
-			Bot: bc, RefreshBefore: o.WeCom.TokenRefreshBefore, API: api, Store: o.Store,
+			Bot: bc, RefreshBefore: time.Duration(o.WeCom.TokenRefreshBefore), API: api, Store: o.Store,
 			Shared: o.Shared, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
 		})
 		a.bots[bc.Name] = &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}

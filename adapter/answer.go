@@ -94,7 +94,7 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	case "/help":
 		return say(p.cfg.Replies.Help), ""
 	}
-	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.Stream {
+	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.LLM.Stream {
 		return p.stream(ctx, log, m, text, sc)
 	}
 	answer, err := p.complete(ctx, log, m, text)
@@ -109,13 +109,13 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 // conversation is what the LLM is asked: the system prompt, the history and
 // the new text.
 func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text string) ([]llm.Message, error) {
-	history, err := p.store.History(ctx, m.Bot, m.UserID, p.cfg.HistoryTurns)
+	history, err := p.store.History(ctx, m.Bot, m.UserID, p.cfg.LLM.HistoryTurns)
 	if err != nil {
 		return nil, err
 	}
 	msgs := make([]llm.Message, 0, len(history)+2)
-	if p.cfg.SystemPrompt != "" {
-		msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: p.cfg.SystemPrompt})
+	if p.cfg.LLM.SystemPrompt != "" {
+		msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: p.cfg.LLM.SystemPrompt})
 	}
 	for _, t := range history {
 		msgs = append(msgs, llm.Message{Role: t.Role, Content: t.Content})
@@ -143,7 +143,7 @@ func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Mes
 //     lets calls through, while m is younger than RateLimitWait;
 //   - a configuration error (bad key, unknown model): not retried, since
 //     every retry would fail the same way; the log says what to fix;
-//   - any other failure: retried LLMRetries times, pausing as
+//   - any other failure: retried LLM.Retries times, pausing as
 //     llmRetryBackOff says (1 s, 2 s…);
 //   - try says not to retry (a stream that already sent parts): not.
 func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message, try func() (retryable bool, err error)) error {
@@ -177,7 +177,7 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 			}
 			return err
 		}
-		if failures >= p.cfg.LLMRetries {
+		if failures >= p.cfg.LLM.Retries {
 			return err
 		}
 		failures++

@@ -33,7 +33,7 @@ func TestPipelineEvents(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				replies := testReplies
 				replies.Welcome = tt.welcome
-				e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, Replies: replies}, func(context.Context, []llm.Message) (string, error) {
+				e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 2}, Replies: replies}, func(context.Context, []llm.Message) (string, error) {
 					t.Error("an event reached the LLM")
 					return "", errors.New("no")
 				})
@@ -62,7 +62,7 @@ func TestPipelineEvents(t *testing.T) {
 
 func TestPipelineCommandsAndNonText(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Replies: testReplies}, nil)
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: testReplies}, nil)
 		tests := []struct {
 			msgType, content string
 			parts            []string
@@ -121,7 +121,7 @@ func TestPipelineLLMRetries(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var calls atomic.Int64
 				called := make(chan struct{}, 10)
-				e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: tt.retries, Replies: testReplies},
+				e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Retries: tt.retries}, Replies: testReplies},
 					func(_ context.Context, msgs []llm.Message) (string, error) {
 						defer func() { called <- struct{}{} }()
 						if int(calls.Add(1)) <= tt.failures {
@@ -182,7 +182,7 @@ func TestPipelineRateLimitedRetriedUntilAnswered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		called := make(chan struct{}, 10)
 		var calls atomic.Int64
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, LLMRetries: 0, Replies: testReplies},
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, Retries: 0}, Exclusive: true, Replies: testReplies},
 			func(context.Context, []llm.Message) (string, error) {
 				defer func() { called <- struct{}{} }()
 				if calls.Add(1) <= 3 {
@@ -216,7 +216,7 @@ func TestPipelineRateLimitedRetriedUntilAnswered(t *testing.T) {
 func TestPipelineRateLimitedGivesUpWhenOld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var e *pipelineEnv
-		e = newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, RateLimitWait: time.Minute, Replies: testReplies},
+		e = newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4}, Exclusive: true, RateLimitWait: time.Minute, Replies: testReplies},
 			func(context.Context, []llm.Message) (string, error) {
 				e.clock.Advance(2 * time.Minute) // the provider kept it waiting
 				return "", &llm.Error{Kind: llm.KindRateLimited, Status: 429}
@@ -236,7 +236,7 @@ func TestPipelineRateLimitedGivesUpWhenOld(t *testing.T) {
 // whatever llm.retries says.
 func TestPipelineConfigErrorNotRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, Exclusive: true, LLMRetries: 3, Replies: testReplies},
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, Retries: 3}, Exclusive: true, Replies: testReplies},
 			func(context.Context, []llm.Message) (string, error) {
 				return "", &llm.Error{Kind: llm.KindConfig, Status: 401}
 			})

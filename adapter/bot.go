@@ -5,24 +5,27 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
+	"github.com/wecombot/wecombot/internal/config"
 )
 
 // BotConfig is one entry of `bots:`: a WeCom self-built app.
 type BotConfig struct {
-	Name           string
-	CorpID         string
-	AgentID        int64
-	Secret         string
-	Token          string
-	EncodingAESKey string
+	Name           string `yaml:"name"`
+	CorpID         string `yaml:"corp_id"`
+	AgentID        int64  `yaml:"agent_id"`
+	Secret         string `yaml:"secret"`
+	Token          string `yaml:"token"`
+	EncodingAESKey string `yaml:"encoding_aes_key"`
 }
 
-// WeComConfig is the `wecom:` section.
+// WeComConfig is the `wecom:` section: WeCom's API, for every bot.
 type WeComConfig struct {
-	APIBase            string
-	TokenRefreshBefore time.Duration
+	APIBase string `yaml:"api_base"`
+	// TokenRefreshBefore is how long before its expiry an access token is
+	// replaced.
+	TokenRefreshBefore config.Duration `yaml:"token_refresh_before"`
 	// RequestTimeout bounds every WeCom API call.
-	RequestTimeout time.Duration
+	RequestTimeout config.Duration `yaml:"request_timeout"`
 }
 
 // bot is one configured WeCom app at run time.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
@@ -85,7 +86,7 @@ func newCallbackEnv(t *testing.T) *callbackEnv {
 	e.store = &failingStore{DB: openTestDB(t)}
 	var logMu sync.Mutex
 	app, err := New(Options{
-		WeCom:    WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: 5 * time.Minute},
+		WeCom:    WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots:     []BotConfig{{Name: "helpdesk", CorpID: cbCorp, AgentID: cbAgent, Secret: "s", Token: cbToken, EncodingAESKey: e.aesKey}},
 		Store:    e.store,
 		Pipeline: PipelineConfig{Replies: Replies{Empty: "please write something"}},

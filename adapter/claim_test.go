@@ -21,7 +21,7 @@ func TestRedisClaimsAcrossDatabases(t *testing.T) {
 	var ps []*Pipeline
 	for range 2 {
 		db := openTestDB(t)
-		p := NewPipeline(PipelineConfig{MaxConcurrency: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
+		p := NewPipeline(PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1}, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
 			&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 		p.UseClaims(rc)
 		t.Cleanup(func() { _ = p.Shutdown(context.Background()) })

@@ -32,7 +32,7 @@ func newInstances(t *testing.T, n int, complete func(context.Context, []llm.Mess
 	in := &instances{t: t, db: db, clock: clockwork.NewFakeClock()}
 	db.Now = in.clock.Now
 	for i := range n {
-		cfg := PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies, Owner: fmt.Sprint("instance-", i), Lease: 3 * time.Second}
+		cfg := PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 10}, Replies: testReplies, Owner: fmt.Sprint("instance-", i), Lease: 3 * time.Second}
 		p := NewPipeline(cfg, db, &completerFake{complete: complete}, &notifyCounter{}, in.clock, slog.New(slog.DiscardHandler))
 		if err := p.Start(t.Context()); err != nil {
 			t.Fatal(err)
@@ -173,7 +173,7 @@ func TestExclusiveStartDropsOldLeases(t *testing.T) {
 		if _, err := db.InsertMessage(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		p := NewPipeline(PipelineConfig{MaxConcurrency: 1, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
+		p := NewPipeline(PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1}, Exclusive: true, Replies: testReplies}, db, &completerFake{complete: echoAnswer},
 			&notifyCounter{}, nil, slog.New(slog.DiscardHandler))
 		if err := p.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -193,7 +193,7 @@ func TestExclusiveKeepsOrderWithoutLeases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := newLLMGate()
 		gate.answer = answerWithCount
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 50, Exclusive: true, Replies: testReplies}, gate.complete)
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 50}, Exclusive: true, Replies: testReplies}, gate.complete)
 		if err := e.p.Start(t.Context()); err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -35,7 +36,7 @@ func newOutboxEnv(t *testing.T) *outboxEnv {
 	db := openTestDB(t)
 	db.Now = clock.Now
 	app, err := New(Options{
-		WeCom:  WeComConfig{APIBase: srv.URL, TokenRefreshBefore: 5 * time.Minute},
+		WeCom:  WeComConfig{APIBase: srv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots:   []BotConfig{{Name: "b", CorpID: "wwcorp", AgentID: 1000002, Secret: "sec", Token: "t", EncodingAESKey: wecomsim.NewEncodingAESKey()}},
 		Outbox: OutboxConfig{GiveUpAfter: 24 * time.Hour},
 		Store:  db, Clock: clock, Log: slog.New(slog.DiscardHandler),
@@ -263,7 +264,7 @@ func TestAdminSendAndResendGoThroughTheOutbox(t *testing.T) {
 func TestTwoOutboxesOnOneDatabaseSendEachPartOnce(t *testing.T) {
 	e := newOutboxEnv(t)
 	other, err := New(Options{
-		WeCom:  WeComConfig{APIBase: e.app.bots["b"].api.base, TokenRefreshBefore: 5 * time.Minute},
+		WeCom:  WeComConfig{APIBase: e.app.bots["b"].api.base, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots:   []BotConfig{e.app.bots["b"].cfg},
 		Outbox: OutboxConfig{GiveUpAfter: 24 * time.Hour},
 		Store:  e.db, Clock: e.clock, Log: slog.New(slog.DiscardHandler),

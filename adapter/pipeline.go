@@ -28,47 +28,61 @@ type Inbound struct {
 	CreateTime int64
 }
 
-// Replies are the texts the bot itself says to users.
+// Replies are the texts the bot itself says to users: the `replies:`
+// section.
 type Replies struct {
-	Unavailable string // the LLM failed or timed out
-	Help        string // /help
-	TextOnly    string // image, voice, file… received
-	Welcome     string // subscribe / enter_agent; empty: say nothing
-	Reset       string // after /reset or /new
-	Empty       string // a text message without text
+	Unavailable string `yaml:"unavailable"` // the LLM failed or timed out
+	Help        string `yaml:"help"`        // /help
+	TextOnly    string `yaml:"text_only"`   // image, voice, file… received
+	Welcome     string `yaml:"welcome"`     // subscribe / enter_agent; empty: say nothing
+	Reset       string `yaml:"reset"`       // after /reset or /new
+	Empty       string `yaml:"empty"`       // a text message without text
 	// Interrupted follows the parts of an answer whose stream was cut off
 	// by a stop or a crash; empty: Unavailable.
-	Interrupted string
+	Interrupted string `yaml:"interrupted"`
 }
 
-// PipelineConfig configures the conversation pipeline.
-type PipelineConfig struct {
+// LLMConfig is the pipeline's part of the `llm:` section: what it sends the
+// model and how it calls it. Where the model is and how long a call may
+// take are the client's part (llm.Config).
+type LLMConfig struct {
+	// SystemPrompt opens every conversation; empty: none.
+	SystemPrompt string `yaml:"system_prompt"`
+	// HistoryTurns is how many user+assistant pairs of the conversation
+	// are sent before the new message.
+	HistoryTurns int `yaml:"history_turns"`
+	// Retries is how many times a failed call is retried before the user
+	// gets Replies.Unavailable. Calls refused for the provider's rate limit
+	// do not count: they are retried until PipelineConfig.RateLimitWait.
+	Retries int `yaml:"retries"`
+	// Stream asks the LLM for a streamed answer, when it can stream, and
+	// sends its paragraphs as they complete (see streamSplitter).
+	Stream bool `yaml:"stream"`
 	// MaxConcurrency is how many users are answered at once, and so how
-	// many calls to the model may be in flight (llm.max_concurrency); the
-	// provider's rate limits lower the calls for a while (callLimiter).
-	// Default DefaultMaxConcurrency.
-	MaxConcurrency int
-	SystemPrompt   string
-	HistoryTurns   int
-	// LLMRetries is how many times a failed LLM call is retried before the
-	// user gets Replies.Unavailable. Calls refused for the provider's rate
-	// limit do not count: they are retried until RateLimitWait.
-	LLMRetries int
+	// many calls to the model may be in flight; the provider's rate limits
+	// lower the calls for a while (callLimiter). Default
+	// DefaultMaxConcurrency.
+	MaxConcurrency int `yaml:"max_concurrency"`
+}
+
+// PipelineConfig configures the conversation pipeline: the `llm:` keys and
+// the replies it reads as they are in the configuration, and the values
+// that cmd works out of the configuration and the deployment.
+type PipelineConfig struct {
+	LLM     LLMConfig
+	Replies Replies
 	// RateLimitWait is how old a message may get while its calls are
 	// refused for the provider's rate limit before the user gets
 	// Replies.Unavailable (llm.timeout). Default one minute.
 	RateLimitWait time.Duration
-	// Stream asks the LLM for a streamed answer, when it can stream, and
-	// sends its paragraphs as they complete (see streamSplitter).
-	Stream  bool
-	Replies Replies
+	// Lease is how long this instance's claim on a user's messages lasts
+	// without renewal (pipeline.lease): after a crash, how long until
+	// another instance (or the next start) takes its users over. Default
+	// 15s.
+	Lease time.Duration
 	// Owner names this instance in the user leases; empty: host, pid and
 	// a random suffix.
 	Owner string
-	// Lease is how long this instance's claim on a user's messages lasts
-	// without renewal: after a crash, how long until another instance (or
-	// the next start) takes its users over. Default 15s.
-	Lease time.Duration
 	// Exclusive says no other instance uses the database (SQLite): leases
 	// found at start are a previous run's and are dropped at once, and no
 	// lease is taken: this process's own bookkeeping (one worker per user)
@@ -76,7 +90,7 @@ type PipelineConfig struct {
 	Exclusive bool
 }
 
-// DefaultMaxConcurrency is the default of PipelineConfig.MaxConcurrency:
+// DefaultMaxConcurrency is the default of LLMConfig.MaxConcurrency:
 // enough users at once for 50 messages a second to a model that takes 30 s
 // (1,500 in flight), within the service's memory target (BENCHMARKS.md).
 const DefaultMaxConcurrency = 2000
@@ -155,8 +169,8 @@ type Pipeline struct {
 
 // NewPipeline returns a pipeline; Start sets it working.
 func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, outbox interface{ Notify() }, clock clockwork.Clock, log *slog.Logger) *Pipeline {
-	if cfg.MaxConcurrency <= 0 {
-		cfg.MaxConcurrency = DefaultMaxConcurrency
+	if cfg.LLM.MaxConcurrency <= 0 {
+		cfg.LLM.MaxConcurrency = DefaultMaxConcurrency
 	}
 	if cfg.RateLimitWait <= 0 {
 		cfg.RateLimitWait = time.Minute
@@ -173,7 +187,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
-		limiter: newCallLimiter(cfg.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
+		limiter: newCallLimiter(cfg.LLM.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
 		storing: make(chan struct{}, storageSlots),
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},

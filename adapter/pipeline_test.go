@@ -304,7 +304,7 @@ func TestPipelineStartResumes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		var asked []string
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies},
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 10}, Replies: testReplies},
 			func(ctx context.Context, msgs []llm.Message) (string, error) {
 				mu.Lock()
 				asked = append(asked, msgs[len(msgs)-1].Content)
@@ -360,7 +360,7 @@ func TestPipelineStartResumes(t *testing.T) {
 func TestPipelineShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := newLLMGate()
-		cfg := PipelineConfig{MaxConcurrency: 1, HistoryTurns: 10, Replies: testReplies}
+		cfg := PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, HistoryTurns: 10}, Replies: testReplies}
 		e := newPipelineEnv(t, cfg, gate.complete)
 		a1 := e.text("a", "a-1")
 		a2 := e.text("a", "a-2")
@@ -419,7 +419,7 @@ func TestPipelineShutdown(t *testing.T) {
 func TestPipelineShutdownTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := newLLMGate()
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 2, Replies: testReplies}, gate.complete)
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 2}, Replies: testReplies}, gate.complete)
 		id := e.text("a", "a-1")
 		gate.next(t)
 		ctx, cancel := context.WithCancel(context.Background())

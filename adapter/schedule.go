@@ -31,7 +31,7 @@ func (p *Pipeline) enqueue(k userKey) {
 }
 
 func (p *Pipeline) dispatchLocked() {
-	for !p.closed && p.running < p.cfg.MaxConcurrency && len(p.ready) > 0 {
+	for !p.closed && p.running < p.cfg.LLM.MaxConcurrency && len(p.ready) > 0 {
 		k := p.ready[0]
 		p.ready = p.ready[1:]
 		p.running++

@@ -11,7 +11,7 @@ import (
 func TestPipelineOneUserInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := newLLMGate()
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: 4, HistoryTurns: 10, Replies: testReplies}, gate.complete)
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 10}, Replies: testReplies}, gate.complete)
 		var ids []int64
 		for i := 1; i <= 5; i++ {
 			ids = append(ids, e.text("a", fmt.Sprintf("a-%d", i)))
@@ -49,7 +49,7 @@ func TestPipelineUsersConcurrentUpToMaxConcurrency(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const workers, users, each = 3, 6, 2
 		gate := newLLMGate()
-		e := newPipelineEnv(t, PipelineConfig{MaxConcurrency: workers, Replies: testReplies}, gate.complete)
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: workers}, Replies: testReplies}, gate.complete)
 		var ids []int64
 		for i := range each {
 			for u := range users {

@@ -201,7 +201,7 @@ func (e *pipelineEnv) waitParts(id int64, n int) []string {
 
 func TestPipelineStreamsParagraphsAsTheyComplete(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Stream: true, Replies: testReplies})
+		e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 2, HistoryTurns: 10, Stream: true}, Replies: testReplies})
 		id := e.text("u", "tell me")
 		f.pieces <- "First para"
 		f.pieces <- "graph.\n\nSecond"
@@ -237,7 +237,7 @@ func TestPipelineStreamsParagraphsAsTheyComplete(t *testing.T) {
 
 func TestPipelineStreamAllSentBeforeTheEnd(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
+		e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Stream: true}, Replies: testReplies})
 		id := e.text("u", "q")
 		f.pieces <- "Only paragraph.\n\n"
 		e.waitParts(id, 1)
@@ -253,7 +253,7 @@ func TestPipelineStreamAllSentBeforeTheEnd(t *testing.T) {
 func TestPipelineStreamFailures(t *testing.T) {
 	t.Run("before any part: retried", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 1, Stream: true, Replies: testReplies})
+			e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Retries: 1, Stream: true}, Replies: testReplies})
 			id := e.text("u", "q")
 			f.pieces <- "half a para"
 			f.end <- errors.New("connection reset")
@@ -269,7 +269,7 @@ func TestPipelineStreamFailures(t *testing.T) {
 	})
 	t.Run("after a part: notice, no retry", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, LLMRetries: 3, HistoryTurns: 10, Stream: true, Replies: testReplies})
+			e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Retries: 3, HistoryTurns: 10, Stream: true}, Replies: testReplies})
 			id := e.text("u", "q")
 			f.pieces <- "Para one.\n\n"
 			e.waitParts(id, 1)
@@ -291,7 +291,7 @@ func TestPipelineStreamFailures(t *testing.T) {
 	})
 	t.Run("delivery failed mid-stream: abandoned", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			e, f := newStreamEnv(t, PipelineConfig{MaxConcurrency: 1, Stream: true, Replies: testReplies})
+			e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Stream: true}, Replies: testReplies})
 			id := e.text("u", "q")
 			f.pieces <- "Para one.\n\n"
 			e.waitParts(id, 1)
@@ -319,7 +319,7 @@ func TestPipelineStreamFailures(t *testing.T) {
 
 func TestPipelineStreamInterruptedResumesWithNotice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := PipelineConfig{MaxConcurrency: 1, HistoryTurns: 10, Stream: true, Replies: testReplies}
+		cfg := PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, HistoryTurns: 10, Stream: true}, Replies: testReplies}
 		cfg.Replies.Interrupted = "interrupted, ask again"
 		e, f := newStreamEnv(t, cfg)
 		id := e.text("u", "q")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wecombot/wecombot/internal/config"
 )
 
 // TestCallErrorKinds: what each status of the API means to the caller, for
@@ -40,7 +42,7 @@ func TestCallErrorKinds(t *testing.T) {
 			w.WriteHeader(c.status)
 			_, _ = w.Write([]byte(`{"error":{"message":"upstream says no","type":"x"}}`))
 		}))
-		client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "sk-secret-key", Model: "m", Timeout: 5 * time.Second})
+		client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "sk-secret-key", Model: "m", Timeout: config.Duration(5 * time.Second)})
 		msgs := []Message{{Role: RoleUser, Content: "hi"}}
 		_, errComplete := client.Complete(context.Background(), msgs)
 		_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
@@ -74,7 +76,7 @@ func TestCallErrorTimeout(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer srv.Close()
-	client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "k", Model: "m", Timeout: 50 * time.Millisecond})
+	client := New(Config{BaseURL: srv.URL + "/v1", APIKey: "k", Model: "m", Timeout: config.Duration(50 * time.Millisecond)})
 	msgs := []Message{{Role: RoleUser, Content: "hi"}}
 	_, errComplete := client.Complete(context.Background(), msgs)
 	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })

@@ -12,17 +12,20 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/internal/httpclient"
 )
 
-// Config is the `llm:` section of the configuration.
+// Config is the client's part of the `llm:` section of the configuration:
+// where the model is and how long a call may take. What the conversation
+// holds and how calls are retried and limited are the pipeline's keys of the
+// section (adapter.LLMConfig).
 type Config struct {
-	BaseURL      string
-	APIKey       string
-	Model        string
-	SystemPrompt string
-	Timeout      time.Duration
-	HistoryTurns int
+	BaseURL string `yaml:"base_url"`
+	APIKey  string `yaml:"api_key"`
+	Model   string `yaml:"model"`
+	// Timeout bounds a call; for a stream, the wait for each piece.
+	Timeout config.Duration `yaml:"timeout"`
 }
 
 // Roles of chat messages.
@@ -65,7 +68,7 @@ func New(cfg Config) *Client {
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	oc.HTTPClient = &http.Client{Transport: retryAfterTransport{httpclient.NewTransport()}}
-	timeout := cfg.Timeout
+	timeout := time.Duration(cfg.Timeout)
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}

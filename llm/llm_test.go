@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
@@ -21,7 +22,7 @@ func newClient(t *testing.T, respond func(llmtest.Request) llmtest.Reply, timeou
 	fake.RequireKey("sk-secret-key")
 	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(func() { fake.Close(); srv.Close() })
-	return New(Config{BaseURL: srv.URL + "/v1/", APIKey: "sk-secret-key", Model: "m", Timeout: timeout}), fake
+	return New(Config{BaseURL: srv.URL + "/v1/", APIKey: "sk-secret-key", Model: "m", Timeout: config.Duration(timeout)}), fake
 }
 
 func TestComplete(t *testing.T) {
@@ -118,7 +119,7 @@ func TestClientKeepsItsConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(func() { close(stop); fake.Close(); srv.Close() })
-	c := New(Config{BaseURL: srv.URL + "/v1/", APIKey: "k", Model: "m", Timeout: 5 * time.Second})
+	c := New(Config{BaseURL: srv.URL + "/v1/", APIKey: "k", Model: "m", Timeout: config.Duration(5 * time.Second)})
 	for range rounds {
 		var wg sync.WaitGroup
 		for range atOnce {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
@@ -67,10 +68,10 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	aesKey := wecomsim.NewEncodingAESKey()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	app, err := adapter.New(adapter.Options{
-		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: 5 * time.Minute, RequestTimeout: 5 * time.Second},
+		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute), RequestTimeout: config.Duration(5 * time.Second)},
 		Bots: []adapter.BotConfig{{Name: "helpdesk", CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret,
 			Token: browserToken, EncodingAESKey: aesKey}},
-		Pipeline: adapter.PipelineConfig{MaxConcurrency: 2, HistoryTurns: 10, Replies: adapter.Replies{Unavailable: "unavailable"}},
+		Pipeline: adapter.PipelineConfig{LLM: adapter.LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: adapter.Replies{Unavailable: "unavailable"}},
 		Outbox:   adapter.OutboxConfig{GiveUpAfter: time.Hour},
 		Store:    db, LLM: echoLLM{}, Log: quiet,
 	})

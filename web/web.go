@@ -44,10 +44,11 @@ type Store interface {
 	Messages
 }
 
-// AdminConfig is the `admin:` section.
+// AdminConfig is the `admin:` section: the login of the panel and the
+// admin API.
 type AdminConfig struct {
-	Username string
-	Password string
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
 }
 
 // ConfigReport is what the configuration page shows: the loaded

@@ -35,7 +35,7 @@ const (
 // and its order, so exchanges run one at a time.
 type simChat struct {
 	from deliveries
-	bots map[string]BotConfig
+	bots map[string]adapter.BotConfig
 
 	turn chan struct{} // held for an exchange
 
@@ -55,8 +55,8 @@ type deliveries interface {
 	After(ctx context.Context, n int) ([]wecomsim.Sent, error)
 }
 
-func newSimChat(from deliveries, bots []BotConfig) *simChat {
-	c := &simChat{from: from, bots: make(map[string]BotConfig, len(bots)), turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
+func newSimChat(from deliveries, bots []adapter.BotConfig) *simChat {
+	c := &simChat{from: from, bots: make(map[string]adapter.BotConfig, len(bots)), turn: make(chan struct{}, 1), msgID: time.Now().UnixNano()}
 	for _, b := range bots {
 		c.bots[b.Name] = b
 	}
@@ -97,7 +97,7 @@ func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTra
 	}
 	plain := wecomsim.TextXML(b.CorpID, user, text, msgID, time.Now().Unix(), b.AgentID)
 	w := &wire{next: http.DefaultTransport}
-	cb := b.callback(service)
+	cb := simCallback(b, service)
 	cb.HTTPClient = &http.Client{Transport: w, Timeout: 5 * time.Second} // WeCom's timeout
 
 	start := time.Now()

@@ -15,28 +15,34 @@ import (
 
 	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/web"
 )
 
-// Config is the configuration file, key for key. Durations are strings
-// ("5m", "60s") parsed by validate, so that a bad one is reported with its key.
+// Config is the configuration file, key for key. A section that one
+// component reads is decoded straight into that component's struct (admin:
+// web.AdminConfig, replies: adapter.Replies, bots: adapter.BotConfig); a
+// section holding the keys of several components, or of cmd too, inlines
+// their structs. Durations are config.Duration, decoded from the file, so
+// that a bad one is reported with its key and line.
 type Config struct {
-	Server   ServerConfig   `yaml:"server"`
-	Storage  StorageConfig  `yaml:"storage"`
-	WeCom    WeComConfig    `yaml:"wecom"`
-	LLM      LLMConfig      `yaml:"llm"`
-	Redis    RedisConfig    `yaml:"redis"`
-	Admin    AdminConfig    `yaml:"admin"`
-	Pipeline PipelineConfig `yaml:"pipeline"`
-	Replies  RepliesConfig  `yaml:"replies"`
-	Log      LogConfig      `yaml:"log"`
-	Bots     []BotConfig    `yaml:"bots"`
+	Server   ServerConfig        `yaml:"server"`
+	Storage  StorageConfig       `yaml:"storage"`
+	WeCom    WeComConfig         `yaml:"wecom"`
+	LLM      LLMConfig           `yaml:"llm"`
+	Redis    RedisConfig         `yaml:"redis"`
+	Admin    web.AdminConfig     `yaml:"admin"`
+	Pipeline PipelineConfig      `yaml:"pipeline"`
+	Replies  adapter.Replies     `yaml:"replies"`
+	Log      LogConfig           `yaml:"log"`
+	Bots     []adapter.BotConfig `yaml:"bots"`
 }
 
 type ServerConfig struct {
-	Addr            string `yaml:"addr"`
-	ShutdownTimeout string `yaml:"shutdown_timeout"`
+	Addr            string          `yaml:"addr"`
+	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
 }
 
 // StorageConfig is the storage: section: the database, and how long
@@ -45,14 +51,14 @@ type StorageConfig struct {
 	storage.Config `yaml:",inline"`
 	// Retention is the age past which the janitor prunes answered, failed
 	// and ignored messages (with their dedupe keys and sent parts) and
-	// conversation turns; "0" keeps everything.
-	Retention string `yaml:"retention"`
+	// conversation turns; 0 keeps everything.
+	Retention config.Duration `yaml:"retention"`
 }
 
+// WeComConfig is the wecom: section: WeCom's API (the adapter's keys), and
+// whether it is the simulator.
 type WeComConfig struct {
-	APIBase            string `yaml:"api_base"`
-	TokenRefreshBefore string `yaml:"token_refresh_before"`
-	RequestTimeout     string `yaml:"request_timeout"`
+	adapter.WeComConfig `yaml:",inline"`
 	// Simulator says that APIBase is wecombot's WeCom simulator (`wecombot
 	// simulate`): the panel then gets a "chat as a WeCom user" page that
 	// reads the answers there. The service never asks api_base what it is,
@@ -60,50 +66,31 @@ type WeComConfig struct {
 	Simulator bool `yaml:"simulator"`
 }
 
+// LLMConfig is the llm: section: the client's keys (where the model is,
+// how long a call may take) and the pipeline's (what it sends, how it
+// retries and how many calls it makes at once).
 type LLMConfig struct {
-	BaseURL      string `yaml:"base_url"`
-	APIKey       string `yaml:"api_key"`
-	Model        string `yaml:"model"`
-	SystemPrompt string `yaml:"system_prompt"`
-	Timeout      string `yaml:"timeout"`
-	HistoryTurns int    `yaml:"history_turns"`
-	Retries      int    `yaml:"retries"`
-	// Stream asks for streamed answers and sends each paragraph as soon as
-	// it is written; off for a server that cannot stream.
-	Stream bool `yaml:"stream"`
-	// MaxConcurrency caps the calls to the model in flight; the provider's
-	// rate limits (429, 503) lower the number below it for a while.
-	MaxConcurrency int `yaml:"max_concurrency"`
+	llm.Config        `yaml:",inline"`
+	adapter.LLMConfig `yaml:",inline"`
 }
 
 type RedisConfig struct {
 	Addr string `yaml:"addr"`
 }
 
-type AdminConfig struct {
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-}
-
+// PipelineConfig is the pipeline: section. Its keys feed two components
+// (lease the pipeline, give_up_after the outbox), which receive the values.
 type PipelineConfig struct {
 	// Workers is no longer a setting (llm.max_concurrency replaced it); it
 	// is still read so that a file carrying it gets a clear error rather
 	// than "unknown key".
-	Workers     *int   `yaml:"workers"`
-	GiveUpAfter string `yaml:"give_up_after"`
+	Workers *int `yaml:"workers"`
+	// GiveUpAfter is how long a reply part is retried before its message
+	// is marked failed.
+	GiveUpAfter config.Duration `yaml:"give_up_after"`
 	// Lease is how long an instance's claim on a user's pending messages
 	// lasts unrenewed: after a crash, how soon others take them over.
-	Lease string `yaml:"lease"`
-}
-
-type RepliesConfig struct {
-	Unavailable string `yaml:"unavailable"`
-	Help        string `yaml:"help"`
-	TextOnly    string `yaml:"text_only"`
-	Welcome     string `yaml:"welcome"`
-	Reset       string `yaml:"reset"`
-	Empty       string `yaml:"empty"`
-	Interrupted string `yaml:"interrupted"`
+	Lease config.Duration `yaml:"lease"`
 }
 
 type LogConfig struct {
@@ -111,29 +98,31 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-type BotConfig struct {
-	Name           string `yaml:"name"`
-	CorpID         string `yaml:"corp_id"`
-	AgentID        int64  `yaml:"agent_id"`
-	Secret         string `yaml:"secret"`
-	Token          string `yaml:"token"`
-	EncodingAESKey string `yaml:"encoding_aes_key"`
-}
-
 // defaults are the values of every key the file leaves out.
 func defaults() Config {
 	return Config{
-		Server:  ServerConfig{Addr: ":8080", ShutdownTimeout: "20s"},
-		Storage: StorageConfig{Config: storage.Config{Driver: "sqlite", DSN: "data/wecombot.db"}, Retention: "720h"},
-		WeCom:   WeComConfig{APIBase: "https://qyapi.weixin.qq.com", TokenRefreshBefore: "5m", RequestTimeout: "10s"},
-		LLM: LLMConfig{
-			BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini",
-			SystemPrompt: "You are a helpful assistant.", Timeout: "60s", HistoryTurns: 10, Retries: 2,
-			Stream: true, MaxConcurrency: adapter.DefaultMaxConcurrency,
+		Server: ServerConfig{Addr: ":8080", ShutdownTimeout: config.Duration(20 * time.Second)},
+		Storage: StorageConfig{
+			Config:    storage.Config{Driver: "sqlite", DSN: "data/wecombot.db"},
+			Retention: config.Duration(720 * time.Hour),
 		},
-		Admin:    AdminConfig{Username: "admin"},
-		Pipeline: PipelineConfig{GiveUpAfter: "24h", Lease: "15s"},
-		Replies: RepliesConfig{
+		WeCom: WeComConfig{WeComConfig: adapter.WeComConfig{
+			APIBase:            "https://qyapi.weixin.qq.com",
+			TokenRefreshBefore: config.Duration(5 * time.Minute),
+			RequestTimeout:     config.Duration(10 * time.Second),
+		}},
+		LLM: LLMConfig{
+			Config: llm.Config{
+				BaseURL: "https://api.openai.com/v1", Model: "gpt-4o-mini", Timeout: config.Duration(60 * time.Second),
+			},
+			LLMConfig: adapter.LLMConfig{
+				SystemPrompt: "You are a helpful assistant.", HistoryTurns: 10, Retries: 2,
+				Stream: true, MaxConcurrency: adapter.DefaultMaxConcurrency,
+			},
+		},
+		Admin:    web.AdminConfig{Username: "admin"},
+		Pipeline: PipelineConfig{GiveUpAfter: config.Duration(24 * time.Hour), Lease: config.Duration(15 * time.Second)},
+		Replies: adapter.Replies{
 			Unavailable: "抱歉，助手暂时无法回答，请稍后再试。",
 			Help:        "直接发送文字即可与助手对话。\n命令：\n/reset 或 /new 开始新的对话\n/help 查看帮助",
 			TextOnly:    "目前只能理解文字消息，请用文字描述您的问题。",
@@ -190,9 +179,11 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 			if !errors.As(err, &te) {
 				return nil, fmt.Errorf("config: %w", err)
 			}
+			keys := map[position]string{}
+			keyPaths(&root, "", keys)
 			for _, e := range te.Errors {
 				if !strings.Contains(e, "not found in type") {
-					problems = append(problems, fmt.Errorf("config: %s", e))
+					problems = append(problems, valueProblem(e, keys))
 				}
 			}
 		}
@@ -205,11 +196,12 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 }
 
 // sections names the YAML section of each configuration struct, so that an
-// unknown key is reported as "llm.modle" rather than by Go type.
+// unknown key is reported as "llm.modle" rather than by Go type. A struct
+// inlined in another (llm.Config in LLMConfig) is reported as the outer one.
 var sections = map[string]string{
-	"Config": "", "ServerConfig": "server.", "WeComConfig": "wecom.", "LLMConfig": "llm.",
-	"RedisConfig": "redis.", "AdminConfig": "admin.", "PipelineConfig": "pipeline.", "RepliesConfig": "replies.",
-	"LogConfig": "log.", "BotConfig": "bots[].", "storage.Config": "storage.", "StorageConfig": "storage.",
+	"Config": "", "ServerConfig": "server.", "StorageConfig": "storage.", "WeComConfig": "wecom.",
+	"LLMConfig": "llm.", "RedisConfig": "redis.", "web.AdminConfig": "admin.", "PipelineConfig": "pipeline.",
+	"adapter.Replies": "replies.", "LogConfig": "log.", "adapter.BotConfig": "bots[].",
 }
 
 // unknownKey rewrites yaml's "line 8: field modle not found in type
@@ -227,6 +219,46 @@ func unknownKey(e string) string {
 		return e
 	}
 	return e[:i] + prefix + field
+}
+
+// position is where a value is in the file.
+type position struct{ line, column int }
+
+// keyPaths records in keys the key of every value under n, by its
+// position: "llm.timeout", "bots[0].name".
+func keyPaths(n *yaml.Node, key string, keys map[position]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			keyPaths(c, key, keys)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i].Value, n.Content[i+1]
+			if key != "" {
+				k = key + "." + k
+			}
+			keys[position{v.Line, v.Column}] = k
+			keyPaths(v, k, keys)
+		}
+	case yaml.SequenceNode:
+		for i, v := range n.Content {
+			k := fmt.Sprintf("%s[%d]", key, i)
+			keys[position{v.Line, v.Column}] = k
+			keyPaths(v, k, keys)
+		}
+	}
+}
+
+// valueProblem is a problem that decoding found in a value. One that a
+// value type reports with its position (config.ValueError) is named by its
+// key, "llm.timeout: line 12: …"; yaml.v3's own say their line.
+func valueProblem(e string, keys map[position]string) error {
+	line, column, msg, ok := config.Position(e)
+	if key, found := keys[position{line, column}]; ok && found {
+		return fmt.Errorf("config: %s: line %d: %s", key, line, msg)
+	}
+	return fmt.Errorf("config: %s", e)
 }
 
 func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {
@@ -271,13 +303,11 @@ func (c *Config) validate() []error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	duration := func(key, v string) {
-		d, err := time.ParseDuration(v)
-		switch {
-		case err != nil:
-			bad(key, "%q is not a duration (examples: 90s, 5m, 24h)", v)
-		case d <= 0:
-			bad(key, "must be positive, got %s", v)
+	// A value that is not a duration was reported as the file was decoded
+	// (config.Duration); what is left to check is its range.
+	positive := func(key string, d config.Duration) {
+		if d <= 0 {
+			bad(key, "must be positive, got %s", d)
 		}
 	}
 	urlKey := func(key, v string) {
@@ -289,7 +319,7 @@ func (c *Config) validate() []error {
 	if c.Server.Addr == "" {
 		bad("server.addr", "is empty")
 	}
-	duration("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
 	switch c.Storage.Driver {
 	case "sqlite", "postgres":
 	default:
@@ -298,24 +328,23 @@ func (c *Config) validate() []error {
 	if c.Storage.DSN == "" {
 		bad("storage.dsn", "is empty")
 	}
-	if d, err := time.ParseDuration(c.Storage.Retention); err != nil {
-		bad("storage.retention", "%q is not a duration (examples: 720h, 168h; 0 keeps everything)", c.Storage.Retention)
-	} else if d < 0 {
+	switch r := time.Duration(c.Storage.Retention); {
+	case r < 0:
 		bad("storage.retention", "must be 0 (keep everything) or positive, got %s", c.Storage.Retention)
-	} else if d > 0 && d < time.Hour {
+	case r > 0 && r < time.Hour:
 		bad("storage.retention", "must be 0 or at least 1h (WeCom retries callbacks; a dedupe key must outlive them), got %s", c.Storage.Retention)
 	}
 	urlKey("wecom.api_base", c.WeCom.APIBase)
 	if u, err := url.Parse(c.WeCom.APIBase); c.WeCom.Simulator && err == nil && isWeCom(u.Hostname()) {
 		bad("wecom.simulator", "is true, but wecom.api_base %q is WeCom itself: point api_base at `wecombot simulate` (it prints its address), or set simulator to false", c.WeCom.APIBase)
 	}
-	duration("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)
-	duration("wecom.request_timeout", c.WeCom.RequestTimeout)
+	positive("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)
+	positive("wecom.request_timeout", c.WeCom.RequestTimeout)
 	urlKey("llm.base_url", c.LLM.BaseURL)
 	if c.LLM.Model == "" {
 		bad("llm.model", "is empty")
 	}
-	duration("llm.timeout", c.LLM.Timeout)
+	positive("llm.timeout", c.LLM.Timeout)
 	if c.LLM.HistoryTurns < 0 {
 		bad("llm.history_turns", "must be 0 or more, got %d", c.LLM.HistoryTurns)
 	}
@@ -334,8 +363,8 @@ func (c *Config) validate() []error {
 	if c.Pipeline.Workers != nil {
 		bad("pipeline.workers", "is no longer a setting: every user with a message waits on the model at once, up to llm.max_concurrency calls in flight (default %d); remove the key, or set llm.max_concurrency for a provider with a concurrency limit", adapter.DefaultMaxConcurrency)
 	}
-	duration("pipeline.give_up_after", c.Pipeline.GiveUpAfter)
-	if d, err := time.ParseDuration(c.Pipeline.Lease); err != nil || d < time.Second || d > 10*time.Minute {
+	positive("pipeline.give_up_after", c.Pipeline.GiveUpAfter)
+	if l := time.Duration(c.Pipeline.Lease); l < time.Second || l > 10*time.Minute {
 		bad("pipeline.lease", "must be a duration from 1s to 10m, got %q", c.Pipeline.Lease)
 	}
 	switch c.Log.Format {
@@ -394,24 +423,4 @@ func (c *Config) validate() []error {
 func isWeCom(host string) bool {
 	host = strings.ToLower(host)
 	return host == "weixin.qq.com" || strings.HasSuffix(host, ".weixin.qq.com")
-}
-
-// mustDuration parses a validated duration.
-func mustDuration(s string) time.Duration {
-	d, _ := time.ParseDuration(s)
-	return d
-}
-
-func (c *Config) botConfigs() []adapter.BotConfig {
-	out := make([]adapter.BotConfig, len(c.Bots))
-	for i, b := range c.Bots {
-		out[i] = adapter.BotConfig{Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID,
-			Secret: b.Secret, Token: b.Token, EncodingAESKey: b.EncodingAESKey}
-	}
-	return out
-}
-
-func (c *Config) llmConfig() llm.Config {
-	return llm.Config{BaseURL: c.LLM.BaseURL, APIKey: c.LLM.APIKey, Model: c.LLM.Model,
-		SystemPrompt: c.LLM.SystemPrompt, Timeout: mustDuration(c.LLM.Timeout), HistoryTurns: c.LLM.HistoryTurns}
 }

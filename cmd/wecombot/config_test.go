@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -125,26 +126,27 @@ func TestShippedConfig(t *testing.T) {
 		got, want any
 	}{
 		{"server.addr", cfg.Server.Addr, ":8080"},
-		{"server.shutdown_timeout", cfg.Server.ShutdownTimeout, "20s"},
+		{"server.shutdown_timeout", cfg.Server.ShutdownTimeout, config.Duration(20 * time.Second)},
 		{"storage.driver", cfg.Storage.Driver, "sqlite"},
 		{"storage.dsn", cfg.Storage.DSN, "data/wecombot.db"},
-		{"storage.retention", cfg.Storage.Retention, "720h"},
+		{"storage.retention", cfg.Storage.Retention, config.Duration(720 * time.Hour)},
 		{"wecom.api_base", cfg.WeCom.APIBase, "https://qyapi.weixin.qq.com"},
-		{"wecom.token_refresh_before", cfg.WeCom.TokenRefreshBefore, "5m"},
-		{"wecom.request_timeout", cfg.WeCom.RequestTimeout, "10s"},
+		{"wecom.token_refresh_before", cfg.WeCom.TokenRefreshBefore, config.Duration(5 * time.Minute)},
+		{"wecom.request_timeout", cfg.WeCom.RequestTimeout, config.Duration(10 * time.Second)},
 		{"wecom.simulator", cfg.WeCom.Simulator, false},
 		{"llm.base_url", cfg.LLM.BaseURL, "https://api.openai.com/v1"},
 		{"llm.api_key", cfg.LLM.APIKey, "sk-shipped"},
 		{"llm.model", cfg.LLM.Model, "gpt-4o-mini"},
 		{"llm.system_prompt", cfg.LLM.SystemPrompt, "You are a helpful assistant."},
-		{"llm.timeout", cfg.LLM.Timeout, "60s"},
+		{"llm.timeout", cfg.LLM.Timeout, config.Duration(60 * time.Second)},
 		{"llm.history_turns", cfg.LLM.HistoryTurns, 10},
 		{"llm.retries", cfg.LLM.Retries, 2},
 		{"redis.addr", cfg.Redis.Addr, ""},
 		{"admin.username", cfg.Admin.Username, "admin"},
 		{"admin.password", cfg.Admin.Password, cfgPassword},
 		{"llm.max_concurrency", cfg.LLM.MaxConcurrency, adapter.DefaultMaxConcurrency},
-		{"pipeline.give_up_after", cfg.Pipeline.GiveUpAfter, "24h"},
+		{"pipeline.give_up_after", cfg.Pipeline.GiveUpAfter, config.Duration(24 * time.Hour)},
+		{"pipeline.lease", cfg.Pipeline.Lease, config.Duration(15 * time.Second)},
 		{"replies.welcome", cfg.Replies.Welcome, ""},
 		{"log.level", cfg.Log.Level, "info"},
 		{"log.format", cfg.Log.Format, "text"},
@@ -155,7 +157,7 @@ func TestShippedConfig(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v", c.key, c.got, c.want)
 		}
 	}
-	want := BotConfig{Name: "helpdesk", CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
+	want := adapter.BotConfig{Name: "helpdesk", CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
 	if len(cfg.Bots) == 1 && cfg.Bots[0] != want {
 		t.Errorf("bots[0] = %+v, want %+v", cfg.Bots[0], want)
 	}
@@ -289,6 +291,10 @@ func TestParseConfigUnknownKeys(t *testing.T) {
 		{"llm.modle", "api_key:", []string{"api_key: sk", "modle: gpt-4o"}, "modle", "line 8:"},
 		{"bots[0].secrte", "secret:", []string{"secrte: x", "secret: s"}, "secrte", "line 14:"},
 		{"server.adress", "addr:", []string{`adress: ":80"`}, "adress", "line 2:"},
+		{"wecom.simulater", "token_refresh_before:", []string{"token_refresh_before: 5m", "simulater: true"}, "wecom.simulater", "line 6:"},
+		{"llm.timout", "api_key:", []string{"api_key: sk", "timout: 60s"}, "llm.timout", "line 8:"},
+		{"admin.user", "password:", []string{"user: boss", "password: pw"}, "admin.user", "line 9:"},
+		{"replies.welcom", "admin:", []string{"replies: {welcom: hi}", "admin:"}, "replies.welcom", "line 8:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,6 +333,9 @@ func TestParseConfigValidation(t *testing.T) {
 		{"agent_id 0", edit(goodYAML, "agent_id:", "agent_id: 0"), "bots[0] (helpdesk).agent_id", "positive number"},
 		{"unparsable duration", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5x"),
 			"wecom.token_refresh_before", `"5x" is not a duration`},
+		{"zero timeout", edit(goodYAML, "llm:", "llm:", "  timeout: 0"), "llm.timeout", "must be positive, got 0"},
+		{"lease below 1s", edit(goodYAML, "server:", "pipeline:", "  lease: 500ms", "server:"),
+			"pipeline.lease", `must be a duration from 1s to 10m, got "500ms"`},
 		{"api_base without scheme", edit(goodYAML, "api_base:", "api_base: qyapi.weixin.qq.com"),
 			"wecom.api_base", `"qyapi.weixin.qq.com" is not an http(s) URL`},
 		{"simulator at WeCom itself", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "simulator: true"),
@@ -356,6 +365,42 @@ func TestParseConfigValidation(t *testing.T) {
 			}
 			if !strings.Contains(ps[0], tt.say) {
 				t.Errorf("problem %q does not say %q", ps[0], tt.say)
+			}
+		})
+	}
+}
+
+// TestParseConfigDurations: a value that is not a duration is reported as
+// the file is decoded, by its key and its line, however it is written, and
+// its key keeps the default.
+func TestParseConfigDurations(t *testing.T) {
+	const examples = " is not a duration (examples: 90s, 5m, 24h)"
+	tests := []struct {
+		name string
+		yml  string
+		env  map[string]string
+		want []string
+	}{
+		{"block", edit(goodYAML, "llm:", "llm:", "  timeout: abc"), nil,
+			[]string{`config: llm.timeout: line 7: "abc"` + examples}},
+		{"flow, two on a line", edit(goodYAML, "server:", "pipeline: {lease: soon, give_up_after: 1d}", "server:"), nil,
+			[]string{`config: pipeline.lease: line 1: "soon"` + examples, `config: pipeline.give_up_after: line 1: "1d"` + examples}},
+		{"from the environment", edit(goodYAML, "llm:", "llm:", "  timeout: ${LLM_TIMEOUT}"), map[string]string{"LLM_TIMEOUT": "1 minute"},
+			[]string{`config: llm.timeout: line 7: "1 minute"` + examples}},
+		{"a number without unit", edit(goodYAML, "server:", "storage:", "  retention: 30", "server:"), nil,
+			[]string{`config: storage.retention: line 2: "30"` + examples}},
+		{"a list", edit(goodYAML, "addr:", `addr: "127.0.0.1:0"`, "shutdown_timeout: [20s]"), nil,
+			[]string{"config: server.shutdown_timeout: line 3:" + examples}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.yml), envOf(tt.env))
+			if ps := problems(t, err); !reflect.DeepEqual(ps, tt.want) {
+				t.Errorf("problems:\n%s\nwant:\n%s\nin:\n%s", strings.Join(ps, "\n"), strings.Join(tt.want, "\n"), tt.yml)
+			}
+			if d := defaults(); cfg.LLM.Timeout != d.LLM.Timeout || cfg.Pipeline.Lease != d.Pipeline.Lease ||
+				cfg.Storage.Retention != d.Storage.Retention || cfg.Server.ShutdownTimeout != d.Server.ShutdownTimeout {
+				t.Errorf("a bad duration did not keep the default: %+v", cfg)
 			}
 		})
 	}
@@ -397,7 +442,7 @@ bots:
 		"unknown key: line 20: bots[].secrte",
 		"line 8: environment variable OPENAI_API_KEY is not set",
 		`wecom.api_base: "qyapi.weixin.qq.com" is not an http(s) URL`,
-		`wecom.token_refresh_before: "5x" is not a duration`,
+		`wecom.token_refresh_before: line 5: "5x" is not a duration`,
 		"admin.password: is empty",
 		"bots[0] (helpdesk).agent_id:",
 		"bots[0] (helpdesk).secret: is empty",
@@ -465,17 +510,20 @@ func TestEnvDefaults(t *testing.T) {
 }
 
 func TestStorageRetention(t *testing.T) {
-	for _, tt := range []struct{ yml, want string }{
-		{goodYAML, "720h"},
-		{edit(goodYAML, "server:", "storage:", "  retention: 0", "server:"), "0"},
-		{edit(goodYAML, "server:", "storage:", "  retention: 168h", "  dsn: x.db", "server:"), "168h"},
+	for _, tt := range []struct {
+		yml  string
+		want time.Duration
+	}{
+		{goodYAML, 720 * time.Hour},
+		{edit(goodYAML, "server:", "storage:", "  retention: 0", "server:"), 0},
+		{edit(goodYAML, "server:", "storage:", "  retention: 168h", "  dsn: x.db", "server:"), 168 * time.Hour},
 	} {
 		cfg, err := ParseConfig([]byte(tt.yml), noEnv)
 		if err != nil {
 			t.Fatalf("ParseConfig: %v\nin:\n%s", err, tt.yml)
 		}
-		if cfg.Storage.Retention != tt.want {
-			t.Errorf("storage.retention = %q, want %q", cfg.Storage.Retention, tt.want)
+		if got := time.Duration(cfg.Storage.Retention); got != tt.want {
+			t.Errorf("storage.retention = %s, want %s", got, tt.want)
 		}
 	}
 	// The section keeps storage.Config's keys and reports its unknown ones.

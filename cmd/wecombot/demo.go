@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/llm"
 )
@@ -58,7 +59,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	bot := newSimBot(demoBot, demoCorp, demoAgent)
 	d.Password = randomHex(6)
 	d.Sim = wecomsim.New(wecomsim.Options{
-		Apps: []wecomsim.App{bot.simApp()},
+		Apps: []wecomsim.App{simApp(bot)},
 		// Short-lived tokens, so the proactive refresh shows in the panel within minutes.
 		TokenLifetime: 2 * time.Minute,
 	})
@@ -74,7 +75,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	cfg.WeCom.Simulator = true // what the panel's configuration page shows; Main.Simulator below is the chat
 	cfg.Admin.Password = d.Password
 	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
-	cfg.Bots = []BotConfig{bot}
+	cfg.Bots = []adapter.BotConfig{bot}
 	useReal := false
 	if o.ConfigPath != "" {
 		// Only the llm section of the given file is used; its other
@@ -109,7 +110,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	if err := d.Main.Open(ctx); err != nil {
 		return nil, err
 	}
-	d.Callback = bot.callback("http://" + d.Main.Addr)
+	d.Callback = simCallback(bot, "http://"+d.Main.Addr)
 	ok = true
 	return d, nil
 }

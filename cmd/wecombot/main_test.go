@@ -78,7 +78,7 @@ var badYAML = edit(edit(edit(goodYAML, "agent_id:", "agent_id: 0"), "token_refre
 	"api_key:", "api_key: sk", "modle: gpt") + "  - {name: helpdesk, corp_id: c, agent_id: 2, secret: s, token: t, encoding_aes_key: " + cfgAESKey + "}\n"
 
 var badProblems = []string{
-	"bots[0] (helpdesk).agent_id", `wecom.token_refresh_before: "5x"`, "unknown key: line 9: llm.modle", `bots[1] (helpdesk).name: "helpdesk" is used by another bot`,
+	"bots[0] (helpdesk).agent_id", `wecom.token_refresh_before: line 6: "5x"`, "unknown key: line 9: llm.modle", `bots[1] (helpdesk).name: "helpdesk" is used by another bot`,
 }
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {

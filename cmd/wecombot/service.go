@@ -103,26 +103,21 @@ func (m *Main) Open(ctx context.Context) error {
 	metrics := adapter.NewMetrics(reg)
 	completer := m.LLM
 	if completer == nil {
-		completer = llm.New(cfg.llmConfig())
+		completer = llm.New(cfg.LLM.Config)
 	}
 	app, err := adapter.New(adapter.Options{
-		WeCom: adapter.WeComConfig{
-			APIBase:            cfg.WeCom.APIBase,
-			TokenRefreshBefore: mustDuration(cfg.WeCom.TokenRefreshBefore),
-			RequestTimeout:     mustDuration(cfg.WeCom.RequestTimeout),
-		},
-		Bots: cfg.botConfigs(),
+		WeCom: cfg.WeCom.WeComConfig,
+		Bots:  cfg.Bots,
 		Pipeline: adapter.PipelineConfig{
-			MaxConcurrency: cfg.LLM.MaxConcurrency, SystemPrompt: cfg.LLM.SystemPrompt, HistoryTurns: cfg.LLM.HistoryTurns,
-			LLMRetries: cfg.LLM.Retries, RateLimitWait: mustDuration(cfg.LLM.Timeout), Stream: cfg.LLM.Stream,
-			Lease: mustDuration(cfg.Pipeline.Lease), Exclusive: !shareDB,
-			Replies: adapter.Replies{
-				Unavailable: cfg.Replies.Unavailable, Help: cfg.Replies.Help, TextOnly: cfg.Replies.TextOnly,
-				Welcome: cfg.Replies.Welcome, Reset: cfg.Replies.Reset, Empty: cfg.Replies.Empty,
-				Interrupted: cfg.Replies.Interrupted,
-			},
+			LLM:     cfg.LLM.LLMConfig,
+			Replies: cfg.Replies,
+			// A message may wait out the provider's rate limit as long as
+			// one call may take.
+			RateLimitWait: time.Duration(cfg.LLM.Timeout),
+			Lease:         time.Duration(cfg.Pipeline.Lease),
+			Exclusive:     !shareDB,
 		},
-		Outbox:  adapter.OutboxConfig{GiveUpAfter: mustDuration(cfg.Pipeline.GiveUpAfter), Poll: outboxPoll},
+		Outbox:  adapter.OutboxConfig{GiveUpAfter: time.Duration(cfg.Pipeline.GiveUpAfter), Poll: outboxPoll},
 		Claims:  claims,
 		Store:   db,
 		Shared:  shared,
@@ -147,7 +142,7 @@ func (m *Main) Open(ctx context.Context) error {
 	engine.Use(gin.Recovery())
 	app.Routes(engine)
 	web.New(web.Options{
-		Admin:     web.AdminConfig{Username: cfg.Admin.Username, Password: cfg.Admin.Password},
+		Admin:     cfg.Admin,
 		Bots:      app,
 		Outbox:    app,
 		Store:     db,
@@ -185,7 +180,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.stopJanitor, m.janitorDone = stop, make(chan struct{})
 	go func() {
 		defer close(m.janitorDone)
-		janitor(jctx, db, mustDuration(cfg.Storage.Retention), m.Clock, m.Log)
+		janitor(jctx, db, time.Duration(cfg.Storage.Retention), m.Clock, m.Log)
 	}()
 	m.Log.Info("wecombot listening", "addr", m.Addr, "bots", len(cfg.Bots))
 	return nil
@@ -200,7 +195,7 @@ func (m *Main) Close() error {
 }
 
 func (m *Main) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), mustDuration(m.Config.Server.ShutdownTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.Config.Server.ShutdownTimeout))
 	defer cancel()
 	var errs []error
 	if m.server != nil {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 )
 
@@ -26,18 +27,19 @@ type simulateOptions struct {
 
 // newSimBot is a bot of a made-up corp that exists only in the simulator
 // (demo), with fresh secrets.
-func newSimBot(name, corpID string, agentID int64) BotConfig {
-	return BotConfig{Name: name, CorpID: corpID, AgentID: agentID,
+func newSimBot(name, corpID string, agentID int64) adapter.BotConfig {
+	return adapter.BotConfig{Name: name, CorpID: corpID, AgentID: agentID,
 		Secret: randomHex(16), Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey()}
 }
 
 // simApp is the simulator's side of bot b: what gettoken checks.
-func (b BotConfig) simApp() wecomsim.App {
+func simApp(b adapter.BotConfig) wecomsim.App {
 	return wecomsim.App{CorpID: b.CorpID, AgentID: b.AgentID, Secret: b.Secret}
 }
 
-// callback is WeCom's door to bot b on the service at base (http://host:port).
-func (b BotConfig) callback(base string) *wecomsim.Callback {
+// simCallback is WeCom's door to bot b on the service at base
+// (http://host:port).
+func simCallback(b adapter.BotConfig, base string) *wecomsim.Callback {
 	return &wecomsim.Callback{
 		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
 		Token: b.Token, EncodingAESKey: b.EncodingAESKey, CorpID: b.CorpID,
@@ -64,9 +66,9 @@ func serveHandler(h http.Handler, addr string) (*http.Server, string, error) {
 // last answer has had a moment to arrive.
 func runSimulate(ctx context.Context, o simulateOptions) error {
 	var apps []wecomsim.App
-	var bot *BotConfig
+	var bot *adapter.BotConfig
 	for i, b := range o.Config.Bots {
-		apps = append(apps, b.simApp())
+		apps = append(apps, simApp(b))
 		if b.Name == o.Bot || (o.Bot == "" && i == 0) {
 			bot = &o.Config.Bots[i]
 		}
@@ -80,7 +82,7 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		return fmt.Errorf("simulate: %w", err)
 	}
 	defer srv.Close()
-	cb := bot.callback(o.Service)
+	cb := simCallback(*bot, o.Service)
 	fmt.Fprintf(o.Out, "WeCom simulator on %s; in the service's configuration:\n"+
 		"  wecom:\n    api_base: %q\n    simulator: true   # the panel's \"chat as a WeCom user\" page\n"+
 		"callbacks go to %s\ntype lines as \"user: text\"\n", simURL, simURL, cb.URL)
