@@ -90,6 +90,7 @@ type serviceConfig struct {
 	Server struct {
 		Addr            string `yaml:"addr"`
 		ShutdownTimeout string `yaml:"shutdown_timeout"`
+		PprofAddr       string `yaml:"pprof_addr,omitempty"`
 	} `yaml:"server"`
 	Storage struct {
 		DSN string `yaml:"dsn"`

@@ -58,11 +58,14 @@ type loadOptions struct {
 	// those beyond with 429 and Retry-After: LLMRetryAfter.
 	LLMRate        float64
 	LLMRetryAfter  time.Duration
-	MaxConcurrency int           // llm.max_concurrency of the service; 0: its default
-	Senders        int           // callbacks in flight at most
-	Drain          time.Duration // how long to wait for answers after the last callback
-	Log            io.Writer     // the service's and the baseline's own log (errors only)
-	Settle         time.Duration // after /readyz, before the idle RSS is read
+	MaxConcurrency int // llm.max_concurrency of the service; 0: its default
+	// CPUProfile, when set, is the file the service's CPU profile of the
+	// first phase goes to, taken through its server.pprof_addr.
+	CPUProfile string
+	Senders    int           // callbacks in flight at most
+	Drain      time.Duration // how long to wait for answers after the last callback
+	Log        io.Writer     // the service's and the baseline's own log (errors only)
+	Settle     time.Duration // after /readyz, before the idle RSS is read
 	// Soak, when set, sends for this long instead of Duration, samples the
 	// service's RSS every SampleEvery, and skips the baseline.
 	Soak        time.Duration
@@ -166,6 +169,11 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 	defer fake.Close() // before llmSrv.Close: it ends requests still waiting
 
 	cfg := newServiceConfig(filepath.Join(dir, "load.db"), simURL, llmSrv.URL+"/v1", bot, o)
+	if o.CPUProfile != "" {
+		if cfg.Server.PprofAddr, err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+	}
 	children := launcher{dir: dir, env: env, log: o.Log}
 	svc, err := children.start(ctx, cfg, bin, "serve")
 	if err != nil {
@@ -195,7 +203,16 @@ func runLoad(ctx context.Context, o loadOptions) (*loadReport, error) {
 		stopSampling = sampleEvery(o.SampleEvery, func() (int64, error) { return procStatus(svc.pid, "VmRSS") })
 	}
 	stopInFlight := sampleEvery(inFlightEvery, func() (int64, error) { return int64(fake.InFlight()), nil })
+	profiled := make(chan error, 1)
+	if o.CPUProfile != "" {
+		go func() { profiled <- cpuProfile(ctx, cfg.Server.PprofAddr, o.phases()[0].Duration, o.CPUProfile) }()
+	} else {
+		profiled <- nil
+	}
 	samples, in := drive(ctx, cb, o.phases(), o)
+	if err := <-profiled; err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
 	r.Soak = stopSampling()
 	r.Service = in[0]
 	if len(in) > 1 {

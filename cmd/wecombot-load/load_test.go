@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -105,10 +108,25 @@ func TestLoadChild(t *testing.T) {
 		o := loadOptions{
 			Binary: bin, Users: 20, Rate: 50, Soak: 3 * time.Second, SampleEvery: 500 * time.Millisecond, Senders: 8,
 			MaxConcurrency: 4, Drain: 30 * time.Second, Settle: 100 * time.Millisecond, Log: io.Discard,
+			CPUProfile: filepath.Join(t.TempDir(), "cpu.pprof"),
 		}
 		r, err := runLoad(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The profile is the service's, taken through server.pprof_addr:
+		// gzipped protobuf naming the service's own functions.
+		prof, err := os.ReadFile(o.CPUProfile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(prof))
+		if err != nil {
+			t.Fatalf("-cpuprofile wrote %d bytes that are not a gzipped profile: %v", len(prof), err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil || !(bytes.Contains(raw, []byte("wecombot/adapter.")) || bytes.Contains(raw, []byte("wecombot/storage."))) {
+			t.Errorf("the CPU profile (%d bytes, %v) names no function of the service's adapter or storage", len(raw), err)
 		}
 		if len(r.Soak) < 3 {
 			t.Errorf("%d RSS samples in a 3 s soak every 500 ms", len(r.Soak))

@@ -89,6 +89,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadOptions, error) {
 	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "wait this long after the service is ready before reading its idle RSS")
 	fs.DurationVar(&o.Soak, "soak", 0, "soak: send at -rate for this long (instead of -duration), sample the service's RSS every -sample, no baseline")
 	fs.DurationVar(&o.SampleEvery, "sample", 10*time.Second, "RSS sampling interval of -soak")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the service's CPU profile of the first phase to this file (through its server.pprof_addr); read it with go tool pprof")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

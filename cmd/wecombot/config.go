@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -43,6 +44,10 @@ type Config struct {
 type ServerConfig struct {
 	Addr            string          `yaml:"addr"`
 	ShutdownTimeout config.Duration `yaml:"shutdown_timeout"`
+	// PprofAddr, when set, serves Go's profiler (net/http/pprof) on its
+	// own listener, apart from the panel and the callbacks: for measuring
+	// the service under load. Empty: no profiler.
+	PprofAddr string `yaml:"pprof_addr"`
 }
 
 // StorageConfig is the storage: section: the database, and how long
@@ -318,6 +323,13 @@ func (c *Config) validate() []error {
 	}
 	if c.Server.Addr == "" {
 		bad("server.addr", "is empty")
+	}
+	if a := c.Server.PprofAddr; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("server.pprof_addr", "%q is not host:port (e.g. 127.0.0.1:6060)", a)
+		} else if a == c.Server.Addr {
+			bad("server.pprof_addr", "is server.addr; the profiler needs a listener of its own")
+		}
 	}
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
 	switch c.Storage.Driver {

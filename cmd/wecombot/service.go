@@ -40,12 +40,16 @@ type Main struct {
 
 	// Addr is the address the server listens on, once Open returned.
 	Addr string
+	// PprofAddr is the profiler's address (server.pprof_addr), once Open
+	// returned; empty when it is off.
+	PprofAddr string
 
 	db     *storage.DB
 	redis  *storage.Redis
 	app    *adapter.App
 	server *http.Server
 	served chan error
+	pprof  *http.Server
 	// stopJanitor ends the janitor (storage.retention); janitorDone is
 	// closed when it has returned.
 	stopJanitor context.CancelFunc
@@ -162,10 +166,27 @@ func (m *Main) Open(ctx context.Context) error {
 	if c, ok := sim.(*simChat); ok {
 		c.setService(serviceURL(m.Addr))
 	}
+	var pprofLn net.Listener
+	if a := cfg.Server.PprofAddr; a != "" {
+		if pprofLn, err = net.Listen("tcp", a); err != nil {
+			ln.Close()
+			m.closeStores()
+			return fmt.Errorf("listen on %s (server.pprof_addr): %w", a, err)
+		}
+		m.PprofAddr = pprofLn.Addr().String()
+	}
 	if err := app.Start(ctx); err != nil {
 		ln.Close()
+		if pprofLn != nil {
+			pprofLn.Close()
+		}
 		m.closeStores()
 		return err
+	}
+	if pprofLn != nil {
+		m.pprof = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go m.pprof.Serve(pprofLn) // returns when close closes it
+		m.Log.Info("Go's profiler listening (server.pprof_addr)", "addr", m.PprofAddr)
 	}
 	m.server = &http.Server{
 		Handler:           engine,
@@ -198,6 +219,9 @@ func (m *Main) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.Config.Server.ShutdownTimeout))
 	defer cancel()
 	var errs []error
+	if m.pprof != nil {
+		m.pprof.Close() // a profile being taken is cut short
+	}
 	if m.server != nil {
 		if err := m.server.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
