@@ -19,13 +19,16 @@ func Cut(s string, max int) (head, rest string) {
 	if max <= 0 {
 		return "", s
 	}
-	// s[cut] is the first byte of the rest: step back over continuation
-	// bytes, at most UTFMax-1 of them (a longer run is not UTF-8).
+	// s[max] is the first byte of the rest. Step back over continuation
+	// bytes to the start of the character that crosses max; a multi-byte
+	// character starts at most UTFMax-1 bytes back.
 	cut := max
-	for i := 1; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
+	for cut > 0 && max-cut < utf8.UTFMax-1 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	if !utf8.RuneStart(s[cut]) {
+	// Only a valid character that really crosses max moves the cut; stray
+	// continuation bytes are cut like single characters.
+	if r, size := utf8.DecodeRuneInString(s[cut:]); (r == utf8.RuneError && size <= 1) || cut+size <= max {
 		cut = max
 	}
 	return s[:cut], s[cut:]
