@@ -100,7 +100,7 @@ func TestOpenVectors(t *testing.T) {
 func TestSealVector(t *testing.T) {
 	c, v := newTestCodec(t)
 	r := v.Replies[0]
-	reply := StreamReply("s-0001", "", false, "")
+	reply := PassiveStream("s-0001", "", false, "")
 	plain, err := reply.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestSealRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply := StreamReply("s-1", "**广州**今日天气 <think>晴</think> & 😀", true, "fb-1")
+	reply := PassiveStream("s-1", "**广州**今日天气 <think>晴</think> & 😀", true, "fb-1")
 	body, err := c.Seal(reply, "cb-nonce", time.Unix(1764000300, 0))
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,10 @@ package aibot
 
 import "fmt"
 
-// Reply is the plaintext of a passive reply, before Codec.Seal; on the long
-// connection it is the body of a respond frame. Build it with StreamReply or
-// TextReply; the zero Reply is the empty reply.
+// Reply is the plaintext of a passive reply (被动回复): the callback mode's
+// answer in the HTTP response, before Codec.Seal. The long connection answers
+// with frames instead. Build it with PassiveStream or PassiveText; the zero
+// Reply is the empty reply.
 //
 // The empty reply is an HTTP 200 with an empty body, not an encrypted {}:
 // WeCom documents "可以选择直接回复空包" and feedback_event "仅支持回复空包",
@@ -34,10 +35,10 @@ type FeedbackRef struct {
 // MaxFeedbackIDBytes is WeCom's limit on a feedback id.
 const MaxFeedbackIDBytes = 256
 
-// StreamReply is a stream snapshot. feedbackID is set only when not empty;
+// PassiveStream is a stream snapshot. feedbackID is set only when not empty;
 // WeCom honours it on the first reply of a stream only, so the caller passes
 // it there and "" afterwards.
-func StreamReply(id, content string, finish bool, feedbackID string) Reply {
+func PassiveStream(id, content string, finish bool, feedbackID string) Reply {
 	s := &StreamBody{ID: id, Finish: finish, Content: content}
 	if feedbackID != "" {
 		s.Feedback = &FeedbackRef{ID: feedbackID}
@@ -45,9 +46,9 @@ func StreamReply(id, content string, finish bool, feedbackID string) Reply {
 	return Reply{MsgType: TypeStream, Stream: s}
 }
 
-// TextReply is a plain text reply: the welcome for enter_chat (the only
+// PassiveText is a plain text reply: the welcome for enter_chat (the only
 // callback a text reply is allowed for).
-func TextReply(content string) Reply {
+func PassiveText(content string) Reply {
 	return Reply{MsgType: TypeText, Text: &Text{Content: content}}
 }
 

@@ -11,13 +11,13 @@ func TestReplyMarshal(t *testing.T) {
 		reply Reply
 		want  string
 	}{
-		{"first stream reply with feedback", StreamReply("s-1", "", false, "fb-1"),
+		{"first stream reply with feedback", PassiveStream("s-1", "", false, "fb-1"),
 			`{"msgtype":"stream","stream":{"id":"s-1","finish":false,"content":"","feedback":{"id":"fb-1"}}}`},
-		{"later stream reply", StreamReply("s-1", "**广州** <think>…</think> a&b", false, ""),
+		{"later stream reply", PassiveStream("s-1", "**广州** <think>…</think> a&b", false, ""),
 			`{"msgtype":"stream","stream":{"id":"s-1","finish":false,"content":"**广州** <think>…</think> a&b"}}`},
-		{"finished", StreamReply("s-1", "全部", true, ""),
+		{"finished", PassiveStream("s-1", "全部", true, ""),
 			`{"msgtype":"stream","stream":{"id":"s-1","finish":true,"content":"全部"}}`},
-		{"welcome", TextReply("hello\nI'm RobotA\n"), `{"msgtype":"text","text":{"content":"hello\nI'm RobotA\n"}}`},
+		{"welcome", PassiveText("hello\nI'm RobotA\n"), `{"msgtype":"text","text":{"content":"hello\nI'm RobotA\n"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,21 +35,21 @@ func TestReplyMarshal(t *testing.T) {
 func TestReplyMarshalRefuses(t *testing.T) {
 	for name, r := range map[string]Reply{
 		"empty":          {},
-		"no stream id":   StreamReply("", "x", false, ""),
-		"content limit":  StreamReply("s", strings.Repeat("a", MaxStreamBytes+1), false, ""),
-		"feedback limit": StreamReply("s", "x", false, strings.Repeat("f", MaxFeedbackIDBytes+1)),
+		"no stream id":   PassiveStream("", "x", false, ""),
+		"content limit":  PassiveStream("s", strings.Repeat("a", MaxStreamBytes+1), false, ""),
+		"feedback limit": PassiveStream("s", "x", false, strings.Repeat("f", MaxFeedbackIDBytes+1)),
 	} {
 		if b, err := r.Marshal(); err == nil {
 			t.Errorf("%s: Marshal = %s, want an error", name, b)
 		}
 	}
-	if _, err := StreamReply("s", strings.Repeat("a", MaxStreamBytes), true, strings.Repeat("f", MaxFeedbackIDBytes)).Marshal(); err != nil {
+	if _, err := PassiveStream("s", strings.Repeat("a", MaxStreamBytes), true, strings.Repeat("f", MaxFeedbackIDBytes)).Marshal(); err != nil {
 		t.Errorf("at the limits: %v", err)
 	}
 }
 
 func TestReplyIsEmpty(t *testing.T) {
-	if !(Reply{}).IsEmpty() || TextReply("").IsEmpty() || StreamReply("s", "", true, "").IsEmpty() {
+	if !(Reply{}).IsEmpty() || PassiveText("").IsEmpty() || PassiveStream("s", "", true, "").IsEmpty() {
 		t.Error("IsEmpty")
 	}
 }
