@@ -6,6 +6,12 @@ import "errors"
 // exactly one of them, so the HTTP layer picks the status with errors.Is:
 // ErrSignature → 403, ErrMalformed → 400, ErrTooLarge → 413. The wrapped
 // wxcrypto error (errors.Is works on it too) says what exactly failed.
+//
+// A correctly signed body whose plaintext ends in a receive id other than ""
+// is ErrMalformed (400), like any plaintext that does not open: the AI bot has
+// no receive id to be "not ours". The app channel answers its receive-id
+// mismatch with 403; errors.Is(err, wxcrypto.ErrReceiveID) still finds the
+// cause if the HTTP layer wants the two channels alike.
 var (
 	ErrSignature = errors.New("aibot: signature mismatch")
 	ErrMalformed = errors.New("aibot: malformed callback")
