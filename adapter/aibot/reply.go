@@ -1,6 +1,9 @@
 package aibot
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Reply is the plaintext of a passive reply (被动回复): the callback mode's
 // answer in the HTTP response, before Codec.Seal. The long connection answers
@@ -47,8 +50,12 @@ func PassiveStream(id, content string, finish bool, feedbackID string) Reply {
 }
 
 // PassiveText is a plain text reply: the welcome for enter_chat (the only
-// callback a text reply is allowed for).
+// callback a text reply is allowed for). Blank content gives the empty
+// Reply: an unset welcome is answered with nothing, not an empty bubble.
 func PassiveText(content string) Reply {
+	if strings.TrimSpace(content) == "" {
+		return Reply{}
+	}
 	return Reply{MsgType: TypeText, Text: &Text{Content: content}}
 }
 

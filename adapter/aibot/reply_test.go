@@ -49,7 +49,11 @@ func TestReplyMarshalRefuses(t *testing.T) {
 }
 
 func TestReplyIsEmpty(t *testing.T) {
-	if !(Reply{}).IsEmpty() || PassiveText("").IsEmpty() || PassiveStream("s", "", true, "").IsEmpty() {
+	if !(Reply{}).IsEmpty() || PassiveText("hi").IsEmpty() || PassiveStream("s", "", true, "").IsEmpty() {
+		t.Error("IsEmpty")
+	}
+	// Edge case 11: an unset welcome answers enter_chat with the empty reply.
+	if !PassiveText("").IsEmpty() || !PassiveText(" \n").IsEmpty() {
 		t.Error("IsEmpty")
 	}
 }
