@@ -60,8 +60,8 @@ type Status struct {
 	Since time.Time
 	// Reconnects counts the dials after the first one.
 	Reconnects int
-	// LastError is the last failure, "" after none; it never holds the
-	// secret.
+	// LastError is the latest failure, kept after the link recovers ("" if
+	// none yet); it never holds the secret.
 	LastError string
 }
 
@@ -480,7 +480,6 @@ func (c *Conn) connect(ctx context.Context) (time.Duration, error) {
 	c.mu.Lock()
 	c.sess = s
 	c.setStateLocked(StateConnected)
-	c.status.LastError = ""
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -503,6 +502,11 @@ func (c *Conn) connect(ctx context.Context) (time.Duration, error) {
 			}
 			missed, pong = 0, nil
 		case <-ticker.Chan():
+			select {
+			case <-pong: // came with the tick
+				missed, pong = 0, nil
+			default:
+			}
 			if pong != nil {
 				c.forget(pingID, pong)
 				if missed++; missed >= maxMissedPings {
