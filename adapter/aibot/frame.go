@@ -113,6 +113,11 @@ type SendMsg struct {
 	Markdown MarkdownPart `json:"markdown"`
 }
 
+// MarkdownSend builds an aibot_send_msg markdown message to chatID.
+func MarkdownSend(chatID, content string) SendMsg {
+	return SendMsg{ChatID: chatID, MsgType: "markdown", Markdown: MarkdownPart{Content: content}}
+}
+
 // NewReqID returns a req_id shaped like the official SDK's:
 // {prefix}_{unix ms}_{8 hex}. The random part keeps two ids made in the
 // same millisecond apart.

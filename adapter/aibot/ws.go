@@ -217,11 +217,10 @@ func (c *Conn) RespondWelcome(ctx context.Context, reqID, text string) error {
 	return c.do(ctx, CmdRespondWelcome, reqID, WelcomeMsg{MsgType: "text", Text: TextPart{Content: text}})
 }
 
-// Send pushes markdown to a chat with aibot_send_msg under a new req_id.
-// WeCom refuses it (an *AckError) for a chat that never wrote to the bot;
-// Send does not retry.
-func (c *Conn) Send(ctx context.Context, chatID, markdown string) error {
-	body := SendMsg{ChatID: chatID, MsgType: "markdown", Markdown: MarkdownPart{Content: markdown}}
+// Send pushes body (see MarkdownSend) with aibot_send_msg under a new
+// req_id. WeCom refuses it (an *AckError) for a chat that never wrote to
+// the bot; Send does not retry.
+func (c *Conn) Send(ctx context.Context, body SendMsg) error {
 	return c.do(ctx, CmdSendMsg, NewReqID(CmdSendMsg, c.clock.Now()), body)
 }
 

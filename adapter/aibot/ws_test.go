@@ -104,9 +104,9 @@ func (p *peer) closed() {
 	}
 }
 
-// nothingPending says no frame has arrived; a sent frame can only make it
-// fail, never a slow machine make it pass wrongly... except by arriving
-// late, which the next recv would then catch as out of order.
+// nothingPending fails if a frame has arrived. It cannot wait for frames
+// that are not sent: a frame sent too early and still on its way passes
+// here and is caught by the next recv, which expects another frame.
 func (p *peer) nothingPending() {
 	p.t.Helper()
 	select {
@@ -608,7 +608,7 @@ func TestSendRefusedIsReturnedNotRetried(t *testing.T) {
 	h := start(t)
 	p := h.connect()
 	done := make(chan error, 1)
-	go func() { done <- h.conn.Send(context.Background(), "zhangsan", "the rest") }()
+	go func() { done <- h.conn.Send(context.Background(), MarkdownSend("zhangsan", "the rest")) }()
 	f := p.recv()
 	h.timer(ackTimeout)
 	if f.Cmd != CmdSendMsg || !strings.HasPrefix(f.Headers.ReqID, CmdSendMsg+"_") ||
@@ -644,7 +644,7 @@ func TestSendWhileDisconnected(t *testing.T) {
 	}
 	h.timer(ackTimeout)
 	h.timer(time.Second)
-	if err := h.conn.Send(context.Background(), "u", "x"); !errors.Is(err, ErrNotConnected) {
+	if err := h.conn.Send(context.Background(), MarkdownSend("u", "x")); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("while reconnecting: %v", err)
 	}
 }
