@@ -25,11 +25,11 @@ import (
 // creates are reported on a channel, so a test knows the exact pause Conn
 // chose and that it is armed before moving the clock.
 
-const secret = "S3cr3t-never-logged"
+const testSecret = "S3cr3t-never-logged"
 
-// guard bounds every wait for the other side, so that a broken Conn fails
+// testGuard bounds every wait for the other side, so that a broken Conn fails
 // the test instead of hanging it; correct code never waits that long.
-const guard = 10 * time.Second
+const testGuard = 10 * time.Second
 
 // recClock is a fake clock that reports the duration of each timer it
 // makes, once the timer is armed.
@@ -66,7 +66,7 @@ func (p *peer) recv() Frame {
 			p.t.Fatal("link closed while waiting for a frame")
 		}
 		return f
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		p.t.Fatal("no frame")
 	}
 	return Frame{}
@@ -98,7 +98,7 @@ func (p *peer) closed() {
 			if !ok {
 				return
 			}
-		case <-time.After(guard):
+		case <-time.After(testGuard):
 			p.t.Fatal("link still open")
 		}
 	}
@@ -146,9 +146,9 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// start runs a Conn against a new server. At the end it checks that the
+// startConn runs a Conn against a new server. At the end it checks that the
 // secret appeared in no log line and no status.
-func start(t *testing.T) *harness {
+func startConn(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{
 		t:       t,
@@ -181,7 +181,7 @@ func start(t *testing.T) *harness {
 	}))
 	var err error
 	h.conn, err = NewConn(Options{
-		URL: srv.URL, BotID: "aibTEST", Secret: secret, Clock: h.clock,
+		URL: srv.URL, BotID: "aibTEST", Secret: testSecret, Clock: h.clock,
 		Logger:  slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Handler: func(in Inbound) { h.inbound <- in },
 	})
@@ -195,15 +195,15 @@ func start(t *testing.T) *harness {
 		cancel()
 		select {
 		case <-h.runErr:
-		case <-time.After(guard):
+		case <-time.After(testGuard):
 			t.Error("Run did not return after its context ended")
 		}
 		srv.CloseClientConnections()
 		srv.Close()
-		if strings.Contains(h.logs.String(), secret) {
+		if strings.Contains(h.logs.String(), testSecret) {
 			t.Errorf("the secret is in the log:\n%s", h.logs)
 		}
-		if strings.Contains(h.conn.Status().LastError, secret) {
+		if strings.Contains(h.conn.Status().LastError, testSecret) {
 			t.Errorf("the secret is in the status: %q", h.conn.Status().LastError)
 		}
 	})
@@ -215,7 +215,7 @@ func (h *harness) accept() *peer {
 	select {
 	case p := <-h.peers:
 		return p
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		h.t.Fatal("Conn did not dial")
 	}
 	return nil
@@ -231,7 +231,7 @@ func (h *harness) subscribe(code int, msg string) *peer {
 	if err := json.Unmarshal(f.Body, &body); err != nil {
 		h.t.Fatal(err)
 	}
-	if f.Cmd != CmdSubscribe || !strings.HasPrefix(f.Headers.ReqID, CmdSubscribe+"_") || body != (SubscribeBody{BotID: "aibTEST", Secret: secret}) {
+	if f.Cmd != CmdSubscribe || !strings.HasPrefix(f.Headers.ReqID, CmdSubscribe+"_") || body != (SubscribeBody{BotID: "aibTEST", Secret: testSecret}) {
 		h.t.Fatalf("first frame %+v, body %+v", f, body)
 	}
 	h.timer(subscribeTimeout)
@@ -248,7 +248,7 @@ func (h *harness) connect() *peer {
 		if d != pingInterval {
 			h.t.Fatalf("ticker every %v, want %v", d, pingInterval)
 		}
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		h.t.Fatal("no ping ticker after the subscribe ack")
 	}
 	eventually.True(h.t, func() bool { return h.conn.Status().State == StateConnected }, "state %v", h.conn.Status().State)
@@ -263,7 +263,7 @@ func (h *harness) timer(want time.Duration) {
 		if d != want {
 			h.t.Fatalf("timer of %v, want %v", d, want)
 		}
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		h.t.Fatalf("no timer armed (want %v)", want)
 	}
 }
@@ -290,7 +290,7 @@ func (h *harness) noDial() {
 
 // §9.15: the subscribe ack has no cmd and is matched by req_id alone.
 func TestSubscribeAckWithoutCmd(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	h.connect()
 	st := h.conn.Status()
 	if st.State != StateConnected || st.Reconnects != 0 || st.LastError != "" {
@@ -301,9 +301,9 @@ func TestSubscribeAckWithoutCmd(t *testing.T) {
 // WebSocket-level pings from the server are answered (by the library,
 // while Conn reads).
 func TestAnswersControlPings(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
-	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	ctx, cancel := context.WithTimeout(context.Background(), testGuard)
 	defer cancel()
 	if err := p.ws.Ping(ctx); err != nil {
 		t.Fatalf("no pong: %v", err)
@@ -312,7 +312,7 @@ func TestAnswersControlPings(t *testing.T) {
 
 // §9.15: a ping every 30 s on the clock, none before.
 func TestPingEvery30s(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	for i := range 3 {
 		h.clock.Advance(pingInterval - time.Millisecond)
@@ -335,7 +335,7 @@ func TestPingEvery30s(t *testing.T) {
 // §9.15: two missed ping acks end the link; Conn dials again after 1 s,
 // and a link that dies young doubles the pause.
 func TestTwoMissedPingAcksReconnectWithBackoff(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	h.clock.Advance(pingInterval)
 	p.recv() // not acked
@@ -363,7 +363,7 @@ func TestTwoMissedPingAcksReconnectWithBackoff(t *testing.T) {
 // A socket that keeps dropping before the subscribe ack: 1 s doubling to
 // a 30 s cap.
 func TestDroppedSocketBackoffDoublesTo30s(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	for i, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
 		p := h.accept()
 		p.recv()
@@ -379,7 +379,7 @@ func TestDroppedSocketBackoffDoublesTo30s(t *testing.T) {
 
 // The subscribe ack does not come within 10 s: a transient failure.
 func TestSubscribeAckTimeout(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.accept()
 	p.recv()
 	h.timer(subscribeTimeout)
@@ -394,7 +394,7 @@ func TestSubscribeAckTimeout(t *testing.T) {
 // §5: a refused subscribe is a configuration error: logged once with a
 // hint, state error, retried after 1 min doubling, never in a tight loop.
 func TestRefusedSubscribeBacksOffAsConfigError(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	for _, want := range []time.Duration{1, 2, 4} {
 		p := h.subscribe(40058, "invalid secret")
 		p.closed()
@@ -420,7 +420,7 @@ func TestRefusedSubscribeBacksOffAsConfigError(t *testing.T) {
 // §9.15: disconnected_event means another connection took the bot: no
 // reconnect, state replaced, one log line, not passed to the handler.
 func TestDisconnectedEventStopsReconnecting(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	p.write(map[string]any{"cmd": CmdEventCallback, "headers": map[string]string{"req_id": "ev9"},
 		"body": map[string]any{"msgid": "m9", "create_time": 1700000000, "aibotid": "aibTEST", "msgtype": "event",
@@ -431,7 +431,7 @@ func TestDisconnectedEventStopsReconnecting(t *testing.T) {
 			t.Fatalf("Run returned %v, want ErrReplaced", err)
 		}
 		h.runErr <- err // for the cleanup
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		t.Fatal("Run still running after disconnected_event")
 	}
 	p.closed()
@@ -476,7 +476,7 @@ func (h *harness) queued(reqID string) int {
 // never reorders; 5 s without an ack lets the next go; another req_id
 // does not wait; 846608 comes back as terminal.
 func TestRespondOrderPerReqID(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	ctx := context.Background()
 	results := make([]chan error, 4)
@@ -488,7 +488,7 @@ func TestRespondOrderPerReqID(t *testing.T) {
 		select {
 		case err := <-results[i]:
 			return err
-		case <-time.After(guard):
+		case <-time.After(testGuard):
 			t.Fatalf("Respond %d did not return", i)
 		}
 		return nil
@@ -552,7 +552,7 @@ func TestRespondOrderPerReqID(t *testing.T) {
 // §5, §9.16: the ack errcodes reach the caller; 846605 and 846608 match
 // their sentinels, others only *AckError.
 func TestAckErrcodesSurface(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	tests := []struct {
 		code     int
@@ -571,7 +571,7 @@ func TestAckErrcodesSurface(t *testing.T) {
 		var err error
 		select {
 		case err = <-done:
-		case <-time.After(guard):
+		case <-time.After(testGuard):
 			t.Fatal("Respond did not return")
 		}
 		var ae *AckError
@@ -588,7 +588,7 @@ func TestAckErrcodesSurface(t *testing.T) {
 
 // The welcome goes with the event's req_id as text.
 func TestRespondWelcome(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	done := make(chan error, 1)
 	go func() { done <- h.conn.RespondWelcome(context.Background(), "ev1", "hello") }()
@@ -605,7 +605,7 @@ func TestRespondWelcome(t *testing.T) {
 // §9.18: aibot_send_msg under a new req_id; a refusal (a chat that never
 // wrote to the bot) is returned, not retried.
 func TestSendRefusedIsReturnedNotRetried(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	done := make(chan error, 1)
 	go func() { done <- h.conn.Send(context.Background(), MarkdownSend("zhangsan", "the rest")) }()
@@ -630,7 +630,7 @@ func TestSendRefusedIsReturnedNotRetried(t *testing.T) {
 // Sending while disconnected is an error at once, and a link that drops
 // before the ack fails the frame rather than losing it silently.
 func TestSendWhileDisconnected(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	if err := h.conn.Respond(context.Background(), "A", MarkdownReply("x")); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("before connecting: %v", err)
 	}
@@ -653,7 +653,7 @@ func TestSendWhileDisconnected(t *testing.T) {
 // the handler gets it again, with the same msgid in the body for the
 // caller's dedupe, and replies go with the new req_id.
 func TestRedeliveryAfterReconnectReachesTheHandler(t *testing.T) {
-	h := start(t)
+	h := startConn(t)
 	p := h.connect()
 	body := map[string]any{"msgid": "08f2b98a", "aibotid": "aibTEST", "chattype": "single",
 		"from": map[string]string{"userid": "U"}, "msgtype": "text", "text": map[string]string{"content": "hi"}}
@@ -679,7 +679,7 @@ func (h *harness) next() Inbound {
 	select {
 	case in := <-h.inbound:
 		return in
-	case <-time.After(guard):
+	case <-time.After(testGuard):
 		h.t.Fatal("handler not called")
 	}
 	return Inbound{}
