@@ -73,3 +73,32 @@ func TestNewReqIDLooksLikeTheSDKs(t *testing.T) {
 		t.Fatalf("two req_ids in one millisecond are equal: %q", a)
 	}
 }
+
+// What WeCom sends is decoded by encoding/json into Frame; the fuzz target
+// checks that no input makes the read path's own code (IsAck, eventType)
+// panic, and that a decoded frame survives a round trip.
+func FuzzFrame(f *testing.F) {
+	f.Add([]byte(`{"errcode":0,"errmsg":"ok","headers":{"req_id":"aibot_subscribe_1774529981774"}}`))
+	f.Add([]byte(`{"cmd":"aibot_event_callback","headers":{"req_id":"R"},"body":{"msgtype":"event","event":{"eventtype":"disconnected_event"}}}`))
+	f.Add([]byte(`{"cmd":"aibot_msg_callback","headers":{"req_id":"R"},"body":{"msgid":"m","msgtype":"text","text":{"content":"hi"}}}`))
+	f.Add([]byte(`{"cmd":"aibot_event_callback","body":[1,2]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fr Frame
+		if json.Unmarshal(data, &fr) != nil {
+			return
+		}
+		_ = fr.IsAck()
+		_ = eventType(fr.Body)
+		b, err := json.Marshal(fr)
+		if err != nil {
+			t.Fatalf("decoded frame does not marshal: %v", err)
+		}
+		var again Frame
+		if err := json.Unmarshal(b, &again); err != nil {
+			t.Fatalf("round trip: %v", err)
+		}
+		if again.Cmd != fr.Cmd || again.Headers != fr.Headers || again.IsAck() != fr.IsAck() {
+			t.Fatalf("round trip changed %+v into %+v", fr, again)
+		}
+	})
+}

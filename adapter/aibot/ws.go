@@ -103,8 +103,9 @@ var (
 	// ErrNotConnected: no subscribed link when the frame was to go, or the
 	// link dropped before its ack (then the frame may have arrived).
 	ErrNotConnected = errors.New("aibot: not connected")
-	// ErrAckTimeout: no ack within 5 s; the next frame of the req_id went.
-	ErrAckTimeout = errors.New("aibot: no ack within 5s")
+	// ErrAckTimeout: no ack in time (5 s for a reply frame, 10 s for the
+	// subscribe); the next frame of the req_id goes.
+	ErrAckTimeout = errors.New("aibot: no ack in time")
 	// ErrInvalidReqID is errcode 846605: the req_id is not one this kind of
 	// frame may answer (a message reply to an enter_chat req_id) or is too
 	// old. Terminal for the req_id.
@@ -344,7 +345,7 @@ func (c *Conn) exchange(s *session, cmd, reqID string, payload []byte, ch chan a
 		}
 		return nil
 	case <-t.Chan():
-		return fmt.Errorf("aibot: %s %s: %w", cmd, reqID, ErrAckTimeout)
+		return fmt.Errorf("aibot: %s %s: %w (%v)", cmd, reqID, ErrAckTimeout, timeout)
 	case <-s.ctx.Done():
 		return fmt.Errorf("aibot: %s %s: %w: the link dropped before the ack", cmd, reqID, ErrNotConnected)
 	}
@@ -357,7 +358,7 @@ type session struct {
 	fail context.CancelCauseFunc
 }
 
-// Run keeps the bot subscribed until ctx ends (it then returns nil) or
+// Run keeps the bot subscribed (call it once) until ctx ends (it then returns nil) or
 // WeCom reports that another connection took the bot (ErrReplaced). It
 // reconnects after a dropped link or two missed ping acks, 1 s doubling
 // to 30 s, and after a refused subscribe, 1 min doubling to 30 min: that
@@ -377,11 +378,11 @@ func (c *Conn) Run(ctx context.Context) error {
 		}
 		c.mu.Unlock()
 
-		up, err := c.connect(ctx)
+		subscribed, err := c.connect(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if up > 0 {
+		if !subscribed.IsZero() {
 			config.Reset()
 			lastRefusal = 0
 		}
@@ -411,7 +412,7 @@ func (c *Conn) Run(ctx context.Context) error {
 		default:
 			// A link that drops right after subscribing keeps doubling its
 			// pause: subscribes are frequency-protected.
-			if up >= pingInterval {
+			if !subscribed.IsZero() && c.clock.Since(subscribed) >= pingInterval {
 				transient.Reset()
 			}
 			wait = transient.NextBackOff()
@@ -439,16 +440,16 @@ func (c *Conn) setStateLocked(s State) {
 }
 
 // connect runs one session: dial, subscribe, then ping until the link
-// ends. It returns how long the bot was subscribed (0 if never) and why
-// the session ended.
-func (c *Conn) connect(ctx context.Context) (time.Duration, error) {
+// ends. It returns when the subscribe succeeded (zero if it did not) and
+// why the session ended.
+func (c *Conn) connect(ctx context.Context) (time.Time, error) {
 	dialCtx, cancelDial := context.WithCancel(ctx)
 	deadline := c.clock.AfterFunc(subscribeTimeout, cancelDial)
 	ws, _, err := websocket.Dial(dialCtx, c.url, &websocket.DialOptions{HTTPClient: c.client})
 	deadline.Stop()
 	cancelDial()
 	if err != nil {
-		return 0, fmt.Errorf("aibot: dial: %w", err)
+		return time.Time{}, fmt.Errorf("aibot: dial: %w", err)
 	}
 	ws.SetReadLimit(readLimit)
 	sctx, fail := context.WithCancelCause(ctx)
@@ -467,10 +468,10 @@ func (c *Conn) connect(ctx context.Context) (time.Duration, error) {
 	reqID := NewReqID(CmdSubscribe, c.clock.Now())
 	payload, err := command(CmdSubscribe, reqID, SubscribeBody{BotID: c.botID, Secret: c.secret})
 	if err != nil {
-		return 0, err
+		return time.Time{}, err
 	}
 	if err := c.exchange(s, CmdSubscribe, reqID, payload, c.expect(reqID), subscribeTimeout); err != nil {
-		return 0, err
+		return time.Time{}, err
 	}
 
 	ticker := c.clock.NewTicker(pingInterval)
@@ -494,7 +495,7 @@ func (c *Conn) connect(ctx context.Context) (time.Duration, error) {
 		select {
 		case <-s.ctx.Done():
 			c.forget(pingID, pong)
-			return c.clock.Since(since), context.Cause(s.ctx)
+			return since, context.Cause(s.ctx)
 		case a := <-pong:
 			if a.code != 0 {
 				c.log.Warn("aibot: ping refused", "errcode", a.code, "errmsg", a.msg)

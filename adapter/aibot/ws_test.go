@@ -395,7 +395,7 @@ func TestSubscribeAckTimeout(t *testing.T) {
 // hint, state error, retried after 1 min doubling, never in a tight loop.
 func TestRefusedSubscribeBacksOffAsConfigError(t *testing.T) {
 	h := startConn(t)
-	for _, want := range []time.Duration{1, 2, 4} {
+	for _, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
 		p := h.subscribe(40058, "invalid secret")
 		p.closed()
 		h.timer(want * time.Minute)
@@ -412,7 +412,7 @@ func TestRefusedSubscribeBacksOffAsConfigError(t *testing.T) {
 	}
 	// Fixed in the console: the next subscribe succeeds.
 	h.connect()
-	if st := h.conn.Status(); !strings.Contains(st.LastError, "40058") || st.Reconnects != 3 {
+	if st := h.conn.Status(); !strings.Contains(st.LastError, "40058") || st.Reconnects != 7 {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -546,6 +546,42 @@ func TestRespondOrderPerReqID(t *testing.T) {
 	var ae *AckError
 	if !errors.Is(err, ErrStreamExpired) || !errors.As(err, &ae) || ae.Code != 846608 || ae.ReqID != "A" {
 		t.Fatalf("A3: %v, want ErrStreamExpired", err)
+	}
+}
+
+// A frame whose caller gave up before it went is never sent; the frames
+// behind it keep their order.
+func TestRespondCancelledBeforeSendingIsSkipped(t *testing.T) {
+	h := startConn(t)
+	p := h.connect()
+	first := make(chan error, 1)
+	go func() { first <- h.conn.Respond(context.Background(), "A", StreamReply("s", "1", false, "")) }()
+	p.recv()
+	h.timer(ackTimeout)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() { second <- h.conn.Respond(ctx, "A", StreamReply("s", "12", false, "")) }()
+	eventually.True(t, func() bool { return h.queued("A") == 1 }, "second frame not queued")
+	third := make(chan error, 1)
+	go func() { third <- h.conn.Respond(context.Background(), "A", StreamReply("s", "123", true, "")) }()
+	eventually.True(t, func() bool { return h.queued("A") == 2 }, "third frame not queued")
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Respond: %v", err)
+	}
+
+	p.ack("A", 0, "ok")
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	f := p.recv()
+	if got := streamContent(t, f); got != "123" {
+		t.Fatalf("after the first frame came %q, want the third", got)
+	}
+	p.ack("A", 0, "ok")
+	if err := <-third; err != nil {
+		t.Fatal(err)
 	}
 }
 
