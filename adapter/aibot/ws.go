@@ -90,8 +90,8 @@ type Options struct {
 	Secret string
 	// Clock times pings, ack timeouts and backoff; defaults to the real one.
 	Clock clockwork.Clock
-	// Logger defaults to slog.Default().
-	Logger  *slog.Logger
+	// Log defaults to slog.Default().
+	Log     *slog.Logger
 	Handler Handler
 	// HTTPClient dials the WebSocket (a proxy); defaults to the library's.
 	HTTPClient *http.Client
@@ -178,7 +178,7 @@ func NewConn(opts Options) (*Conn, error) {
 	}
 	c := &Conn{
 		url: opts.URL, botID: opts.BotID, secret: opts.Secret,
-		clock: opts.Clock, log: opts.Logger, handler: opts.Handler, client: opts.HTTPClient,
+		clock: opts.Clock, log: opts.Log, handler: opts.Handler, client: opts.HTTPClient,
 		acks: map[string]chan ack{}, queues: map[string]*reqQueue{},
 	}
 	if c.url == "" {
@@ -241,8 +241,9 @@ type item struct {
 	cmd     string
 	payload []byte
 	done    chan error // buffered: the worker never waits for the caller
-	// sent and cancelled are guarded by Conn.mu.
-	sent, cancelled bool
+	// cancelled (guarded by Conn.mu): the caller gave up; skip the frame
+	// if it has not gone yet.
+	cancelled bool
 }
 
 func (c *Conn) do(ctx context.Context, cmd, reqID string, body any) error {
@@ -292,7 +293,6 @@ func (c *Conn) drain(reqID string, q *reqQueue) {
 			c.mu.Unlock()
 			continue
 		}
-		it.sent = true
 		s := c.sess
 		var ch chan ack
 		if s != nil {
@@ -358,11 +358,11 @@ type session struct {
 	fail context.CancelCauseFunc
 }
 
-// Run keeps the bot subscribed (call it once) until ctx ends (it then returns nil) or
+// Run keeps the bot subscribed until ctx ends (it then returns nil) or
 // WeCom reports that another connection took the bot (ErrReplaced). It
 // reconnects after a dropped link or two missed ping acks, 1 s doubling
 // to 30 s, and after a refused subscribe, 1 min doubling to 30 min: that
-// needs an admin, and subscribes are frequency-protected.
+// needs an admin, and subscribes are frequency-protected. Call it once.
 func (c *Conn) Run(ctx context.Context) error {
 	defer c.workers.Wait()
 	transient := newBackOff(time.Second, 30*time.Second)
@@ -390,7 +390,8 @@ func (c *Conn) Run(ctx context.Context) error {
 		var refused *AckError
 		switch {
 		case errors.Is(err, ErrReplaced):
-			c.log.Warn("aibot: another connection subscribed with this bot_id and WeCom closed ours; not reconnecting (is a second instance or program using this bot?)")
+			c.log.Warn("another connection took this bot; not reconnecting",
+				"hint", "another instance or program subscribed with this bot_id; WeCom keeps one connection per bot")
 			c.mu.Lock()
 			c.setStateLocked(StateReplaced)
 			c.status.LastError = err.Error()
@@ -400,10 +401,11 @@ func (c *Conn) Run(ctx context.Context) error {
 			wait = config.NextBackOff()
 			if refused.Code != lastRefusal {
 				lastRefusal = refused.Code
-				c.log.Error("aibot: WeCom refused the subscribe; check bot_id and secret (long-connection mode must be enabled for the bot)",
-					"errcode", refused.Code, "errmsg", refused.Msg, "retry_in", wait)
+				c.log.Error("WeCom refused the subscribe; retrying later",
+					"errcode", refused.Code, "errmsg", refused.Msg, "retry_in", wait,
+					"hint", "check bot_id and secret, and that the bot uses API mode with a long connection")
 			} else {
-				c.log.Debug("aibot: subscribe refused again", "errcode", refused.Code, "retry_in", wait)
+				c.log.Debug("subscribe refused again", "errcode", refused.Code, "retry_in", wait)
 			}
 			c.mu.Lock()
 			c.setStateLocked(StateError)
@@ -416,7 +418,7 @@ func (c *Conn) Run(ctx context.Context) error {
 				transient.Reset()
 			}
 			wait = transient.NextBackOff()
-			c.log.Warn("aibot: connection lost", "err", err, "retry_in", wait)
+			c.log.Warn("long connection down; reconnecting", "err", err, "retry_in", wait)
 			c.mu.Lock()
 			c.setStateLocked(StateConnecting)
 			c.status.LastError = err.Error()
@@ -486,7 +488,7 @@ func (c *Conn) connect(ctx context.Context) (time.Time, error) {
 		c.sess = nil
 		c.mu.Unlock()
 	}()
-	c.log.Info("aibot: subscribed", "url", c.url)
+	c.log.Info("long connection subscribed", "url", c.url)
 
 	var pingID string
 	var pong chan ack // nil when no ping waits for its ack
@@ -498,7 +500,7 @@ func (c *Conn) connect(ctx context.Context) (time.Time, error) {
 			return since, context.Cause(s.ctx)
 		case a := <-pong:
 			if a.code != 0 {
-				c.log.Warn("aibot: ping refused", "errcode", a.code, "errmsg", a.msg)
+				c.log.Warn("ping refused", "errcode", a.code, "errmsg", a.msg)
 			}
 			missed, pong = 0, nil
 		case <-ticker.Chan():
@@ -534,7 +536,7 @@ func (c *Conn) read(s *session) {
 		}
 		var f Frame
 		if err := json.Unmarshal(data, &f); err != nil {
-			c.log.Warn("aibot: frame is not JSON; dropped", "err", err, "bytes", len(data))
+			c.log.Warn("frame is not JSON; dropped", "err", err, "bytes", len(data))
 			continue
 		}
 		switch {
@@ -547,7 +549,7 @@ func (c *Conn) read(s *session) {
 		case f.ErrCode != nil:
 			c.deliver(f)
 		default:
-			c.log.Warn("aibot: unknown frame; dropped", "cmd", f.Cmd, "req_id", f.Headers.ReqID)
+			c.log.Warn("unknown frame; dropped", "cmd", f.Cmd, "req_id", f.Headers.ReqID)
 		}
 	}
 }
@@ -561,7 +563,7 @@ func (c *Conn) deliver(f Frame) {
 	delete(c.acks, f.Headers.ReqID)
 	c.mu.Unlock()
 	if ch == nil {
-		c.log.Debug("aibot: ack for no waiting frame", "req_id", f.Headers.ReqID, "errcode", *f.ErrCode)
+		c.log.Debug("ack for no waiting frame", "req_id", f.Headers.ReqID, "errcode", *f.ErrCode)
 		return
 	}
 	ch <- ack{code: *f.ErrCode, msg: f.ErrMsg}

@@ -182,7 +182,7 @@ func startConn(t *testing.T) *harness {
 	var err error
 	h.conn, err = NewConn(Options{
 		URL: srv.URL, BotID: "aibTEST", Secret: testSecret, Clock: h.clock,
-		Logger:  slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Handler: func(in Inbound) { h.inbound <- in },
 	})
 	if err != nil {
