@@ -3,7 +3,11 @@ package wecomsim
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,11 +334,50 @@ func (c *AIBotCallback) OpenReply(body []byte, callbackNonce string) ([]byte, er
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	_, plain, err := util.DecryptMsg("", *env.Encrypt, c.EncodingAESKey)
+	plain, err := decryptAIBot(c.EncodingAESKey, *env.Encrypt)
 	if err != nil {
-		return nil, fmt.Errorf("decrypt reply (receive id \"\"): %w", err)
+		return nil, fmt.Errorf("decrypt reply: %w", err)
 	}
 	return plain, nil
+}
+
+// decryptAIBot opens random16 | len | msg | receiveid and requires the
+// receive id to be "". silenceper's DecryptMsg cannot be used here: it
+// refuses any plaintext whose receive id is empty ("msg length too large").
+func decryptAIBot(encodingAESKey, encrypt string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("EncodingAESKey is not 43 characters of base64")
+	}
+	ct, err := base64.StdEncoding.DecodeString(encrypt)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt is not base64: %w", err)
+	}
+	if len(ct) == 0 || len(ct)%32 != 0 {
+		return nil, fmt.Errorf("ciphertext of %d bytes is not a multiple of 32", len(ct))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	pt := make([]byte, len(ct))
+	cipher.NewCBCDecrypter(block, key[:16]).CryptBlocks(pt, ct)
+	pad := int(pt[len(pt)-1])
+	if pad < 1 || pad > 32 || !bytes.Equal(pt[len(pt)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+		return nil, errors.New("bad PKCS#7 padding")
+	}
+	pt = pt[:len(pt)-pad]
+	if len(pt) < 20 {
+		return nil, errors.New("plaintext too short")
+	}
+	n := int(binary.BigEndian.Uint32(pt[16:20]))
+	if n > len(pt)-20 {
+		return nil, fmt.Errorf("message length %d exceeds the plaintext", n)
+	}
+	if id := pt[20+n:]; len(id) != 0 {
+		return nil, fmt.Errorf("receive id %q, want \"\"", id)
+	}
+	return pt[20 : 20+n], nil
 }
 
 // PostRaw encrypts plain as it is, posts it once and returns the service's
