@@ -100,9 +100,25 @@ func (c *AIBotCallback) Post(ctx context.Context, msg AIBotBody) *AIBotExchange 
 	return ex
 }
 
-// Start delivers msg in the background and returns at once. An empty
-// AIBotID becomes c.BotID; a message (not an event or refresh) without
-// response_url gets a fresh one from c.Sim. If the reply is a stream with
+// WithResponseURL returns msg with c.BotID for an empty AIBotID and, for a
+// message (not an event or a refresh) without one, a fresh response_url
+// from c.Sim. Posting its result twice repeats the callback byte for byte,
+// as WeCom's repeats do; posting a body without response_url twice gives
+// each post its own.
+func (c *AIBotCallback) WithResponseURL(msg AIBotBody) AIBotBody {
+	if msg.AIBotID == "" {
+		msg.AIBotID = c.BotID
+	}
+	isMessage := msg.MsgType != "event" && msg.MsgType != "stream"
+	if isMessage && msg.ResponseURL == "" && c.Sim != nil {
+		msg.ResponseURL = c.Sim.IssueResponseURL(c.SimURL, msg.AIBotID, msg.MsgID)
+	}
+	return msg
+}
+
+// Start delivers msg in the background and returns at once, after
+// WithResponseURL. msg may itself be a refresh (AIBotRefresh), e.g. for a
+// stream id the service does not know. If the reply is a stream with
 // finish:false, refresh callbacks follow every PollInterval until a reply
 // has finish:true or PollWindow since Start has passed. Every reply is
 // recorded, and every breach of the protocol is an error in Errors: a bad
@@ -112,13 +128,7 @@ func (c *AIBotCallback) Post(ctx context.Context, msg AIBotBody) *AIBotExchange 
 // an event, a non-empty answer to feedback_event. ctx's end stops the
 // exchange.
 func (c *AIBotCallback) Start(ctx context.Context, msg AIBotBody) *AIBotExchange {
-	if msg.AIBotID == "" {
-		msg.AIBotID = c.BotID
-	}
-	isMessage := msg.MsgType != "event" && msg.MsgType != "stream"
-	if isMessage && msg.ResponseURL == "" && c.Sim != nil {
-		msg.ResponseURL = c.Sim.IssueResponseURL(c.SimURL, msg.AIBotID, msg.MsgID)
-	}
+	msg = c.WithResponseURL(msg)
 	ex := &AIBotExchange{MsgID: msg.MsgID, ResponseURL: msg.ResponseURL,
 		done: make(chan struct{}), changed: make(chan struct{})}
 	go func() {
@@ -131,7 +141,7 @@ func (c *AIBotCallback) Start(ctx context.Context, msg AIBotBody) *AIBotExchange
 func (c *AIBotCallback) run(ctx context.Context, ex *AIBotExchange, msg AIBotBody) {
 	clk := c.clock()
 	start := clk.Now()
-	first, ok := c.exchange(ctx, ex, msg, false)
+	first, ok := c.exchange(ctx, ex, msg, msg.MsgType == "stream")
 	if !ok {
 		return
 	}

@@ -357,6 +357,32 @@ func TestAIBotEventsAndRepeats(t *testing.T) {
 	if fb := got[1].Event["feedback_event"].(map[string]any); fb["id"] != "fb-1" || fb["type"] != float64(2) {
 		t.Errorf("feedback event as received: %+v", got[1].Event)
 	}
+
+	// A refresh posted on its own, for a stream the service never made.
+	ex = cb.Post(ctx, AIBotRefresh(AIBotText("aibtest", "zhangsan", ""), "s-unknown"))
+	if r, _ := ex.Last(); ex.Err() != nil || !r.Refresh || !r.Finish || len(ex.Replies()) != 1 {
+		t.Errorf("unknown stream: %+v %v", ex.Replies(), ex.Err())
+	}
+}
+
+func TestAIBotRepeatWithResponseURL(t *testing.T) {
+	sim := New(Options{})
+	f := &fakeAIBot{answer: func(AIBotBody, int) string { return "" }}
+	cb, _ := newAIBotCallback(t, f)
+	cb.Sim, cb.SimURL = sim, "http://wecomsim.test"
+	msg := cb.WithResponseURL(AIBotVoice("", "zhangsan", "明天天气怎么样"))
+	cb.Post(context.Background(), msg)
+	cb.Post(context.Background(), msg)
+	plain := AIBotVoice("", "zhangsan", "")
+	cb.Post(context.Background(), plain)
+	cb.Post(context.Background(), plain)
+	got := f.received()
+	if string(got[0].JSON()) != string(got[1].JSON()) || got[0].Voice.Content != "明天天气怎么样" || got[0].AIBotID != "aibtest" {
+		t.Errorf("a repeat differs: %s vs %s", got[0].JSON(), got[1].JSON())
+	}
+	if got[2].MsgID != got[3].MsgID || got[2].ResponseURL == got[3].ResponseURL {
+		t.Errorf("posts without response_url share one: %q", got[2].ResponseURL)
+	}
 }
 
 func TestAIBotVerifyURL(t *testing.T) {

@@ -452,18 +452,19 @@ func (s *Server) DeliverMessage(ctx context.Context, botID string, body AIBotBod
 func (s *Server) push(ctx context.Context, conn *aibotConn, cmd string, body AIBotBody) (string, error) {
 	reqID := newReqID(cmd)
 	s.mu.Lock()
-	s.ai.reqs[reqID] = &aibotReq{botID: conn.botID, cmd: cmd, body: body}
+	botID := conn.botID
+	s.ai.reqs[reqID] = &aibotReq{botID: botID, cmd: cmd, body: body}
 	if cmd == "aibot_msg_callback" {
-		chats := s.ai.chats[conn.botID]
+		chats := s.ai.chats[botID]
 		if chats == nil {
 			chats = make(map[string]bool)
-			s.ai.chats[conn.botID] = chats
+			s.ai.chats[botID] = chats
 		}
 		chats[body.chatKey()] = true
 	}
 	s.mu.Unlock()
 	if err := conn.write(ctx, wsPush{Cmd: cmd, Headers: wsHeaders{ReqID: reqID}, Body: body}); err != nil {
-		return reqID, fmt.Errorf("wecomsim: deliver to AI bot %s: %w", conn.botID, err)
+		return reqID, fmt.Errorf("wecomsim: deliver to AI bot %s: %w", botID, err)
 	}
 	return reqID, nil
 }
