@@ -24,6 +24,10 @@ const (
 	// streamLifetime is how long a stream accepts frames, counted from its
 	// first frame ("从首次发送开始计时").
 	streamLifetime = 6 * time.Minute
+	// replyWindow is how long after a callback its req_id takes replies.
+	replyWindow = 24 * time.Hour
+	// welcomeWithin is how soon enter_chat must be welcomed.
+	welcomeWithin = 5 * time.Second
 )
 
 // AIBotFrame is one frame the simulator received on a long connection.
@@ -102,6 +106,7 @@ type aibotReq struct {
 	botID      string
 	cmd        string // aibot_msg_callback or aibot_event_callback
 	body       AIBotBody
+	at         time.Time // when it was delivered
 	stream     AIBotStream
 	firstFrame time.Time
 	welcomed   bool
@@ -259,6 +264,9 @@ func (s *Server) actLocked(conn *aibotConn, f wsFrame, now time.Time) (int, stri
 		if req.welcomed {
 			s.ai.violations = append(s.ai.violations, fmt.Errorf("req_id %s: a second welcome", f.Headers.ReqID))
 		}
+		if late := now.Sub(req.at); late > welcomeWithin {
+			s.ai.violations = append(s.ai.violations, fmt.Errorf("req_id %s: welcome %v after enter_chat, over %v", f.Headers.ReqID, late, welcomeWithin))
+		}
 		req.welcomed = true
 		return 0, "ok"
 	case "aibot_respond_update_msg":
@@ -329,7 +337,7 @@ func (s *Server) kick(old *aibotConn, botID string) {
 // respondLocked records one aibot_respond_msg frame. s.mu must be held.
 func (s *Server) respondLocked(conn *aibotConn, f wsFrame, now time.Time) (int, string) {
 	req := s.ai.reqs[f.Headers.ReqID]
-	if req == nil || req.botID != conn.botID || req.cmd != "aibot_msg_callback" {
+	if req == nil || req.botID != conn.botID || req.cmd != "aibot_msg_callback" || now.Sub(req.at) > replyWindow {
 		return AIBotErrInvalidReqID, "invalid req_id"
 	}
 	var b struct {
@@ -453,7 +461,7 @@ func (s *Server) push(ctx context.Context, conn *aibotConn, cmd string, body AIB
 	reqID := newReqID(cmd)
 	s.mu.Lock()
 	botID := conn.botID
-	s.ai.reqs[reqID] = &aibotReq{botID: botID, cmd: cmd, body: body}
+	s.ai.reqs[reqID] = &aibotReq{botID: botID, cmd: cmd, body: body, at: s.now()}
 	if cmd == "aibot_msg_callback" {
 		chats := s.ai.chats[botID]
 		if chats == nil {
@@ -630,8 +638,9 @@ func (s *Server) AIBotPushes() []AIBotFrame {
 
 // AIBotViolations returns the protocol breaches the simulator saw on long
 // connections: content that shrank or was rewritten, frames after finish, a
-// changed stream id, a push to a chat that never wrote, frames that are not
-// JSON. A correct service leaves it empty.
+// changed stream id, a second or late (over 5 s) welcome, a push to a chat
+// that never wrote, frames that are not JSON or lack a req_id. A correct
+// service leaves it empty.
 func (s *Server) AIBotViolations() []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -223,6 +223,14 @@ func TestAIBotWSMessageStream(t *testing.T) {
 		t.Errorf("violations %v", v)
 	}
 
+	// A day after the callback its req_id takes no replies.
+	old, _ := f.sim.Redeliver(f.ctx, reqID)
+	w.pushed("aibot_msg_callback")
+	f.clk.Advance(24*time.Hour + time.Second)
+	if code := w.call("aibot_respond_msg", old, stream("s4", "a", true, "")); code != AIBotErrInvalidReqID {
+		t.Errorf("a day later: errcode %d", code)
+	}
+
 	// Six minutes after its first frame a stream is dead.
 	third, _ := f.sim.Redeliver(f.ctx, reqID)
 	w.pushed("aibot_msg_callback")
@@ -251,6 +259,13 @@ func TestAIBotWSEventsAndPushes(t *testing.T) {
 	}
 	if code := w.call("aibot_respond_welcome_msg", reqID, map[string]any{"msgtype": "text", "text": map[string]string{"content": "hello"}}); code != 0 || !f.sim.AIBotWelcomed(reqID) {
 		t.Errorf("welcome: errcode %d", code)
+	}
+	late, _ := f.sim.EnterChat(f.ctx, wsBot, "lisi")
+	w.pushed("aibot_event_callback")
+	f.clk.Advance(6 * time.Second)
+	w.call("aibot_respond_welcome_msg", late, map[string]any{"msgtype": "text", "text": map[string]string{"content": "hello"}})
+	if v := f.sim.AIBotViolations(); len(v) != 1 || !strings.Contains(v[0].Error(), "after enter_chat") {
+		t.Errorf("a late welcome: violations %v", v)
 	}
 
 	push := map[string]any{"chatid": "zhangsan", "msgtype": "markdown", "markdown": map[string]string{"content": "news"}}
