@@ -479,3 +479,21 @@ func fakeDecrypt(encrypt string) ([]byte, error) {
 	}
 	return pt[20:], nil
 }
+
+// FuzzAIBotOpenReply feeds the reply check what a broken service might
+// answer: it must refuse or accept, never panic.
+func FuzzAIBotOpenReply(f *testing.F) {
+	f.Add([]byte(vecReply), "9911")
+	f.Add([]byte(`{"encrypt":"","msgsignature":"","timestamp":"1","nonce":"9911"}`), "9911")
+	f.Add([]byte(`{"encrypt":"AAAA","msgsignature":"x","timestamp":1,"nonce":"n"}`), "n")
+	c := &AIBotCallback{Token: vecToken, EncodingAESKey: vecKey}
+	f.Fuzz(func(t *testing.T, body []byte, nonce string) {
+		_, _ = c.OpenReply(body, nonce)
+		var env struct {
+			Encrypt string `json:"encrypt"`
+		}
+		if json.Unmarshal(body, &env) == nil {
+			_, _ = decryptAIBot(vecKey, env.Encrypt)
+		}
+	})
+}
