@@ -36,6 +36,9 @@ type App struct {
 type Options struct {
 	Apps []App
 
+	// AIBots are the AI bots that may subscribe on the long connection.
+	AIBots []AIBot
+
 	// TokenLifetime defaults to 7200s. gettoken reports it in whole seconds.
 	TokenLifetime time.Duration
 
@@ -86,6 +89,7 @@ type Server struct {
 	faults        map[string][]fault
 	down          bool
 	latency       time.Duration
+	ai            *aibotState // the AI bot side: response_urls and long connections
 }
 
 type token struct {
@@ -126,19 +130,21 @@ func New(opts Options) *Server {
 		lastDelivered: make(map[dupKey]time.Time),
 		invalidUsers:  make(map[string]bool),
 		faults:        make(map[string][]fault),
+		ai:            newAIBotState(opts.AIBots),
 	}
 }
 
 // Handler serves GET .../cgi-bin/gettoken and POST .../cgi-bin/message/send
 // under any path prefix, so it can sit behind httptest.NewServer or be mounted
 // inside a bigger mux. It also serves the read-only InfoPath and
-// DeliveredPath, which WeCom does not have.
+// DeliveredPath, which WeCom does not have, and the AI bot's
+// AIBotResponsePath and AIBotWSPath.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.inspect(w, r) {
+	if s.inspect(w, r) || s.serveAIBot(w, r) {
 		return
 	}
 	var api string
