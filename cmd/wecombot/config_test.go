@@ -433,6 +433,16 @@ func TestParseConfigValidation(t *testing.T) {
 		{"max_concurrency 0", edit(goodYAML, "llm:", "llm:", "  max_concurrency: 0"),
 			"llm.max_concurrency", "must be at least 1"},
 		{"no bots", goodYAML[:strings.Index(goodYAML, "bots:")] + "bots: []\n", "bots", "no bot is configured"},
+		{"addr without a colon", edit(goodYAML, "addr:", `addr: "8080"`),
+			"server.addr", `"8080" is not host:port: write ":8080" (every interface) or "127.0.0.1:8080" (this machine only)`},
+		{"addr without a port", edit(goodYAML, "addr:", `addr: "localhost"`),
+			"server.addr", `"localhost" is not host:port: write ":8080" (every interface) or "127.0.0.1:8080" (this machine only)`},
+		{"addr with a port that is not one", edit(goodYAML, "addr:", `addr: "127.0.0.1:99999"`),
+			"server.addr", `"127.0.0.1:99999" is not host:port`},
+		{"redis.addr without a port", edit(goodYAML, "server:", "redis: {addr: redis}", "server:"),
+			"redis.addr", `"redis" is not host:port (e.g. redis:6379)`},
+		{"postgres dsn that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'host=db port=notaport'}", "server:"),
+			"storage.dsn", "cannot parse"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -664,4 +674,55 @@ func TestJanitor(t *testing.T) {
 		t.Error("retention 0 pruned")
 		return storage.PruneResult{}, nil
 	}), 0, clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// TestParseConfigStorageDSN: a SQLite file that cannot be created is
+// refused before anything is opened, and nothing is created by the check.
+func TestParseConfigStorageDSN(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ dsn, want string }{
+		{filepath.Join(file, "db", "wecombot.db"), "config: storage.dsn: " + file + " is a file, so the folder for " + filepath.Join(file, "db", "wecombot.db") + " cannot be created"},
+		{dir, "config: storage.dsn: " + dir + " is a folder, not a database file"},
+		{"file:" + dir + "?mode=rwc", "config: storage.dsn: " + dir + " is a folder, not a database file"},
+		{filepath.Join(dir, "new", "folder", "wecombot.db"), ""},
+		{":memory:", ""},
+	}
+	for _, tt := range tests {
+		_, err := ParseConfig([]byte(edit(goodYAML, "server:", "storage: {dsn: '"+tt.dsn+"'}", "server:")), noEnv)
+		var want []string
+		if tt.want != "" {
+			want = []string{tt.want}
+		}
+		if ps := problems(t, err); !reflect.DeepEqual(ps, want) {
+			t.Errorf("dsn %s: problems %q, want %q", tt.dsn, ps, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the check created a folder: %v", err)
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	tests := []struct {
+		baseURL string
+		want    []string
+	}{
+		{"https://api.openai.com/v1", nil},
+		{"https://api.openai.com/v1/", nil},
+		{"http://127.0.0.1:11434/v1", nil},
+		{"https://api.openai.com", []string{"llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (https://api.openai.com/v1)"}},
+		{"https://example.com/openai/", []string{"llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (https://example.com/openai/v1)"}},
+		// Refused as a problem; no warning besides.
+		{"api.openai.com", nil},
+	}
+	for _, tt := range tests {
+		cfg, _ := ParseConfig([]byte(edit(goodYAML, "api_key:", "api_key: sk", "base_url: "+tt.baseURL)), noEnv)
+		if got := cfg.warnings(); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("base_url %s: warnings %q, want %q", tt.baseURL, got, tt.want)
+		}
+	}
 }
