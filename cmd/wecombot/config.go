@@ -209,9 +209,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 	// variable leaves an empty value, a value of the wrong type the default.
 	var done []string
 	for _, u := range unset {
-		e := u.problem()
-		e.name = cfg.keyName(e.key)
-		problems = append(problems, e)
+		problems = append(problems, u.problem(&cfg))
 		for _, use := range u.uses {
 			done = append(done, use.key)
 		}
@@ -253,6 +251,8 @@ func (e *keyError) Error() string {
 	switch {
 	case name == "" && e.line > 0:
 		return fmt.Sprintf("config: line %d: %s", e.line, e.msg)
+	case name == "":
+		return "config: " + e.msg
 	case e.line > 0:
 		return fmt.Sprintf("config: %s: line %d: %s", name, e.line, e.msg)
 	default:
@@ -456,14 +456,15 @@ type varUse struct {
 	line int
 }
 
-// problem is the variable's one problem, on the first key that names it.
-func (u unsetVar) problem() *keyError {
+// problem is the variable's one problem, on the first key that names it;
+// c names the keys.
+func (u unsetVar) problem(c *Config) *keyError {
 	first := u.uses[0]
 	msg := fmt.Sprintf("${%s} is not set", u.name)
 	if len(u.uses) > 1 {
 		var also []string
 		for _, use := range u.uses[1:] {
-			k := use.key
+			k := c.keyName(use.key)
 			if k == "" {
 				k = "a value"
 			}
@@ -471,7 +472,7 @@ func (u unsetVar) problem() *keyError {
 		}
 		msg += "; also used by " + strings.Join(also, ", ")
 	}
-	return &keyError{key: first.key, line: first.line, msg: msg}
+	return &keyError{key: first.key, name: c.keyName(first.key), line: first.line, msg: msg}
 }
 
 // expand replaces each ${VAR} in the values under n, whose key is key,
@@ -538,8 +539,8 @@ func (c *Config) validate() []error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &keyError{key: key, name: c.keyName(key), msg: fmt.Sprintf(format, args...)})
 	}
-	// A value that is not a duration was reported as the file was decoded
-	// (config.Duration); what is left to check is its range.
+	// A value that is not a duration was reported as the file was read
+	// (typeCheck, config.Duration); what is left to check is its range.
 	positive := func(key string, d config.Duration) {
 		if d <= 0 {
 			bad(key, "must be positive, got %s", d)
@@ -558,7 +559,7 @@ func (c *Config) validate() []error {
 		bad("server.addr", "%q is not host:port: write \":%s\" (every interface) or \"127.0.0.1:%[2]s\" (this machine only)", a, portOf(a))
 	}
 	if a := c.Server.PprofAddr; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		if !isHostPort(a) {
 			bad("server.pprof_addr", "%q is not host:port (e.g. 127.0.0.1:6060)", a)
 		} else if a == c.Server.Addr {
 			bad("server.pprof_addr", "is server.addr; the profiler needs a listener of its own")

@@ -278,7 +278,7 @@ func TestParseConfigUnsetVariable(t *testing.T) {
 				"config: bots[0] (helpdesk).secret: line 14: ${WECOM_SECRET} is not set",
 			}},
 		{"one variable, two keys", [][]string{{"secret:", "secret: ${WECOM_SECRET}"}, {"token:", "token: ${WECOM_SECRET}"}},
-			[]string{"config: bots[0] (helpdesk).secret: line 14: ${WECOM_SECRET} is not set; also used by bots[0].token (line 15)"}},
+			[]string{"config: bots[0] (helpdesk).secret: line 14: ${WECOM_SECRET} is not set; also used by bots[0] (helpdesk).token (line 15)"}},
 		{"a number", [][]string{{"agent_id:", "agent_id: ${WECOM_AGENT_ID}"}},
 			[]string{"config: bots[0] (helpdesk).agent_id: line 13: ${WECOM_AGENT_ID} is not set"}},
 		{"the AES key", [][]string{{"encoding_aes_key:", "encoding_aes_key: ${WECOM_AES_KEY}"}},
@@ -441,8 +441,10 @@ func TestParseConfigValidation(t *testing.T) {
 			"server.addr", `"127.0.0.1:99999" is not host:port`},
 		{"redis.addr without a port", edit(goodYAML, "server:", "redis: {addr: redis}", "server:"),
 			"redis.addr", `"redis" is not host:port (e.g. redis:6379)`},
-		{"postgres dsn that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'host=db port=notaport'}", "server:"),
-			"storage.dsn", "cannot parse"},
+		{"postgres dsn that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'host=db port=notaport password="+cfgPassword+"'}", "server:"),
+			"storage.dsn", "cannot parse `host=db port=notaport password=xxxxx`: invalid port"},
+		{"postgres URL that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'postgres://u:"+cfgPassword+"@db:x/wecombot'}", "server:"),
+			"storage.dsn", "cannot parse `postgres://u:xxxxxx@db:x/wecombot`: failed to parse as URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
