@@ -581,14 +581,14 @@ func TestLoadConfigFile(t *testing.T) {
 }
 
 func TestEnvDefaults(t *testing.T) {
-	env := map[string]string{"SET": "from-env", "EMPTY": ""}
+	env := map[string]string{"SET": "from-env:6379", "EMPTY": ""}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	base := "admin: {password: pw}\nbots: [{name: a, corp_id: c, agent_id: 1, secret: s, token: t, encoding_aes_key: " +
 		strings.Repeat("A", 43) + "}]\n"
 	cases := []struct{ value, want string }{
 		{`"${UNSET:-redis:6379}"`, "redis:6379"},
 		{`"${UNSET:-}"`, ""},
-		{`"${SET:-ignored}"`, "from-env"},
+		{`"${SET:-ignored}"`, "from-env:6379"},
 		{`"${EMPTY:-ignored}"`, ""}, // set but empty is a value
 	}
 	for _, c := range cases {
