@@ -187,11 +187,7 @@ func sqliteDSN(dsn string) (string, error) {
 	if dsn == ":memory:" {
 		return "file::memory:?" + pragmas, nil
 	}
-	path := dsn
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	path = strings.TrimPrefix(path, "file:")
+	path := sqlitePath(dsn)
 	if dir := filepath.Dir(path); dir != "." && dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", fmt.Errorf("storage: create folder for %s: %w", path, err)
@@ -254,4 +250,50 @@ func utc(t time.Time) time.Time {
 		return t
 	}
 	return t.UTC()
+}
+
+// CheckDSN reports what Open would refuse in c's DSN without opening or
+// creating anything: a PostgreSQL DSN that does not parse; a SQLite file
+// that is a folder, or whose folder cannot be created because a file
+// stands in its path. Problems that depend on the moment (permissions, a
+// server down) are Open's.
+func (c Config) CheckDSN() error {
+	switch c.Driver {
+	case "postgres":
+		if _, err := pgx.ParseConfig(c.DSN); err != nil {
+			return err
+		}
+	case "", "sqlite":
+		path := sqlitePath(c.DSN)
+		if path == "" || path == ":memory:" {
+			return nil
+		}
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			return fmt.Errorf("%s is a folder, not a database file", path)
+		}
+		for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+			// A folder that does not exist yet is created by Open; a
+			// file in the way (ENOTDIR below it) is found going up.
+			fi, err := os.Stat(dir)
+			if err == nil {
+				if !fi.IsDir() {
+					return fmt.Errorf("%s is a file, so the folder for %s cannot be created", dir, path)
+				}
+				return nil
+			}
+			if parent := filepath.Dir(dir); parent == dir {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// sqlitePath is the file of a SQLite DSN: "data/x.db" of
+// "file:data/x.db?mode=rwc".
+func sqlitePath(dsn string) string {
+	if i := strings.IndexByte(dsn, '?'); i >= 0 {
+		dsn = dsn[:i]
+	}
+	return strings.TrimPrefix(dsn, "file:")
 }

@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,6 +159,9 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // ParseConfig is LoadConfig on bytes, with the environment as a function.
+// Each cause is reported once: a key whose value names an unset variable,
+// or has the wrong type, gets no further problem from validation (an unset
+// secret is not also "empty").
 func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	var problems []error
 	// Unknown keys are caught on the document as written, so that their
@@ -176,28 +184,108 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	expand(&root, lookup, &problems)
+	var unset []unsetVar
+	expand(&root, "", lookup, &unset)
+	var typed []*keyError // values of the wrong type
 	cfg := defaults()
 	if len(root.Content) > 0 {
+		typeCheck(root.Content[0], reflect.TypeOf(cfg), "", &typed)
 		if err := root.Decode(&cfg); err != nil {
 			var te *yaml.TypeError
 			if !errors.As(err, &te) {
 				return nil, fmt.Errorf("config: %w", err)
 			}
-			keys := map[position]string{}
-			keyPaths(&root, "", keys)
+			// typeCheck took out every value yaml.v3 could refuse; what is
+			// left (values reached through a merge key) keeps yaml.v3's
+			// words and line.
 			for _, e := range te.Errors {
 				if !strings.Contains(e, "not found in type") {
-					problems = append(problems, valueProblem(e, keys))
+					problems = append(problems, fmt.Errorf("config: %s", e))
 				}
 			}
 		}
 	}
-	problems = append(problems, cfg.validate()...)
+	// A cause found while reading would show again after it: an unset
+	// variable leaves an empty value, a value of the wrong type the default.
+	var done []string
+	for _, u := range unset {
+		problems = append(problems, u.problem(&cfg))
+		for _, use := range u.uses {
+			done = append(done, use.key)
+		}
+	}
+	for _, e := range typed {
+		if !alreadyReported(e.key, done) {
+			e.name = cfg.keyName(e.key)
+			problems = append(problems, e)
+			done = append(done, e.key)
+		}
+	}
+	for _, e := range cfg.validate() {
+		var ke *keyError
+		if errors.As(e, &ke) && alreadyReported(ke.key, done) {
+			continue
+		}
+		problems = append(problems, e)
+	}
 	if len(problems) > 0 {
 		return &cfg, errors.Join(problems...)
 	}
 	return &cfg, nil
+}
+
+// keyError is a problem of one key's value. Its key is the key's path
+// ("bots[0].secret"), by which problems of one cause are told apart; its
+// name is the key as people read it ("bots[0] (helpdesk).secret").
+type keyError struct {
+	key, name string
+	line      int // 0: not known
+	msg       string
+}
+
+func (e *keyError) Error() string {
+	name := e.name
+	if name == "" {
+		name = e.key
+	}
+	switch {
+	case name == "" && e.line > 0:
+		return fmt.Sprintf("config: line %d: %s", e.line, e.msg)
+	case name == "":
+		return "config: " + e.msg
+	case e.line > 0:
+		return fmt.Sprintf("config: %s: line %d: %s", name, e.line, e.msg)
+	default:
+		return fmt.Sprintf("config: %s: %s", name, e.msg)
+	}
+}
+
+// alreadyReported says whether key, or a key it is under, is in done.
+func alreadyReported(key string, done []string) bool {
+	for _, d := range done {
+		if d == "" {
+			continue
+		}
+		if key == d || strings.HasPrefix(key, d+".") || strings.HasPrefix(key, d+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// keyName is the key at path as problems name it: a bot's keys carry the
+// bot's name, "bots[0] (helpdesk).secret", as the file shows it.
+func (c *Config) keyName(path string) string {
+	rest, ok := strings.CutPrefix(path, "bots[")
+	if !ok {
+		return path
+	}
+	idx, rest, ok := strings.Cut(rest, "]")
+	i, err := strconv.Atoi(idx)
+	if !ok || err != nil || i < 0 || i >= len(c.Bots) || c.Bots[i].Name == "" {
+		return path
+	}
+	return fmt.Sprintf("bots[%d] (%s)%s", i, c.Bots[i].Name, rest)
 }
 
 // sections names the YAML section of each configuration struct, so that an
@@ -226,47 +314,170 @@ func unknownKey(e string) string {
 	return e[:i] + prefix + field
 }
 
-// position is where a value is in the file.
-type position struct{ line, column int }
+var unmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
 
-// keyPaths records in keys the key of every value under n, by its
-// position: "llm.timeout", "bots[0].name".
-func keyPaths(n *yaml.Node, key string, keys map[position]string) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			keyPaths(c, key, keys)
+// typeCheck reports each value under n that the Go type t of its key
+// cannot hold, in words for people ("want a number, got \"abc\""), with
+// its key and line, and takes it out of the document: a key then keeps its
+// default, and yaml.v3 reports nothing more of it. A type that decodes
+// itself (config.Duration) says its own problem, with its position
+// (config.ValueError). Unknown keys are skipped: the probe reports them.
+func typeCheck(n *yaml.Node, t reflect.Type, key string, typed *[]*keyError) (ok bool) {
+	v := n
+	if v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+		return true // yaml.v3 makes it the zero value
+	}
+	bad := func(format string, args ...any) bool {
+		*typed = append(*typed, &keyError{key: key, line: n.Line, msg: fmt.Sprintf(format, args...)})
+		return false
+	}
+	if reflect.PointerTo(t).Implements(unmarshaler) {
+		var te *yaml.TypeError
+		if err := v.Decode(reflect.New(t).Interface()); errors.As(err, &te) && len(te.Errors) > 0 {
+			_, _, msg, _ := config.Position(te.Errors[0])
+			return bad("%s", msg)
 		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i].Value, n.Content[i+1]
-			if key != "" {
-				k = key + "." + k
+		return true
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if v.Kind != yaml.MappingNode {
+			return bad("want keys with values (key: value), got %s", shown(v))
+		}
+		fields := yamlFields(t)
+		kept := v.Content[:0:0]
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, val := v.Content[i], v.Content[i+1]
+			ft, known := fields[k.Value]
+			if !known || typeCheck(val, ft, join(key, k.Value), typed) {
+				kept = append(kept, k, val)
 			}
-			keys[position{v.Line, v.Column}] = k
-			keyPaths(v, k, keys)
 		}
+		v.Content = kept
+		return true
+	case reflect.Slice:
+		if v.Kind != yaml.SequenceNode {
+			return bad("want a list, got %s", shown(v))
+		}
+		for i, e := range v.Content {
+			if !typeCheck(e, t.Elem(), fmt.Sprintf("%s[%d]", key, i), typed) {
+				// Its index stays, so that later items keep theirs: yaml.v3
+				// skips a null it cannot put in a struct, so a struct's
+				// stand-in is an empty mapping.
+				stand := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+				if t.Elem().Kind() == reflect.Struct {
+					stand = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+				}
+				stand.Line, stand.Column = e.Line, e.Column
+				v.Content[i] = stand
+			}
+		}
+		return true
+	}
+	want := map[reflect.Kind]string{reflect.Bool: "true or false", reflect.String: "text"}[t.Kind()]
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want = "a number"
+		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!float" {
+			want = "a whole number"
+			// yaml.v3 would cut 1.5 to 1.
+			if f, err := strconv.ParseFloat(v.Value, 64); err != nil || f != math.Trunc(f) {
+				return bad("want %s, got %s", want, shown(v))
+			}
+		}
+	case reflect.Float32, reflect.Float64:
+		want = "a number"
+	}
+	if v.Kind != yaml.ScalarNode {
+		return bad("want %s, got %s", want, shown(v))
+	}
+	if err := v.Decode(reflect.New(t).Interface()); err != nil {
+		return bad("want %s, got %s", want, shown(v))
+	}
+	return true
+}
+
+// shown is n as a type problem shows it: a scalar quoted, else its kind.
+func shown(n *yaml.Node) string {
+	switch n.Kind {
 	case yaml.SequenceNode:
-		for i, v := range n.Content {
-			k := fmt.Sprintf("%s[%d]", key, i)
-			keys[position{v.Line, v.Column}] = k
-			keyPaths(v, k, keys)
+		return "a list"
+	case yaml.MappingNode:
+		return "keys with values"
+	}
+	return strconv.Quote(n.Value)
+}
+
+// yamlFields are the YAML keys of struct t and their types, those of
+// inlined structs included.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-":
+		case opts == "inline":
+			maps.Copy(fields, yamlFields(f.Type))
+		case name == "":
+			fields[strings.ToLower(f.Name)] = f.Type
+		default:
+			fields[name] = f.Type
 		}
 	}
+	return fields
 }
 
-// valueProblem is a problem that decoding found in a value. One that a
-// value type reports with its position (config.ValueError) is named by its
-// key, "llm.timeout: line 12: …"; yaml.v3's own say their line.
-func valueProblem(e string, keys map[position]string) error {
-	line, column, msg, ok := config.Position(e)
-	if key, found := keys[position{line, column}]; ok && found {
-		return fmt.Errorf("config: %s: line %d: %s", key, line, msg)
+func join(key, name string) string {
+	if key == "" {
+		return name
 	}
-	return fmt.Errorf("config: %s", e)
+	return key + "." + name
 }
 
-func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error) {
+// unsetVar is an environment variable that the file names and the
+// environment lacks, with every key whose value names it.
+type unsetVar struct {
+	name string
+	uses []varUse
+}
+
+type varUse struct {
+	key  string
+	line int
+}
+
+// problem is the variable's one problem, on the first key that names it;
+// c names the keys.
+func (u unsetVar) problem(c *Config) *keyError {
+	first := u.uses[0]
+	msg := fmt.Sprintf("${%s} is not set", u.name)
+	if len(u.uses) > 1 {
+		var also []string
+		for _, use := range u.uses[1:] {
+			k := c.keyName(use.key)
+			if k == "" {
+				k = "a value"
+			}
+			also = append(also, fmt.Sprintf("%s (line %d)", k, use.line))
+		}
+		msg += "; also used by " + strings.Join(also, ", ")
+	}
+	return &keyError{key: first.key, name: c.keyName(first.key), line: first.line, msg: msg}
+}
+
+// expand replaces each ${VAR} in the values under n, whose key is key,
+// and records in unset the variables the environment lacks.
+func expand(n *yaml.Node, key string, lookup func(string) (string, bool), unset *[]unsetVar) {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 			name, def, hasDefault := strings.Cut(ref[2:len(ref)-1], ":-")
@@ -275,7 +486,15 @@ func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error)
 				return def
 			}
 			if !ok {
-				*problems = append(*problems, fmt.Errorf("config: line %d: environment variable %s is not set", n.Line, name))
+				use := varUse{key: key, line: n.Line}
+				i := slices.IndexFunc(*unset, func(u unsetVar) bool { return u.name == name })
+				if i < 0 {
+					*unset = append(*unset, unsetVar{name: name})
+					i = len(*unset) - 1
+				}
+				if !slices.Contains((*unset)[i].uses, use) {
+					(*unset)[i].uses = append((*unset)[i].uses, use)
+				}
 			}
 			return v
 		})
@@ -296,8 +515,20 @@ func expand(n *yaml.Node, lookup func(string) (string, bool), problems *[]error)
 			}
 		}
 	}
-	for _, c := range n.Content {
-		expand(c, lookup, problems)
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			expand(n.Content[i], key, lookup, unset)
+			expand(n.Content[i+1], join(key, n.Content[i].Value), lookup, unset)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			expand(c, fmt.Sprintf("%s[%d]", key, i), lookup, unset)
+		}
+	default:
+		for _, c := range n.Content {
+			expand(c, key, lookup, unset)
+		}
 	}
 }
 
@@ -306,10 +537,10 @@ var botName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 func (c *Config) validate() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &keyError{key: key, name: c.keyName(key), msg: fmt.Sprintf(format, args...)})
 	}
-	// A value that is not a duration was reported as the file was decoded
-	// (config.Duration); what is left to check is its range.
+	// A value that is not a duration was reported as the file was read
+	// (typeCheck, config.Duration); what is left to check is its range.
 	positive := func(key string, d config.Duration) {
 		if d <= 0 {
 			bad(key, "must be positive, got %s", d)
@@ -321,11 +552,14 @@ func (c *Config) validate() []error {
 			bad(key, "%q is not an http(s) URL", v)
 		}
 	}
-	if c.Server.Addr == "" {
+	// net.Listen refuses these, but only once storage is open.
+	if a := c.Server.Addr; a == "" {
 		bad("server.addr", "is empty")
+	} else if !isHostPort(a) {
+		bad("server.addr", "%q is not host:port: write \":%s\" (every interface) or \"127.0.0.1:%[2]s\" (this machine only)", a, portOf(a))
 	}
 	if a := c.Server.PprofAddr; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		if !isHostPort(a) {
 			bad("server.pprof_addr", "%q is not host:port (e.g. 127.0.0.1:6060)", a)
 		} else if a == c.Server.Addr {
 			bad("server.pprof_addr", "is server.addr; the profiler needs a listener of its own")
@@ -339,6 +573,12 @@ func (c *Config) validate() []error {
 	}
 	if c.Storage.DSN == "" {
 		bad("storage.dsn", "is empty")
+	} else if err := c.Storage.CheckDSN(); err != nil {
+		bad("storage.dsn", "%v", err)
+	}
+	// go-redis adds no port: without one every dial fails.
+	if a := c.Redis.Addr; a != "" && !isHostPort(a) {
+		bad("redis.addr", "%q is not host:port (e.g. redis:6379)", a)
 	}
 	switch r := time.Duration(c.Storage.Retention); {
 	case r < 0:
@@ -395,9 +635,6 @@ func (c *Config) validate() []error {
 	seen := map[string]bool{}
 	for i, b := range c.Bots {
 		key := fmt.Sprintf("bots[%d]", i)
-		if b.Name != "" {
-			key = fmt.Sprintf("bots[%d] (%s)", i, b.Name)
-		}
 		switch {
 		case b.Name == "":
 			bad(key+".name", "is empty")
@@ -429,6 +666,43 @@ func (c *Config) validate() []error {
 		}
 	}
 	return errs
+}
+
+// isHostPort says whether a is an address net.Listen and net.Dial take:
+// host:port, the host possibly empty, the port a number or a service name.
+func isHostPort(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
+}
+
+// portOf is the port an address meant, for the example of how to write it:
+// "8080" of "8080" or "localhost:8080x", else 8080.
+func portOf(a string) string {
+	if i := strings.LastIndexByte(a, ':'); i >= 0 {
+		a = a[i+1:]
+	}
+	if _, err := strconv.ParseUint(a, 10, 16); err == nil {
+		return a
+	}
+	return "8080"
+}
+
+// warnings are what the configuration allows but probably does not mean;
+// `check` prints them and `serve` logs them at start, neither refuses them.
+func (c *Config) warnings() []string {
+	var w []string
+	if u, err := url.Parse(c.LLM.BaseURL); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		!strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1") {
+		want := *u
+		want.Path = strings.TrimRight(u.Path, "/") + "/v1"
+		want.RawPath = ""
+		w = append(w, fmt.Sprintf("llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (%s)", want.String()))
+	}
+	return w
 }
 
 // isWeCom says whether host is WeCom's own API (qyapi.weixin.qq.com).

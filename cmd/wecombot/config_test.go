@@ -225,15 +225,15 @@ func TestParseConfigExpand(t *testing.T) {
 			name: "values that look like numbers, booleans or null stay strings",
 			edits: [][]string{
 				{"corp_id:", "corp_id: ${NUM}"}, {"secret:", "secret: ${ZERO}"}, {"token:", "token: '${BOOL}'"},
-				{"api_key:", "api_key: ${NULL}"}, {"password:", "password: ${FLOAT}"}, {"addr:", `addr: "${HEX}"`},
+				{"api_key:", "api_key: ${NULL}"}, {"password:", "password: ${FLOAT}"}, {"admin:", "admin:", `  username: "${HEX}"`},
 			},
 			env: map[string]string{"NUM": "12345", "ZERO": "007", "BOOL": "true", "NULL": "null", "FLOAT": "1e3", "HEX": "0x1F"},
 			check: func(t *testing.T, c *Config) {
 				b := c.Bots[0]
 				if b.CorpID != "12345" || b.Secret != "007" || b.Token != "true" || c.LLM.APIKey != "null" ||
-					c.Admin.Password != "1e3" || c.Server.Addr != "0x1F" {
-					t.Errorf("corp_id %q secret %q token %q api_key %q password %q addr %q",
-						b.CorpID, b.Secret, b.Token, c.LLM.APIKey, c.Admin.Password, c.Server.Addr)
+					c.Admin.Password != "1e3" || c.Admin.Username != "0x1F" {
+					t.Errorf("corp_id %q secret %q token %q api_key %q password %q username %q",
+						b.CorpID, b.Secret, b.Token, c.LLM.APIKey, c.Admin.Password, c.Admin.Username)
 				}
 			},
 		},
@@ -263,20 +263,97 @@ func TestParseConfigExpand(t *testing.T) {
 	}
 }
 
+// TestParseConfigUnsetVariable: an unset variable is reported once, on the
+// key that names it, and is the only problem of that key (not also "is
+// empty", "want a number"…), however many keys use it.
 func TestParseConfigUnsetVariable(t *testing.T) {
-	yml := edit(goodYAML, "secret:", `secret: "${WECOM_SECRET}"`) // line 14
-	yml = edit(yml, "api_key:", "api_key: ${OPENAI_API_KEY}")     // line 7
-	_, err := ParseConfig([]byte(yml), envOf(map[string]string{"UNRELATED": "x"}))
-	ps := problems(t, err)
-	want := []string{"line 7: environment variable OPENAI_API_KEY is not set", "line 14: environment variable WECOM_SECRET is not set"}
-	for _, w := range want {
-		if !strings.Contains(strings.Join(ps, "\n"), w) {
-			t.Errorf("no problem %q in:\n%s", w, strings.Join(ps, "\n"))
-		}
+	tests := []struct {
+		name  string
+		edits [][]string // old line, new lines
+		want  []string
+	}{
+		{"a secret and the model key", [][]string{{"secret:", `secret: "${WECOM_SECRET}"`}, {"api_key:", "api_key: ${OPENAI_API_KEY}"}},
+			[]string{
+				"config: llm.api_key: line 7: ${OPENAI_API_KEY} is not set",
+				"config: bots[0] (helpdesk).secret: line 14: ${WECOM_SECRET} is not set",
+			}},
+		{"one variable, two keys", [][]string{{"secret:", "secret: ${WECOM_SECRET}"}, {"token:", "token: ${WECOM_SECRET}"}},
+			[]string{"config: bots[0] (helpdesk).secret: line 14: ${WECOM_SECRET} is not set; also used by bots[0] (helpdesk).token (line 15)"}},
+		{"a number", [][]string{{"agent_id:", "agent_id: ${WECOM_AGENT_ID}"}},
+			[]string{"config: bots[0] (helpdesk).agent_id: line 13: ${WECOM_AGENT_ID} is not set"}},
+		{"the AES key", [][]string{{"encoding_aes_key:", "encoding_aes_key: ${WECOM_AES_KEY}"}},
+			[]string{"config: bots[0] (helpdesk).encoding_aes_key: line 16: ${WECOM_AES_KEY} is not set"}},
+		{"the listen address", [][]string{{"addr:", "addr: ${ADDR}"}},
+			[]string{"config: server.addr: line 2: ${ADDR} is not set"}},
+		{"a duration", [][]string{{"token_refresh_before:", "token_refresh_before: ${REFRESH}"}},
+			[]string{"config: wecom.token_refresh_before: line 5: ${REFRESH} is not set"}},
+		{"two variables in one value", [][]string{{"secret:", "secret: ${A}-${B}"}},
+			[]string{"config: bots[0] (helpdesk).secret: line 14: ${A} is not set", "config: bots[0] (helpdesk).secret: line 14: ${B} is not set"}},
+		{"a bot's name", [][]string{{"- name:", "- name: ${BOT}"}},
+			[]string{"config: bots[0].name: line 11: ${BOT} is not set"}},
 	}
-	// The unset secret is also empty, which validation says too.
-	if len(ps) != 3 || !strings.Contains(ps[2], "bots[0] (helpdesk).secret: is empty") {
-		t.Errorf("want the 2 unset variables and the empty secret, got %d:\n%s", len(ps), strings.Join(ps, "\n"))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yml := goodYAML
+			for _, e := range tt.edits {
+				yml = edit(yml, e[0], e[1:]...)
+			}
+			_, err := ParseConfig([]byte(yml), envOf(map[string]string{"UNRELATED": "x"}))
+			if ps := problems(t, err); !reflect.DeepEqual(ps, tt.want) {
+				t.Errorf("problems:\n%s\nwant:\n%s\nin:\n%s", strings.Join(ps, "\n"), strings.Join(tt.want, "\n"), yml)
+			}
+		})
+	}
+}
+
+// TestParseConfigTypes: a value the key's type cannot hold is reported in
+// words, with its key and line, once; the key keeps its default.
+func TestParseConfigTypes(t *testing.T) {
+	tests := []struct {
+		name  string
+		edits [][]string
+		env   map[string]string
+		want  []string
+	}{
+		{"text for a number", [][]string{{"agent_id:", "agent_id: abc"}}, nil,
+			[]string{`config: bots[0] (helpdesk).agent_id: line 13: want a number, got "abc"`}},
+		{"a fraction for a number", [][]string{{"api_key:", "api_key: sk", "retries: 1.5"}}, nil,
+			[]string{`config: llm.retries: line 8: want a whole number, got "1.5"`}},
+		{"a number from the environment", [][]string{{"agent_id:", "agent_id: ${AGENT}"}}, map[string]string{"AGENT": "x1"},
+			[]string{`config: bots[0] (helpdesk).agent_id: line 13: want a number, got "x1"`}},
+		{"text for a boolean", [][]string{{"api_key:", "api_key: sk", "stream: maybe"}}, nil,
+			[]string{`config: llm.stream: line 8: want true or false, got "maybe"`}},
+		{"a list for a boolean", [][]string{{"token_refresh_before:", "token_refresh_before: 5m", "simulator: [true]"}}, nil,
+			[]string{`config: wecom.simulator: line 6: want true or false, got a list`}},
+		{"a mapping for text", [][]string{{"api_key:", "api_key: {key: sk}"}}, nil,
+			[]string{`config: llm.api_key: line 7: want text, got keys with values`}},
+		{"a list for text", [][]string{{"- name:", "- name: [helpdesk]"}}, nil,
+			[]string{`config: bots[0].name: line 11: want text, got a list`}},
+		{"text for a list", [][]string{{"bots:", "bots: helpdesk", "other:"}}, nil,
+			[]string{`config: unknown key: line 11: other`, `config: bots: line 10: want a list, got "helpdesk"`}},
+		{"text for a section", [][]string{{"llm:", "llm: gpt-4o", "other:"}}, nil,
+			[]string{`config: unknown key: line 7: other`, `config: llm: line 6: want keys with values (key: value), got "gpt-4o"`}},
+		{"text for a bot", [][]string{{"bots:", "bots:", "  - helpdesk"}}, nil,
+			[]string{`config: bots[0]: line 11: want keys with values (key: value), got "helpdesk"`}},
+		{"a whole number written as a fraction", [][]string{{"agent_id:", "agent_id: 1000002.0"}}, nil, nil},
+		{"two on a line", [][]string{{"server:", "pipeline: {lease: 1x, give_up_after: no}", "server:"}}, nil,
+			[]string{`config: pipeline.lease: line 1: "1x" is not a duration (examples: 90s, 5m, 24h)`,
+				`config: pipeline.give_up_after: line 1: "no" is not a duration (examples: 90s, 5m, 24h)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yml := goodYAML
+			for _, e := range tt.edits {
+				yml = edit(yml, e[0], e[1:]...)
+			}
+			cfg, err := ParseConfig([]byte(yml), envOf(tt.env))
+			if ps := problems(t, err); !reflect.DeepEqual(ps, tt.want) {
+				t.Errorf("problems:\n%s\nwant:\n%s\nin:\n%s", strings.Join(ps, "\n"), strings.Join(tt.want, "\n"), yml)
+			}
+			if d := defaults(); cfg.LLM.Retries != d.LLM.Retries || cfg.LLM.Stream != d.LLM.Stream || cfg.WeCom.Simulator != d.WeCom.Simulator {
+				t.Errorf("a bad value did not keep the default: %+v", cfg)
+			}
+		})
 	}
 }
 
@@ -356,6 +433,18 @@ func TestParseConfigValidation(t *testing.T) {
 		{"max_concurrency 0", edit(goodYAML, "llm:", "llm:", "  max_concurrency: 0"),
 			"llm.max_concurrency", "must be at least 1"},
 		{"no bots", goodYAML[:strings.Index(goodYAML, "bots:")] + "bots: []\n", "bots", "no bot is configured"},
+		{"addr without a colon", edit(goodYAML, "addr:", `addr: "8080"`),
+			"server.addr", `"8080" is not host:port: write ":8080" (every interface) or "127.0.0.1:8080" (this machine only)`},
+		{"addr without a port", edit(goodYAML, "addr:", `addr: "localhost"`),
+			"server.addr", `"localhost" is not host:port: write ":8080" (every interface) or "127.0.0.1:8080" (this machine only)`},
+		{"addr with a port that is not one", edit(goodYAML, "addr:", `addr: "127.0.0.1:99999"`),
+			"server.addr", `"127.0.0.1:99999" is not host:port`},
+		{"redis.addr without a port", edit(goodYAML, "server:", "redis: {addr: redis}", "server:"),
+			"redis.addr", `"redis" is not host:port (e.g. redis:6379)`},
+		{"postgres dsn that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'host=db port=notaport password="+cfgPassword+"'}", "server:"),
+			"storage.dsn", "cannot parse `host=db port=notaport password=xxxxx`: invalid port"},
+		{"postgres URL that does not parse", edit(goodYAML, "server:", "storage: {driver: postgres, dsn: 'postgres://u:"+cfgPassword+"@db:x/wecombot'}", "server:"),
+			"storage.dsn", "cannot parse `postgres://u:xxxxxx@db:x/wecombot`: failed to parse as URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -444,7 +533,7 @@ bots:
 		"unknown key: line 2: server.adress",
 		"unknown key: line 7: llm.modle",
 		"unknown key: line 20: bots[].secrte",
-		"line 8: environment variable OPENAI_API_KEY is not set",
+		"config: llm.api_key: line 8: ${OPENAI_API_KEY} is not set",
 		`wecom.api_base: "qyapi.weixin.qq.com" is not an http(s) URL`,
 		`wecom.token_refresh_before: line 5: "5x" is not a duration`,
 		"admin.password: is empty",
@@ -492,14 +581,14 @@ func TestLoadConfigFile(t *testing.T) {
 }
 
 func TestEnvDefaults(t *testing.T) {
-	env := map[string]string{"SET": "from-env", "EMPTY": ""}
+	env := map[string]string{"SET": "from-env:6379", "EMPTY": ""}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	base := "admin: {password: pw}\nbots: [{name: a, corp_id: c, agent_id: 1, secret: s, token: t, encoding_aes_key: " +
 		strings.Repeat("A", 43) + "}]\n"
 	cases := []struct{ value, want string }{
 		{`"${UNSET:-redis:6379}"`, "redis:6379"},
 		{`"${UNSET:-}"`, ""},
-		{`"${SET:-ignored}"`, "from-env"},
+		{`"${SET:-ignored}"`, "from-env:6379"},
 		{`"${EMPTY:-ignored}"`, ""}, // set but empty is a value
 	}
 	for _, c := range cases {
@@ -587,4 +676,55 @@ func TestJanitor(t *testing.T) {
 		t.Error("retention 0 pruned")
 		return storage.PruneResult{}, nil
 	}), 0, clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// TestParseConfigStorageDSN: a SQLite file that cannot be created is
+// refused before anything is opened, and nothing is created by the check.
+func TestParseConfigStorageDSN(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ dsn, want string }{
+		{filepath.Join(file, "db", "wecombot.db"), "config: storage.dsn: " + file + " is a file, so the folder for " + filepath.Join(file, "db", "wecombot.db") + " cannot be created"},
+		{dir, "config: storage.dsn: " + dir + " is a folder, not a database file"},
+		{"file:" + dir + "?mode=rwc", "config: storage.dsn: " + dir + " is a folder, not a database file"},
+		{filepath.Join(dir, "new", "folder", "wecombot.db"), ""},
+		{":memory:", ""},
+	}
+	for _, tt := range tests {
+		_, err := ParseConfig([]byte(edit(goodYAML, "server:", "storage: {dsn: '"+tt.dsn+"'}", "server:")), noEnv)
+		var want []string
+		if tt.want != "" {
+			want = []string{tt.want}
+		}
+		if ps := problems(t, err); !reflect.DeepEqual(ps, want) {
+			t.Errorf("dsn %s: problems %q, want %q", tt.dsn, ps, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the check created a folder: %v", err)
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	tests := []struct {
+		baseURL string
+		want    []string
+	}{
+		{"https://api.openai.com/v1", nil},
+		{"https://api.openai.com/v1/", nil},
+		{"http://127.0.0.1:11434/v1", nil},
+		{"https://api.openai.com", []string{"llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (https://api.openai.com/v1)"}},
+		{"https://example.com/openai/", []string{"llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (https://example.com/openai/v1)"}},
+		// Refused as a problem; no warning besides.
+		{"api.openai.com", nil},
+	}
+	for _, tt := range tests {
+		cfg, _ := ParseConfig([]byte(edit(goodYAML, "api_key:", "api_key: sk", "base_url: "+tt.baseURL)), noEnv)
+		if got := cfg.warnings(); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("base_url %s: warnings %q, want %q", tt.baseURL, got, tt.want)
+		}
+	}
 }

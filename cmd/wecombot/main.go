@@ -71,6 +71,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	// Without any file named, a missing config.yaml is most likely a first
+	// try: say where to start rather than "no such file".
+	named := os.Getenv("WECOMBOT_CONFIG") != ""
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "config" })
+	switch cmd {
+	case "serve", "check", "simulate":
+		if _, err := os.Stat(*path); !named && errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "wecombot: no %s here: try `wecombot demo`, or copy config.yaml from the repository and run `wecombot check`\n", *path)
+			return 1
+		}
+	}
 	switch cmd {
 	case "serve":
 		return serve(ctx, *path, stderr)
@@ -110,13 +121,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// check prints every problem of the configuration, or that it is fine.
+// check prints every problem of the configuration, or that it is fine, and
+// then its warnings, which do not change the exit status.
 func check(path string, stdout, stderr io.Writer) int {
 	cfg, err := loadConfig(path, stderr)
+	if err == nil {
+		fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
+	}
+	if cfg != nil {
+		for _, w := range cfg.warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+		}
+	}
 	if err != nil {
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
 	return 0
 }
 
@@ -186,6 +205,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		return 1
 	}
 	m := NewMain(cfg, stderr)
+	for _, w := range cfg.warnings() {
+		m.Log.Warn("config: " + w)
+	}
 	if err := m.Open(ctx); err != nil {
 		fmt.Fprintf(stderr, "wecombot: %v\n", err)
 		return 1

@@ -160,6 +160,47 @@ func TestRunCheck(t *testing.T) {
 	})
 }
 
+// TestRunCheckWarnings: warnings are printed whatever the verdict and do
+// not change the exit status.
+func TestRunCheckWarnings(t *testing.T) {
+	const warning = ": warning: llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (https://api.openai.com/v1)\n"
+	good := writeConfig(t, edit(goodYAML, "api_key:", "api_key: sk", "base_url: https://api.openai.com"))
+	code, stdout, stderr := runCmd(t, "check", "-config", good)
+	if code != 0 || stdout != good+": configuration OK (1 bot(s))\n" || stderr != good+warning {
+		t.Errorf("check = %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	bad := writeConfig(t, edit(edit(goodYAML, "api_key:", "api_key: sk", "base_url: https://api.openai.com"), "addr:", `addr: "8080"`))
+	code, stdout, stderr = runCmd(t, "check", "-config", bad)
+	want := bad + ": configuration has problems:\n" +
+		`  - config: server.addr: "8080" is not host:port: write ":8080" (every interface) or "127.0.0.1:8080" (this machine only)` + "\n" +
+		bad + warning
+	if code != 1 || stdout != "" || stderr != want {
+		t.Errorf("check = %d\nstdout: %s\nstderr: %s\nwant stderr: %s", code, stdout, stderr, want)
+	}
+}
+
+// TestRunNoConfig: without a file named, a missing config.yaml says where
+// to start; a file named but missing stays a plain error.
+func TestRunNoConfig(t *testing.T) {
+	t.Setenv("WECOMBOT_CONFIG", "")
+	t.Chdir(t.TempDir())
+	const hint = "wecombot: no config.yaml here: try `wecombot demo`, or copy config.yaml from the repository and run `wecombot check`\n"
+	for _, args := range [][]string{nil, {"serve"}, {"check"}, {"simulate"}} {
+		code, stdout, stderr := runCmd(t, args...)
+		if code != 1 || stdout != "" || stderr != hint {
+			t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s", args, code, stdout, stderr)
+		}
+	}
+	code, _, stderr := runCmd(t, "check", "-config", "config.yaml")
+	if code != 1 || strings.Contains(stderr, "wecombot demo") || !strings.Contains(stderr, "config.yaml: configuration has problems") {
+		t.Errorf("check -config config.yaml = %d\nstderr: %s", code, stderr)
+	}
+	t.Setenv("WECOMBOT_CONFIG", "config.yaml")
+	if code, _, stderr := runCmd(t, "check"); code != 1 || strings.Contains(stderr, "wecombot demo") {
+		t.Errorf("check with WECOMBOT_CONFIG = %d\nstderr: %s", code, stderr)
+	}
+}
+
 func TestRunCommandLine(t *testing.T) {
 	bad := writeConfig(t, badYAML)
 	tests := []struct {
@@ -278,5 +319,21 @@ func TestRunServeCannotListen(t *testing.T) {
 	code, _, stderr := runCmd(t, "serve", "-config", path)
 	if code != 1 || !strings.Contains(stderr, "listen on "+ln.Addr().String()) {
 		t.Fatalf("serve on a taken port = %d\nstderr: %s", code, stderr)
+	}
+}
+
+// TestRunServeLogsWarnings: serve logs each warning once, at start, and
+// starts anyway (here it stops at the taken port, after the warning).
+func TestRunServeLogsWarnings(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	yml := strings.Replace(serveYAML(ln.Addr().String(), "http://127.0.0.1:1", "http://127.0.0.1:1"), `http://127.0.0.1:1/v1"`, `http://127.0.0.1:1"`, 1)
+	code, _, stderr := runCmd(t, "serve", "-config", writeConfig(t, yml))
+	const warning = "config: llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (http://127.0.0.1:1/v1)"
+	if code != 1 || strings.Count(stderr, warning) != 1 || !strings.Contains(stderr, "listen on "+ln.Addr().String()) {
+		t.Fatalf("serve = %d, want 1 after one warning\nstderr: %s", code, stderr)
 	}
 }
