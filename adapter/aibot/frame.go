@@ -50,58 +50,38 @@ type SubscribeBody struct {
 
 // RespondMsg is the body of aibot_respond_msg: a stream frame (the same
 // stream id on every frame of one reply, cumulative content, Finish on the
-// last) or a single markdown message.
+// last) or a single markdown message. The markdown shape is also the body
+// of a response_url POST (PostResponse).
 type RespondMsg struct {
 	MsgType  string        `json:"msgtype"`
-	Stream   *StreamPart   `json:"stream,omitempty"`
+	Stream   *StreamBody   `json:"stream,omitempty"`
 	Markdown *MarkdownPart `json:"markdown,omitempty"`
 }
 
-// StreamPart is the stream of a RespondMsg. Content replaces what the user
-// sees, so it is always the whole text so far.
-type StreamPart struct {
-	ID       string        `json:"id"`
-	Finish   bool          `json:"finish"`
-	Content  string        `json:"content"`
-	Feedback *FeedbackPart `json:"feedback,omitempty"`
-}
-
-// FeedbackPart names the answer in later feedback_event callbacks. WeCom
-// honours it only on the first frame of a stream.
-type FeedbackPart struct {
-	ID string `json:"id"`
-}
-
-// MarkdownPart is markdown content (≤ 20,480 bytes, cut by the caller).
+// MarkdownPart is markdown content (≤ 20,480 bytes, cut by the caller),
+// with feedback buttons when Feedback is set.
 type MarkdownPart struct {
-	Content string `json:"content"`
+	Content  string       `json:"content"`
+	Feedback *FeedbackRef `json:"feedback,omitempty"`
 }
 
-// TextPart is plain text content.
-type TextPart struct {
-	Content string `json:"content"`
-}
-
-// StreamReply builds one aibot_respond_msg stream frame. feedbackID is set
-// only when non-empty: pass it on the first frame of the stream and "" on
-// the others, since WeCom ignores it later.
+// StreamReply builds one aibot_respond_msg stream frame: the same stream
+// snapshot as a passive reply (PassiveStream). feedbackID is set only when
+// non-empty: pass it on the first frame of the stream and "" on the others,
+// since WeCom ignores it later.
 func StreamReply(streamID, content string, finish bool, feedbackID string) RespondMsg {
-	s := &StreamPart{ID: streamID, Finish: finish, Content: content}
-	if feedbackID != "" {
-		s.Feedback = &FeedbackPart{ID: feedbackID}
-	}
-	return RespondMsg{MsgType: "stream", Stream: s}
+	return RespondMsg{MsgType: TypeStream, Stream: PassiveStream(streamID, content, finish, feedbackID).Stream}
 }
 
 // MarkdownReply builds an aibot_respond_msg markdown message.
 func MarkdownReply(content string) RespondMsg {
-	return RespondMsg{MsgType: "markdown", Markdown: &MarkdownPart{Content: content}}
+	return RespondMsg{MsgType: TypeMarkdown, Markdown: &MarkdownPart{Content: content}}
 }
 
 // WelcomeMsg is the body of aibot_respond_welcome_msg (text only here).
 type WelcomeMsg struct {
-	MsgType string   `json:"msgtype"`
-	Text    TextPart `json:"text"`
+	MsgType string `json:"msgtype"`
+	Text    Text   `json:"text"`
 }
 
 // SendMsg is the body of aibot_send_msg. ChatID is the userid in a single
@@ -115,7 +95,7 @@ type SendMsg struct {
 
 // MarkdownSend builds an aibot_send_msg markdown message to chatID.
 func MarkdownSend(chatID, content string) SendMsg {
-	return SendMsg{ChatID: chatID, MsgType: "markdown", Markdown: MarkdownPart{Content: content}}
+	return SendMsg{ChatID: chatID, MsgType: TypeMarkdown, Markdown: MarkdownPart{Content: content}}
 }
 
 // NewReqID returns a req_id shaped like the official SDK's:

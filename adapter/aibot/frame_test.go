@@ -25,7 +25,7 @@ func TestCommandFrames(t *testing.T) {
 			`{"cmd":"aibot_respond_msg","headers":{"req_id":"cb1"},"body":{"msgtype":"stream","stream":{"id":"s1","finish":true,"content":"hello"}}}`},
 		{"markdown reply", CmdRespondMsg, "cb1", MarkdownReply("**hi**"),
 			`{"cmd":"aibot_respond_msg","headers":{"req_id":"cb1"},"body":{"msgtype":"markdown","markdown":{"content":"**hi**"}}}`},
-		{"welcome", CmdRespondWelcome, "ev1", WelcomeMsg{MsgType: "text", Text: TextPart{Content: "hello"}},
+		{"welcome", CmdRespondWelcome, "ev1", WelcomeMsg{MsgType: "text", Text: Text{Content: "hello"}},
 			`{"cmd":"aibot_respond_welcome_msg","headers":{"req_id":"ev1"},"body":{"msgtype":"text","text":{"content":"hello"}}}`},
 		{"send", CmdSendMsg, "s1", MarkdownSend("zhangsan", "rest"),
 			`{"cmd":"aibot_send_msg","headers":{"req_id":"s1"},"body":{"chatid":"zhangsan","msgtype":"markdown","markdown":{"content":"rest"}}}`},

@@ -16,8 +16,11 @@ const (
 	TypeVoice  = "voice"
 	TypeFile   = "file"
 	TypeVideo  = "video"
-	TypeStream = "stream" // a refresh poll (callback mode only)
-	TypeEvent  = "event"
+	TypeStream = "stream" // a refresh poll (callback mode only); also a reply's type
+	// TypeMarkdown is a reply's type only: a long-connection message or a
+	// response_url POST.
+	TypeMarkdown = "markdown"
+	TypeEvent    = "event"
 )
 
 // Event types (event.eventtype).
@@ -277,19 +280,7 @@ func (m Message) Conversation() string {
 // The quote alone is no question: without text of the user's own there is
 // no prompt.
 func (m Message) Prompt() (string, bool) {
-	var text string
-	switch m.MsgType {
-	case TypeText:
-		if m.Text != nil {
-			text = m.Text.Content
-		}
-	case TypeVoice:
-		if m.Voice != nil {
-			text = m.Voice.Content
-		}
-	case TypeMixed:
-		text = mixedText(m.Mixed)
-	}
+	text := bodyText(m.MsgType, m.Text, m.Voice, m.Mixed)
 	if m.IsGroup() {
 		text = StripMention(text)
 	}
@@ -311,6 +302,25 @@ func (m Message) Prompt() (string, bool) {
 	return text, true
 }
 
+// bodyText is the text of a message or quote body of type msgType: a
+// text's content, a voice's transcript, a mixed body's text items; "" for
+// the other types.
+func bodyText(msgType string, text *Text, voice *Voice, mixed *Mixed) string {
+	switch msgType {
+	case TypeText:
+		if text != nil {
+			return text.Content
+		}
+	case TypeVoice:
+		if voice != nil {
+			return voice.Content
+		}
+	case TypeMixed:
+		return mixedText(mixed)
+	}
+	return ""
+}
+
 func mixedText(mx *Mixed) string {
 	if mx == nil {
 		return ""
@@ -329,18 +339,9 @@ func quoteText(q *Quote) string {
 	if q == nil {
 		return ""
 	}
-	var s string
+	s := bodyText(q.MsgType, q.Text, q.Voice, q.Mixed)
 	switch q.MsgType {
-	case TypeText:
-		if q.Text != nil {
-			s = q.Text.Content
-		}
-	case TypeVoice:
-		if q.Voice != nil {
-			s = q.Voice.Content
-		}
 	case TypeMixed:
-		s = mixedText(q.Mixed)
 		if s == "" && q.Mixed != nil && len(q.Mixed.Items) > 0 {
 			s = "[image]"
 		}

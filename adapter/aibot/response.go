@@ -25,16 +25,6 @@ func (e *ResponseError) Error() string {
 	return fmt.Sprintf("aibot: response_url: errcode %d: %s", e.ErrCode, e.ErrMsg)
 }
 
-type markdownMessage struct {
-	MsgType  string       `json:"msgtype"`
-	Markdown markdownBody `json:"markdown"`
-}
-
-type markdownBody struct {
-	Content  string       `json:"content"`
-	Feedback *FeedbackRef `json:"feedback,omitempty"`
-}
-
 // PostResponse sends markdown (at most MaxStreamBytes: the caller cuts) as
 // the one active reply a response_url allows, with feedback buttons when
 // feedbackID is not empty. It fails on a transport error, a non-2xx status,
@@ -51,7 +41,7 @@ func PostResponse(ctx context.Context, client *http.Client, responseURL, markdow
 	if len(feedbackID) > MaxFeedbackIDBytes {
 		return fmt.Errorf("aibot: response_url: feedback id of %d bytes, limit %d", len(feedbackID), MaxFeedbackIDBytes)
 	}
-	msg := markdownMessage{MsgType: "markdown", Markdown: markdownBody{Content: markdown}}
+	msg := MarkdownReply(markdown)
 	if feedbackID != "" {
 		msg.Markdown.Feedback = &FeedbackRef{ID: feedbackID}
 	}

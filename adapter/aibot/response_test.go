@@ -110,9 +110,9 @@ func TestPostResponseTransportError(t *testing.T) {
 func TestPostResponseAtLimit(t *testing.T) {
 	content := strings.Repeat("<", MaxStreamBytes)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m markdownMessage
-		if err := json.NewDecoder(r.Body).Decode(&m); err != nil || m.Markdown.Content != content {
-			t.Errorf("content of %d bytes, %v", len(m.Markdown.Content), err)
+		var m RespondMsg
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil || m.Markdown == nil || m.Markdown.Content != content {
+			t.Errorf("markdown %+v, %v", m.Markdown != nil && m.Markdown.Content == content, err)
 		}
 		io.WriteString(w, `{"errcode":0,"errmsg":"ok"}`)
 	}))

@@ -215,7 +215,7 @@ func (c *Conn) Respond(ctx context.Context, reqID string, body RespondMsg) error
 // RespondWelcome answers an enter_chat event (req_id reqID) with text,
 // within 5 s of the event.
 func (c *Conn) RespondWelcome(ctx context.Context, reqID, text string) error {
-	return c.do(ctx, CmdRespondWelcome, reqID, WelcomeMsg{MsgType: "text", Text: TextPart{Content: text}})
+	return c.do(ctx, CmdRespondWelcome, reqID, WelcomeMsg{MsgType: TypeText, Text: Text{Content: text}})
 }
 
 // Send pushes body (see MarkdownSend) with aibot_send_msg under a new

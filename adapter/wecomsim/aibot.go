@@ -76,6 +76,23 @@ type AIBotBody struct {
 	Quote       *AIBotQuote     `json:"quote,omitempty"`
 }
 
+// aibotReplyBody is what the simulator reads of a service's answer: a
+// passive reply in callback mode (stream or text) or the body of an
+// aibot_respond_msg frame (stream or markdown).
+type aibotReplyBody struct {
+	MsgType string `json:"msgtype"`
+	Stream  *struct {
+		ID       string `json:"id"`
+		Finish   bool   `json:"finish"`
+		Content  string `json:"content"`
+		Feedback *struct {
+			ID string `json:"id"`
+		} `json:"feedback"`
+	} `json:"stream"`
+	Text     *AIBotContent `json:"text"`
+	Markdown *AIBotContent `json:"markdown"`
+}
+
 // AIBotFrom is the sender; CorpID appears only on events from external users.
 type AIBotFrom struct {
 	CorpID string `json:"corpid,omitempty"`

@@ -265,20 +265,7 @@ func parseReply(plain []byte, r *AIBotReply) error {
 		r.Empty = true
 		return nil
 	}
-	var p struct {
-		MsgType string `json:"msgtype"`
-		Stream  *struct {
-			ID       string `json:"id"`
-			Finish   bool   `json:"finish"`
-			Content  string `json:"content"`
-			Feedback *struct {
-				ID string `json:"id"`
-			} `json:"feedback"`
-		} `json:"stream"`
-		Text *struct {
-			Content string `json:"content"`
-		} `json:"text"`
-	}
+	var p aibotReplyBody
 	if err := json.Unmarshal(plain, &p); err != nil {
 		return fmt.Errorf("reply plaintext is not JSON: %w", err)
 	}

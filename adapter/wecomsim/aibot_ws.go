@@ -340,20 +340,7 @@ func (s *Server) respondLocked(conn *aibotConn, f wsFrame, now time.Time) (int, 
 	if req == nil || req.botID != conn.botID || req.cmd != "aibot_msg_callback" || now.Sub(req.at) > replyWindow {
 		return AIBotErrInvalidReqID, "invalid req_id"
 	}
-	var b struct {
-		MsgType string `json:"msgtype"`
-		Stream  *struct {
-			ID       string `json:"id"`
-			Finish   bool   `json:"finish"`
-			Content  string `json:"content"`
-			Feedback *struct {
-				ID string `json:"id"`
-			} `json:"feedback"`
-		} `json:"stream"`
-		Markdown *struct {
-			Content string `json:"content"`
-		} `json:"markdown"`
-	}
+	var b aibotReplyBody
 	if err := json.Unmarshal(f.Body, &b); err != nil || b.MsgType == "" {
 		return AIBotErrBadRequest, "invalid body"
 	}
