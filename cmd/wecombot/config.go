@@ -695,8 +695,10 @@ func (c *Config) validateBot(key string, b adapter.BotConfig, bad func(key, form
 			}
 		}
 	}
+	// Empty kind and mode are the defaults: configurations built in code
+	// (demo) are validated without ParseConfig's defaultBotKinds.
 	switch b.Kind {
-	case adapter.KindApp:
+	case adapter.KindApp, "":
 		what = "a self-built app (kind: app)"
 		refuse("mode", b.Mode != "")
 		refuse("bot_id", b.BotID != "")
@@ -712,7 +714,7 @@ func (c *Config) validateBot(key string, b adapter.BotConfig, bad func(key, form
 		callbackKeys()
 	case adapter.KindAIBot:
 		switch b.Mode {
-		case adapter.ModeCallback:
+		case adapter.ModeCallback, "":
 			what = "an AI bot (kind: aibot)"
 			refuse("corp_id", b.CorpID != "")
 			refuse("agent_id", b.AgentID != 0)

@@ -844,6 +844,11 @@ func TestParseConfigBotKindDefaults(t *testing.T) {
 	if got := cfg.WeCom.AIBotWSURL; got != "wss://openws.work.weixin.qq.com" {
 		t.Errorf("wecom.aibot_ws_url = %q", got)
 	}
+	// Bots built in code (demo) are validated without those defaults.
+	cfg.Bots[0].Kind, cfg.Bots[1].Mode = "", ""
+	if ps := cfg.validate(); len(ps) > 0 {
+		t.Errorf("empty kind and mode refused: %v", ps)
+	}
 	cfg, err = ParseConfig([]byte(edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "aibot_ws_url: ws://127.0.0.1:9000/ws")), noEnv)
 	if err != nil || cfg.WeCom.AIBotWSURL != "ws://127.0.0.1:9000/ws" {
 		t.Errorf("aibot_ws_url override: %q, %v", cfg.WeCom.AIBotWSURL, err)
