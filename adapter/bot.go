@@ -8,14 +8,41 @@ import (
 	"github.com/wecombot/wecombot/internal/config"
 )
 
-// BotConfig is one entry of `bots:`: a WeCom self-built app.
+// Bot kinds (bots[].kind) and AI bot modes (bots[].mode).
+const (
+	// KindApp is a self-built app (自建应用): callbacks in, message/send
+	// out, with an access token. An empty Kind is KindApp.
+	KindApp = "app"
+	// KindAIBot is an AI bot (智能机器人): answers stream in place, in one
+	// of the two modes below.
+	KindAIBot = "aibot"
+	// ModeCallback is the AI bot's API mode with a URL callback: WeCom
+	// posts to us and polls the stream. An empty Mode of an AI bot is
+	// ModeCallback.
+	ModeCallback = "callback"
+	// ModeWebSocket is the AI bot's long connection: we dial WeCom and
+	// push the stream.
+	ModeWebSocket = "websocket"
+)
+
+// BotConfig is one entry of `bots:`: a self-built app or an AI bot. Which
+// keys a kind (and an AI bot's mode) takes is checked by cmd/wecombot.
 type BotConfig struct {
-	Name           string `yaml:"name"`
-	CorpID         string `yaml:"corp_id"`
-	AgentID        int64  `yaml:"agent_id"`
-	Secret         string `yaml:"secret"`
+	Name string `yaml:"name"`
+	Kind string `yaml:"kind"` // KindApp or KindAIBot
+	Mode string `yaml:"mode"` // AI bot only: ModeCallback or ModeWebSocket
+	// CorpID and AgentID: app only.
+	CorpID  string `yaml:"corp_id"`
+	AgentID int64  `yaml:"agent_id"`
+	// Secret is the app's Secret, or an AI bot's long-connection Secret.
+	Secret string `yaml:"secret"`
+	// Token and EncodingAESKey: app, or AI bot in callback mode.
 	Token          string `yaml:"token"`
 	EncodingAESKey string `yaml:"encoding_aes_key"`
+	// BotID is an AI bot's BotID (aibotid): required by the long
+	// connection; in callback mode, when set, callbacks of another bot id
+	// are refused.
+	BotID string `yaml:"bot_id"`
 }
 
 // WeComConfig is the `wecom:` section: WeCom's API, for every bot.
@@ -26,6 +53,9 @@ type WeComConfig struct {
 	TokenRefreshBefore config.Duration `yaml:"token_refresh_before"`
 	// RequestTimeout bounds every WeCom API call.
 	RequestTimeout config.Duration `yaml:"request_timeout"`
+	// AIBotWSURL is where AI bots in websocket mode dial their long
+	// connection: WeCom, a proxy, or the simulator.
+	AIBotWSURL string `yaml:"aibot_ws_url"`
 }
 
 // bot is one configured WeCom app at run time.

@@ -17,6 +17,7 @@ type PruneResult struct {
 	Messages int64 // finished messages (answered, failed, ignored)
 	Outbox   int64 // sent or failed reply parts
 	Turns    int64 // conversation turns
+	Streams  int64 // AI bot answer streams of deleted messages
 }
 
 // Prune deletes what a long-running service no longer needs, in batches of
@@ -25,8 +26,11 @@ type PruneResult struct {
 //   - messages in a final state (answered, failed, ignored) received before
 //     before, with their sent or failed outbox parts. Their dedupe keys go
 //     with them: WeCom retries a callback within seconds, so a retention of
-//     days never lets a retry through. Messages still received or answering,
-//     and messages with a pending part, are kept whatever their age;
+//     days never lets a retry through. So do their AI bot streams (and
+//     streams whose message is gone, created before before): WeCom stops
+//     polling 6 minutes after the message. Messages still received or
+//     answering, and messages with a pending part, are kept whatever their
+//     age;
 //   - sent or failed parts answering no message (admin sends) created
 //     before before;
 //   - conversation turns created before before: the history the model sees
@@ -54,7 +58,7 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 		if len(ids) == 0 {
 			break
 		}
-		var parts, msgs int64
+		var parts, msgs, streams int64
 		err = db.Transaction(func(tx *gorm.DB) error {
 			r := tx.Where("message_id IN ? AND state IN ?", ids, settled).Delete(&outboxRow{})
 			if r.Error != nil {
@@ -66,7 +70,15 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 			r = tx.Where("id IN ? AND state IN ?", ids, final).
 				Where("NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.message_id = messages.id)").
 				Delete(&messageRow{})
+			if r.Error != nil {
+				return r.Error
+			}
 			msgs = r.RowsAffected
+			// Only the streams of the messages actually deleted.
+			r = tx.Where("message_id IN ?", ids).
+				Where("NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = aibot_streams.message_id)").
+				Delete(&aibotStreamRow{})
+			streams = r.RowsAffected
 			return r.Error
 		})
 		if err != nil {
@@ -74,6 +86,7 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 		}
 		res.Outbox += parts
 		res.Messages += msgs
+		res.Streams += streams
 		if len(ids) < pruneBatch {
 			break
 		}
@@ -87,6 +100,16 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 	res.Outbox += n
 	if err != nil {
 		return res, fmt.Errorf("storage: prune outbox: %w", err)
+	}
+
+	// Streams whose message is gone another way.
+	n, err = d.pruneIDs(ctx, &aibotStreamRow{}, func(q *gorm.DB) *gorm.DB {
+		return q.Where("created_at < ?", before).
+			Where("NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = aibot_streams.message_id)")
+	})
+	res.Streams += n
+	if err != nil {
+		return res, fmt.Errorf("storage: prune streams: %w", err)
 	}
 
 	n, err = d.pruneIDs(ctx, &turnRow{}, func(q *gorm.DB) *gorm.DB {

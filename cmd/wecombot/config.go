@@ -120,6 +120,7 @@ func defaults() Config {
 			APIBase:            "https://qyapi.weixin.qq.com",
 			TokenRefreshBefore: config.Duration(5 * time.Minute),
 			RequestTimeout:     config.Duration(10 * time.Second),
+			AIBotWSURL:         "wss://openws.work.weixin.qq.com",
 		}},
 		LLM: LLMConfig{
 			Config: llm.Config{
@@ -205,6 +206,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 			}
 		}
 	}
+	cfg.defaultBotKinds()
 	// A cause found while reading would show again after it: an unset
 	// variable leaves an empty value, a value of the wrong type the default.
 	var done []string
@@ -232,6 +234,22 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 		return &cfg, errors.Join(problems...)
 	}
 	return &cfg, nil
+}
+
+// defaultBotKinds fills in the kind of each bot that leaves it out (app:
+// files written before AI bots keep their meaning) and the mode of each AI
+// bot that does (callback). An app keeps an empty mode: mode is no key of
+// an app, and validate refuses one that is set.
+func (c *Config) defaultBotKinds() {
+	for i := range c.Bots {
+		b := &c.Bots[i]
+		if b.Kind == "" {
+			b.Kind = adapter.KindApp
+		}
+		if b.Kind == adapter.KindAIBot && b.Mode == "" {
+			b.Mode = adapter.ModeCallback
+		}
+	}
 }
 
 // keyError is a problem of one key's value. Its key is the key's path
@@ -587,6 +605,9 @@ func (c *Config) validate() []error {
 		bad("storage.retention", "must be 0 or at least 1h (WeCom retries callbacks; a dedupe key must outlive them), got %s", c.Storage.Retention)
 	}
 	urlKey("wecom.api_base", c.WeCom.APIBase)
+	if u, err := url.Parse(c.WeCom.AIBotWSURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("wecom.aibot_ws_url", "%q is not a ws:// or wss:// URL", c.WeCom.AIBotWSURL)
+	}
 	if u, err := url.Parse(c.WeCom.APIBase); c.WeCom.Simulator && err == nil && isWeCom(u.Hostname()) {
 		bad("wecom.simulator", "is true, but wecom.api_base %q is WeCom itself: point api_base at `wecombot simulate` (it prints its address), or set simulator to false", c.WeCom.APIBase)
 	}
@@ -644,15 +665,24 @@ func (c *Config) validate() []error {
 			bad(key+".name", "%q is used by another bot", b.Name)
 		}
 		seen[b.Name] = true
-		if b.CorpID == "" {
-			bad(key+".corp_id", "is empty")
+		c.validateBot(key, b, bad)
+	}
+	return errs
+}
+
+// validateBot checks the keys of bot b, at key, against what its kind
+// (and an AI bot's mode) takes: each needed key is there and valid, and no
+// key of another kind or mode is set, since WeCom would never use it and
+// its presence usually means a bot configured as the wrong kind.
+func (c *Config) validateBot(key string, b adapter.BotConfig, bad func(key, format string, args ...any)) {
+	// what names the kind and mode in a refusal: "an AI bot (kind: aibot)".
+	var what string
+	refuse := func(name string, set bool) {
+		if set {
+			bad(key+"."+name, "is not a key of %s", what)
 		}
-		if b.AgentID <= 0 {
-			bad(key+".agent_id", "must be the app's AgentId (a positive number)")
-		}
-		if b.Secret == "" {
-			bad(key+".secret", "is empty")
-		}
+	}
+	callbackKeys := func() {
 		if b.Token == "" {
 			bad(key+".token", "is empty")
 		}
@@ -665,7 +695,51 @@ func (c *Config) validate() []error {
 			}
 		}
 	}
-	return errs
+	// Empty kind and mode are the defaults: configurations built in code
+	// (demo) are validated without ParseConfig's defaultBotKinds.
+	switch b.Kind {
+	case adapter.KindApp, "":
+		what = "a self-built app (kind: app)"
+		refuse("mode", b.Mode != "")
+		refuse("bot_id", b.BotID != "")
+		if b.CorpID == "" {
+			bad(key+".corp_id", "is empty")
+		}
+		if b.AgentID <= 0 {
+			bad(key+".agent_id", "must be the app's AgentId (a positive number)")
+		}
+		if b.Secret == "" {
+			bad(key+".secret", "is empty")
+		}
+		callbackKeys()
+	case adapter.KindAIBot:
+		switch b.Mode {
+		case adapter.ModeCallback, "":
+			what = "an AI bot (kind: aibot)"
+			refuse("corp_id", b.CorpID != "")
+			refuse("agent_id", b.AgentID != 0)
+			what = "an AI bot in callback mode (the long-connection secret is for mode: websocket)"
+			refuse("secret", b.Secret != "")
+			callbackKeys()
+		case adapter.ModeWebSocket:
+			what = "an AI bot (kind: aibot)"
+			refuse("corp_id", b.CorpID != "")
+			refuse("agent_id", b.AgentID != 0)
+			what = "an AI bot in websocket mode (it has no callback)"
+			refuse("token", b.Token != "")
+			refuse("encoding_aes_key", b.EncodingAESKey != "")
+			if b.BotID == "" {
+				bad(key+".bot_id", "is empty: the long connection subscribes with the BotID")
+			}
+			if b.Secret == "" {
+				bad(key+".secret", "is empty: the long connection subscribes with the bot's Secret")
+			}
+		default:
+			bad(key+".mode", "%q is not one of callback, websocket", b.Mode)
+		}
+	default:
+		bad(key+".kind", "%q is not one of app, aibot", b.Kind)
+	}
 }
 
 // isHostPort says whether a is an address net.Listen and net.Dial take:

@@ -157,7 +157,7 @@ func TestShippedConfig(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v", c.key, c.got, c.want)
 		}
 	}
-	want := adapter.BotConfig{Name: "helpdesk", CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
+	want := adapter.BotConfig{Name: "helpdesk", Kind: adapter.KindApp, CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
 	if len(cfg.Bots) == 1 && cfg.Bots[0] != want {
 		t.Errorf("bots[0] = %+v, want %+v", cfg.Bots[0], want)
 	}
@@ -726,5 +726,156 @@ func TestConfigWarnings(t *testing.T) {
 		if got := cfg.warnings(); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("base_url %s: warnings %q, want %q", tt.baseURL, got, tt.want)
 		}
+	}
+}
+
+// Keys of the AI bots of the kind tests; none may be echoed either.
+const (
+	cfgBotID    = "aibcfgbotid"
+	cfgWSSecret = "cfg-ws-secret-never-echoed"
+)
+
+// withBot is goodYAML with a bot appended as bots[1]: its name, then its
+// keys, one "key: value" a line.
+func withBot(name string, keys ...string) string {
+	yml := goodYAML + "  - name: " + name + "\n"
+	for _, k := range keys {
+		yml += "    " + k + "\n"
+	}
+	return yml
+}
+
+var (
+	aibotCallback = []string{"kind: aibot", `token: "` + cfgToken + `"`, `encoding_aes_key: "` + cfgAESKey + `"`}
+	aibotWS       = []string{"kind: aibot", "mode: websocket", "bot_id: " + cfgBotID, `secret: "` + cfgWSSecret + `"`}
+)
+
+// TestParseConfigBotKinds: each kind and mode takes its own keys; what it
+// lacks and what belongs to another is named with the bot.
+func TestParseConfigBotKinds(t *testing.T) {
+	type problem struct{ key, say string }
+	const assistant = "bots[1] (assistant)."
+	tests := []struct {
+		name string
+		yml  string
+		want []problem // none: valid
+	}{
+		{"aibot callback", withBot("assistant", aibotCallback...), nil},
+		{"aibot callback with bot_id", withBot("assistant", append(aibotCallback, "bot_id: "+cfgBotID)...), nil},
+		{"aibot callback, mode spelled out", withBot("assistant", append(aibotCallback, "mode: callback")...), nil},
+		{"aibot websocket", withBot("assistant", aibotWS...), nil},
+		{"app, kind spelled out", edit(goodYAML, "- name:", "- name: helpdesk", "  kind: app"), nil},
+		{"aibot callback with agent_id and corp_id", withBot("assistant", append(aibotCallback, "agent_id: 1000003", "corp_id: wwx")...),
+			[]problem{
+				{assistant + "corp_id", "is not a key of an AI bot (kind: aibot)"},
+				{assistant + "agent_id", "is not a key of an AI bot (kind: aibot)"},
+			}},
+		{"aibot callback with a secret", withBot("assistant", append(aibotCallback, `secret: "`+cfgWSSecret+`"`)...),
+			[]problem{{assistant + "secret", "is not a key of an AI bot in callback mode (the long-connection secret is for mode: websocket)"}}},
+		{"aibot callback without token and key", withBot("assistant", "kind: aibot"),
+			[]problem{{assistant + "token", "is empty"}, {assistant + "encoding_aes_key", "must be 43 characters, got 0"}}},
+		{"aibot callback with a short key", withBot("assistant", "kind: aibot", "token: t", `encoding_aes_key: "`+cfgAESKey[:42]+`"`),
+			[]problem{{assistant + "encoding_aes_key", "must be 43 characters, got 42"}}},
+		{"aibot websocket with callback and app keys", withBot("assistant", append(aibotWS,
+			`token: "`+cfgToken+`"`, `encoding_aes_key: "`+cfgAESKey+`"`, "agent_id: 7", "corp_id: wwx")...),
+			[]problem{
+				{assistant + "corp_id", "is not a key of an AI bot (kind: aibot)"},
+				{assistant + "agent_id", "is not a key of an AI bot (kind: aibot)"},
+				{assistant + "token", "is not a key of an AI bot in websocket mode (it has no callback)"},
+				{assistant + "encoding_aes_key", "is not a key of an AI bot in websocket mode (it has no callback)"},
+			}},
+		{"aibot websocket without bot_id and secret", withBot("assistant", "kind: aibot", "mode: websocket"),
+			[]problem{
+				{assistant + "bot_id", "is empty: the long connection subscribes with the BotID"},
+				{assistant + "secret", "is empty: the long connection subscribes with the bot's Secret"},
+			}},
+		{"unknown kind", withBot("assistant", append([]string{"kind: robot"}, aibotCallback[1:]...)...),
+			[]problem{{assistant + "kind", `"robot" is not one of app, aibot`}}},
+		{"unknown mode", withBot("assistant", append(aibotCallback, "mode: poll")...),
+			[]problem{{assistant + "mode", `"poll" is not one of callback, websocket`}}},
+		{"app with mode and bot_id", edit(goodYAML, "- name:", "- name: helpdesk", "  mode: websocket", "  bot_id: "+cfgBotID),
+			[]problem{
+				{"bots[0] (helpdesk).mode", "is not a key of a self-built app (kind: app)"},
+				{"bots[0] (helpdesk).bot_id", "is not a key of a self-built app (kind: app)"},
+			}},
+		{"aibot_ws_url over http", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "aibot_ws_url: https://openws.work.weixin.qq.com"),
+			[]problem{{"wecom.aibot_ws_url", `"https://openws.work.weixin.qq.com" is not a ws:// or wss:// URL`}}},
+		{"aibot_ws_url without host", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "aibot_ws_url: 'ws://'"),
+			[]problem{{"wecom.aibot_ws_url", `"ws://" is not a ws:// or wss:// URL`}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.yml), noEnv)
+			ps := problems(t, err)
+			if len(ps) != len(tt.want) {
+				t.Fatalf("want %d problem(s), got %d:\n%s\nin:\n%s", len(tt.want), len(ps), strings.Join(ps, "\n"), tt.yml)
+			}
+			for i, w := range tt.want {
+				if want := "config: " + w.key + ": " + w.say; ps[i] != want {
+					t.Errorf("problem %d = %q\nwant        %q", i, ps[i], want)
+				}
+			}
+			for _, p := range ps {
+				for _, s := range append(cfgSecrets, cfgWSSecret) {
+					if strings.Contains(p, s) {
+						t.Errorf("problem %q echoes a secret", p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestParseConfigBotKindDefaults: a bot without kind is an app, as every
+// file written before AI bots means; an AI bot without mode is a callback
+// one; the long connection dials WeCom unless told otherwise.
+func TestParseConfigBotKindDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(withBot("assistant", aibotCallback...)), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, ai := cfg.Bots[0], cfg.Bots[1]
+	if app.Kind != adapter.KindApp || app.Mode != "" {
+		t.Errorf("bots[0]: kind %q mode %q, want app and no mode", app.Kind, app.Mode)
+	}
+	if ai.Kind != adapter.KindAIBot || ai.Mode != adapter.ModeCallback {
+		t.Errorf("bots[1]: kind %q mode %q, want aibot callback", ai.Kind, ai.Mode)
+	}
+	if got := cfg.WeCom.AIBotWSURL; got != "wss://openws.work.weixin.qq.com" {
+		t.Errorf("wecom.aibot_ws_url = %q", got)
+	}
+	// Bots built in code (demo) are validated without those defaults.
+	cfg.Bots[0].Kind, cfg.Bots[1].Mode = "", ""
+	if ps := cfg.validate(); len(ps) > 0 {
+		t.Errorf("empty kind and mode refused: %v", ps)
+	}
+	cfg, err = ParseConfig([]byte(edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "aibot_ws_url: ws://127.0.0.1:9000/ws")), noEnv)
+	if err != nil || cfg.WeCom.AIBotWSURL != "ws://127.0.0.1:9000/ws" {
+		t.Errorf("aibot_ws_url override: %q, %v", cfg.WeCom.AIBotWSURL, err)
+	}
+}
+
+// TestConfigAIBotNotServed: check accepts an AI bot, but the service does
+// not run one yet, and says so before it opens anything.
+func TestConfigAIBotNotServed(t *testing.T) {
+	yml := withBot("assistant", aibotCallback...) + "  - name: ws\n    " + strings.Join(aibotWS, "\n    ") + "\n"
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runCmd(t, "check", "-config", path); code != 0 || !strings.Contains(stdout, "configuration OK (3 bot(s))") {
+		t.Fatalf("check = %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, _, stderr := runCmd(t, "serve", "-config", path)
+	if code != 1 {
+		t.Errorf("serve with AI bots = %d, want 1", code)
+	}
+	for _, want := range []string{"bots[1] (assistant): kind aibot is not served yet", "bots[2] (ws): kind aibot is not served yet"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("serve stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "helpdesk") {
+		t.Errorf("serve blamed the app:\n%s", stderr)
 	}
 }

@@ -1,0 +1,184 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm/clause"
+)
+
+// An AI bot answers a message with a stream that WeCom polls for: each poll
+// (which can reach any instance behind the load balancer) gets the whole
+// text so far. The stream's state therefore lives here, shared by every
+// instance, not in process memory.
+
+// ResponseURLLifetime is how long after the message callback its
+// response_url can still be used (WeCom: once, within 1 h).
+const ResponseURLLifetime = time.Hour
+
+var (
+	// ErrStreamFinished is returned when a finished stream would change:
+	// the final text was already shown, and refreshes must keep seeing it.
+	ErrStreamFinished = errors.New("storage: stream is finished")
+	// ErrStreamNotCumulative is returned when new content does not extend
+	// the stored content: every refresh replaces the shown text, so the
+	// text may only grow.
+	ErrStreamNotCumulative = errors.New("storage: stream content must extend the stored content")
+)
+
+// AIBotStream is the state of one answer stream of an AI bot.
+type AIBotStream struct {
+	Bot       string
+	StreamID  string
+	MessageID int64 // the stored message it answers
+	// Content is the cumulative text so far; the caller keeps it within
+	// WeCom's stream limit.
+	Content        string
+	Finished       bool
+	FeedbackID     string
+	ResponseURL    string    // single use, from the message callback
+	ResponseUsedAt time.Time // when response_url was claimed; zero: not yet
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+type aibotStreamRow struct {
+	ID             int64  `gorm:"primaryKey;autoIncrement"`
+	Bot            string `gorm:"size:64;not null;uniqueIndex:idx_aibot_streams_key,priority:1"`
+	StreamID       string `gorm:"size:128;not null;uniqueIndex:idx_aibot_streams_key,priority:2"`
+	MessageID      int64  `gorm:"not null;index"`
+	Content        string `gorm:"not null;default:''"`
+	Finished       bool   `gorm:"not null;default:false"`
+	FeedbackID     string `gorm:"size:256"`
+	ResponseURL    string `gorm:"size:1024"`
+	ResponseUsedAt *time.Time
+	CreatedAt      time.Time `gorm:"not null;index"`
+	UpdatedAt      time.Time `gorm:"not null"`
+}
+
+func (aibotStreamRow) TableName() string { return "aibot_streams" }
+
+func (r aibotStreamRow) stream() AIBotStream {
+	s := AIBotStream{
+		Bot: r.Bot, StreamID: r.StreamID, MessageID: r.MessageID, Content: r.Content, Finished: r.Finished,
+		FeedbackID: r.FeedbackID, ResponseURL: r.ResponseURL, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
+	if r.ResponseUsedAt != nil {
+		s.ResponseUsedAt = *r.ResponseUsedAt
+	}
+	return s
+}
+
+// CreateAIBotStream stores s (Bot, StreamID, MessageID, FeedbackID,
+// ResponseURL and Content are taken) unless a stream with the same bot and
+// stream id exists, and returns the stored stream and whether it is new. A
+// repeated callback, on this instance or another, gets the first one's row:
+// the unique key decides between concurrent creates.
+func (d *DB) CreateAIBotStream(ctx context.Context, s AIBotStream) (AIBotStream, bool, error) {
+	if s.Bot == "" || s.StreamID == "" {
+		return AIBotStream{}, false, errors.New("storage: create stream: bot and stream id are required")
+	}
+	now := d.now()
+	row := aibotStreamRow{
+		Bot: s.Bot, StreamID: s.StreamID, MessageID: s.MessageID, Content: s.Content,
+		FeedbackID: s.FeedbackID, ResponseURL: s.ResponseURL, CreatedAt: now, UpdatedAt: now,
+	}
+	res := d.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "bot"}, {Name: "stream_id"}},
+		DoNothing: true,
+	}).Create(&row)
+	if res.Error != nil {
+		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, res.Error)
+	}
+	got, err := d.GetAIBotStream(ctx, s.Bot, s.StreamID)
+	if err != nil {
+		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, err)
+	}
+	return got, res.RowsAffected == 1, nil
+}
+
+// GetAIBotStream returns the stream of bot with streamID, or ErrNotFound.
+func (d *DB) GetAIBotStream(ctx context.Context, bot, streamID string) (AIBotStream, error) {
+	var rows []aibotStreamRow
+	if err := d.db.WithContext(ctx).Where("bot = ? AND stream_id = ?", bot, streamID).Limit(1).Find(&rows).Error; err != nil {
+		return AIBotStream{}, fmt.Errorf("storage: get stream %s/%s: %w", bot, streamID, err)
+	}
+	if len(rows) == 0 {
+		return AIBotStream{}, ErrNotFound
+	}
+	return rows[0].stream(), nil
+}
+
+// UpdateAIBotStream replaces the content of a stream that is not finished
+// with content, which must extend the stored content, or it gives
+// ErrStreamNotCumulative; a finished stream gives ErrStreamFinished, an
+// unknown one ErrNotFound.
+func (d *DB) UpdateAIBotStream(ctx context.Context, bot, streamID, content string) error {
+	if err := d.setAIBotStream(ctx, bot, streamID, content, false); err != nil {
+		return fmt.Errorf("storage: update stream %s/%s: %w", bot, streamID, err)
+	}
+	return nil
+}
+
+// FinishAIBotStream sets the final content of a stream and finishes it, in
+// one statement, under the rules of UpdateAIBotStream. A finished stream is
+// final: finishing it again gives ErrStreamFinished.
+func (d *DB) FinishAIBotStream(ctx context.Context, bot, streamID, content string) error {
+	if err := d.setAIBotStream(ctx, bot, streamID, content, true); err != nil {
+		return fmt.Errorf("storage: finish stream %s/%s: %w", bot, streamID, err)
+	}
+	return nil
+}
+
+func (d *DB) setAIBotStream(ctx context.Context, bot, streamID, content string, finish bool) error {
+	// The prefix test runs in the statement, so two instances writing one
+	// stream can never make it shrink between a read and a write.
+	res := d.db.WithContext(ctx).Model(&aibotStreamRow{}).
+		Where("bot = ? AND stream_id = ? AND finished = ?", bot, streamID, false).
+		Where("substr(CAST(? AS TEXT), 1, length(content)) = content", content).
+		Updates(map[string]any{"content": content, "finished": finish, "updated_at": d.now()})
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 1 {
+		return nil
+	}
+	s, err := d.GetAIBotStream(ctx, bot, streamID)
+	switch {
+	case err != nil:
+		return err
+	case s.Finished:
+		return ErrStreamFinished
+	default:
+		return ErrStreamNotCumulative
+	}
+}
+
+// ClaimResponseURL marks the response_url of a stream used at now, and
+// reports whether this caller won it: the first claim does, later claims,
+// claims of a stream without one and claims more than ResponseURLLifetime
+// after the stream was created get false. An unknown stream gives
+// ErrNotFound. The claim comes before the one POST, so a crash between them
+// loses that delivery rather than sending it twice.
+func (d *DB) ClaimResponseURL(ctx context.Context, bot, streamID string, now time.Time) (bool, error) {
+	now = utc(now)
+	res := d.db.WithContext(ctx).Model(&aibotStreamRow{}).
+		Where("bot = ? AND stream_id = ? AND response_url <> '' AND response_used_at IS NULL AND created_at >= ?",
+			bot, streamID, now.Add(-ResponseURLLifetime)).
+		Updates(map[string]any{"response_used_at": now, "updated_at": d.now()})
+	if res.Error != nil {
+		return false, fmt.Errorf("storage: claim response url of stream %s/%s: %w", bot, streamID, res.Error)
+	}
+	if res.RowsAffected == 1 {
+		return true, nil
+	}
+	if _, err := d.GetAIBotStream(ctx, bot, streamID); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, err
+		}
+		return false, fmt.Errorf("storage: claim response url of stream %s/%s: %w", bot, streamID, err)
+	}
+	return false, nil
+}
