@@ -15,12 +15,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/wecombot/wecombot/adapter/aibot"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
+	"github.com/wecombot/wecombot/internal/httpclient"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -29,6 +32,7 @@ type Store interface {
 	TokenStore
 	MessageStore
 	OutboxStore
+	AIBotStore
 	EnqueueText(ctx context.Context, bot, user string, parts []string) error
 	RetryMessage(ctx context.Context, id int64) error
 }
@@ -52,8 +56,11 @@ type Options struct {
 
 // App is the WeCom side of the service: its bots, pipeline and outbox.
 type App struct {
-	bots     map[string]*bot
+	bots     map[string]*bot      // self-built apps
+	aibots   map[string]*aibotBot // AI bots
+	repliers map[string]Replier   // every bot's channel, for the outbox
 	order    []string
+	cfgs     map[string]BotConfig
 	pipeline *Pipeline
 	outbox   *Outbox
 	store    Store
@@ -78,21 +85,26 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
-	a := &App{bots: map[string]*bot{}, store: o.Store, log: o.Log}
+	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, repliers: map[string]Replier{},
+		cfgs: map[string]BotConfig{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
-		cipher, err := wxcrypto.New(bc.Token, bc.EncodingAESKey, bc.CorpID)
+		var err error
+		if bc.Kind == KindAIBot {
+			err = a.addAIBot(bc, o)
+		} else {
+			err = a.addApp(bc, o, api)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("adapter: bot %s: %w", bc.Name, err)
 		}
-		tm := newTokenManager(TokenManagerOptions{
-			Bot: bc, RefreshBefore: time.Duration(o.WeCom.TokenRefreshBefore), API: api, Store: o.Store,
-			Shared: o.Shared, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
-		})
-		a.bots[bc.Name] = &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}
 		a.order = append(a.order, bc.Name)
+		a.cfgs[bc.Name] = bc
 	}
-	a.outbox = NewOutbox(o.Outbox, o.Store, a.sendText, o.Clock, o.Log)
+	a.outbox = NewOutbox(o.Outbox, o.Store, a.deliver, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
+	for name, b := range a.aibots {
+		a.pipeline.UseReplier(name, b)
+	}
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
 	if o.Claims != nil {
@@ -101,27 +113,64 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-func (a *App) sendText(ctx context.Context, name, user, content string, dupCheck time.Duration) (string, error) {
-	b, ok := a.bots[name]
+// addApp sets up a self-built app: its callbacks' cipher, its token, its
+// sends.
+func (a *App) addApp(bc BotConfig, o Options, api *apiClient) error {
+	cipher, err := wxcrypto.New(bc.Token, bc.EncodingAESKey, bc.CorpID)
+	if err != nil {
+		return err
+	}
+	tm := newTokenManager(TokenManagerOptions{
+		Bot: bc, RefreshBefore: time.Duration(o.WeCom.TokenRefreshBefore), API: api, Store: o.Store,
+		Shared: o.Shared, Clock: o.Clock, Log: o.Log, Metrics: o.Metrics,
+	})
+	b := &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}
+	a.bots[bc.Name] = b
+	a.repliers[bc.Name] = &partsReplier{send: func(ctx context.Context, p storage.OutboxPart, dupCheck time.Duration) (string, error) {
+		return b.sendText(ctx, p.UserID, p.Content, dupCheck)
+	}}
+	return nil
+}
+
+// addAIBot sets up an AI bot.
+func (a *App) addAIBot(bc BotConfig, o Options) error {
+	b := &aibotBot{cfg: bc, store: o.Store, clock: o.Clock, log: o.Log, replies: o.Pipeline.Replies, metrics: o.Metrics,
+		http: &http.Client{Transport: httpclient.NewTransport(), Timeout: time.Duration(o.WeCom.RequestTimeout)}}
+	if bc.Mode == ModeWebSocket {
+		return errors.New("mode websocket is not served yet")
+	}
+	codec, err := aibot.NewCodec(bc.Token, bc.EncodingAESKey)
+	if err != nil {
+		return err
+	}
+	b.codec = codec
+	a.aibots[bc.Name] = b
+	a.repliers[bc.Name] = b
+	return nil
+}
+
+// deliver sends a part from the outbox through its bot's channel.
+func (a *App) deliver(ctx context.Context, part storage.OutboxPart, dupCheck time.Duration) (string, error) {
+	r, ok := a.repliers[part.Bot]
 	if !ok {
 		// A bot removed from the config with replies still queued.
-		return "", &APIError{API: "message/send", Code: codeNoValidReceiver, Msg: "bot " + name + " is no longer configured"}
+		return "", &APIError{API: "message/send", Code: codeNoValidReceiver, Msg: "bot " + part.Bot + " is no longer configured"}
 	}
-	return b.sendText(ctx, user, content, dupCheck)
+	return r.Deliver(ctx, part, dupCheck)
 }
 
 // Start loads the persisted tokens, starts their refresh loops and the
 // outbox, and resumes unanswered messages. Shutdown stops it all.
 func (a *App) Start(ctx context.Context) error {
-	for _, name := range a.order {
-		if err := a.bots[name].tokens.Load(ctx); err != nil {
+	for name, b := range a.bots {
+		if err := b.tokens.Load(ctx); err != nil {
 			return fmt.Errorf("adapter: load token of %s: %w", name, err)
 		}
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
-	for _, name := range a.order {
-		tm := a.bots[name].tokens
+	for _, b := range a.bots {
+		tm := b.tokens
 		a.wg.Go(func() { tm.Run(runCtx) })
 	}
 	a.wg.Go(func() { a.outbox.Run(runCtx) })
@@ -144,33 +193,54 @@ func (a *App) Shutdown(ctx context.Context) error {
 // BotStatus is what the admin API shows of a bot.
 type BotStatus struct {
 	Name    string
+	Kind    string // KindApp or KindAIBot
+	Mode    string // AI bots: ModeCallback or ModeWebSocket
 	CorpID  string
 	AgentID int64
-	Token   TokenStatus
+	// Token is an app's access token; AI bots have none (HasToken false).
+	Token    TokenStatus
+	HasToken bool
 }
 
 // Bots returns the status of every bot, in configuration order.
 func (a *App) Bots() []BotStatus {
 	out := make([]BotStatus, 0, len(a.order))
 	for _, name := range a.order {
-		out = append(out, a.status(a.bots[name]))
+		out = append(out, a.status(name))
 	}
 	return out
 }
 
-func (a *App) status(b *bot) BotStatus {
-	return BotStatus{Name: b.cfg.Name, CorpID: b.cfg.CorpID, AgentID: b.cfg.AgentID, Token: b.tokens.Status()}
+func (a *App) status(name string) BotStatus {
+	c := a.cfgs[name]
+	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID}
+	if b, ok := a.bots[name]; ok {
+		s.Token, s.HasToken = b.tokens.Status(), true
+	} else {
+		s.Kind, s.Mode = KindAIBot, c.Mode
+		if s.Mode == "" {
+			s.Mode = ModeCallback
+		}
+	}
+	return s
 }
+
+// ErrNotApp is returned for a token operation on a bot that has no
+// access token: an AI bot.
+var ErrNotApp = errors.New("adapter: this bot is not a self-built app; it has no access token")
 
 // RefreshToken forces a new token for bot name and returns its status; a
 // failure to fetch is part of the status, not an error.
 func (a *App) RefreshToken(ctx context.Context, name string) (BotStatus, error) {
-	b, ok := a.bots[name]
-	if !ok {
+	if _, ok := a.cfgs[name]; !ok {
 		return BotStatus{}, ErrUnknownBot
 	}
+	b, ok := a.bots[name]
+	if !ok {
+		return BotStatus{}, ErrNotApp
+	}
 	_ = b.tokens.Refresh(ctx)
-	return a.status(b), nil
+	return a.status(name), nil
 }
 
 // TokenManager returns the token manager of bot name (for the SDK's clients
@@ -185,11 +255,18 @@ func (a *App) TokenManager(name string) *TokenManager {
 var _ Store = (*storage.DB)(nil)
 var _ SharedTokens = (*storage.Redis)(nil)
 
+// ErrCannotSend is returned for a send to a bot whose channel can only
+// answer messages (an AI bot in callback mode).
+var ErrCannotSend = errors.New("adapter: this bot can only answer messages")
+
 // Send queues text for user of bot name through the outbox, as an answer to
 // no message (the admin's "send").
 func (a *App) Send(ctx context.Context, name, user, text string) error {
-	if _, ok := a.bots[name]; !ok {
+	if _, ok := a.cfgs[name]; !ok {
 		return ErrUnknownBot
+	}
+	if _, ok := a.bots[name]; !ok {
+		return ErrCannotSend
 	}
 	if err := a.store.EnqueueText(ctx, name, user, Split(text, maxPartBytes)); err != nil {
 		return err

@@ -19,8 +19,8 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	case storage.MessageReceived, storage.MessageAnswering:
 	case storage.MessageStreaming:
 		// Resumed after a stop or crash in the middle of a streamed answer:
-		// its first parts are out, the rest is gone with the process. The
-		// user is told, rather than getting the answer again from the top.
+		// its start was shown, the rest is gone with the process. The user
+		// is told, rather than getting the answer again from the top.
 		return p.interrupted(ctx, log, m)
 	default:
 		return true
@@ -29,11 +29,21 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 		log.Error("cannot start answer", "err", err)
 		return false
 	}
-	a, failure := p.answer(ctx, log, m)
+	reply, err := p.replier(m.Bot).Begin(ctx, m)
+	if err != nil {
+		log.Error("cannot start reply", "err", err)
+		return false
+	}
+	a, text := p.answer(ctx, log, m, &reply)
 	if ctx.Err() != nil {
 		return false // stopping or the lease lost: the message stays pending
 	}
-	a.Failure = failure
+	if reply != nil { // nil: the reply is gone, nothing more is shown
+		if a.Parts, err = reply.Finish(ctx, text, a.Failure != ""); err != nil {
+			log.Error("cannot finish reply", "err", err)
+			return false
+		}
+	}
 	if err := p.store.SaveAnswer(ctx, a); err != nil {
 		log.Error("cannot store answer", "err", err)
 		return false
@@ -44,16 +54,30 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	return true
 }
 
+// replier is the channel that shows the answers of bot: its own, or parts
+// sent through the outbox.
+func (p *Pipeline) replier(bot string) Replier {
+	if r, ok := p.repliers[bot]; ok {
+		return r
+	}
+	return p.parts
+}
+
 // interrupted ends m, whose streamed answer was cut off, with a notice
-// after the parts that were stored.
+// after what was shown.
 func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.Message) bool {
 	notice := p.cfg.Replies.Interrupted
 	if notice == "" {
 		notice = p.cfg.Replies.Unavailable
 	}
 	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: "interrupted: the service stopped while the answer was streaming"}
-	if notice != "" {
-		a.Parts = Split(notice, maxPartBytes)
+	reply, err := p.replier(m.Bot).Begin(ctx, m)
+	if err == nil {
+		a.Parts, err = reply.Interrupted(ctx, notice)
+	}
+	if err != nil {
+		log.Error("cannot end interrupted reply", "err", err)
+		return false
 	}
 	log.Warn("streamed answer was interrupted; the user is told")
 	if err := p.store.SaveAnswer(ctx, a); err != nil {
@@ -64,46 +88,49 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 	return true
 }
 
-// answer decides what to say to m. failure, when set, is why the user gets
-// a failure notice instead of an answer.
-func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Message) (a storage.Answer, failure string) {
-	a = storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
-	say := func(text string) storage.Answer {
-		if text != "" {
-			a.Parts = Split(text, maxPartBytes)
-		}
-		return a
-	}
+// answer decides what to say to m: the answer to store (its turns, and
+// Failure when the user gets a failure notice instead of an answer) and the
+// text to finish the reply with. A streamed answer goes to *reply as it
+// comes; a nil *reply afterwards means the reply is gone.
+func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Message, reply *Reply) (storage.Answer, string) {
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
 	switch m.MsgType {
 	case "event":
 		if m.Event == "subscribe" || m.Event == "enter_agent" {
-			return say(p.cfg.Replies.Welcome), ""
+			return a, p.cfg.Replies.Welcome
 		}
 		return a, ""
 	case "text":
 	default:
-		return say(p.cfg.Replies.TextOnly), ""
+		return a, p.cfg.Replies.TextOnly
 	}
 	text := strings.TrimSpace(m.Content)
 	switch strings.ToLower(text) {
 	case "":
-		return say(p.cfg.Replies.Empty), ""
+		return a, p.cfg.Replies.Empty
 	case "/reset", "/new":
 		a.ResetConversation = true
-		return say(p.cfg.Replies.Reset), ""
+		return a, p.cfg.Replies.Reset
 	case "/help":
-		return say(p.cfg.Replies.Help), ""
+		return a, p.cfg.Replies.Help
 	}
 	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.LLM.Stream {
-		return p.stream(ctx, log, m, text, sc)
+		return p.stream(ctx, log, m, text, sc, reply)
 	}
 	answer, err := p.complete(ctx, log, m, text)
 	if err != nil {
-		log.Warn("LLM failed", "err", err)
-		return say(p.cfg.Replies.Unavailable), "llm: " + err.Error()
+		return p.failed(log, a, err)
 	}
 	a.UserTurn, a.AssistantTurn = text, answer
-	return say(answer), ""
+	return a, answer
+}
+
+// failed is the answer to a message whose model call failed with err: the
+// Unavailable notice.
+func (p *Pipeline) failed(log *slog.Logger, a storage.Answer, err error) (storage.Answer, string) {
+	log.Warn("LLM failed", "err", err)
+	a.Failure = "llm: " + err.Error()
+	return a, p.cfg.Replies.Unavailable
 }
 
 // conversation is what the LLM is asked: the system prompt, the history and

@@ -18,8 +18,20 @@ const maxCallbackBody = 1 << 20
 
 // Routes mounts the callback endpoints: /wecom/{name}/callback.
 func (a *App) Routes(r gin.IRouter) {
-	r.GET("/wecom/:name/callback", a.verifyURL)
-	r.POST("/wecom/:name/callback", a.receive)
+	r.GET("/wecom/:name/callback", func(c *gin.Context) {
+		if b, ok := a.aibots[c.Param("name")]; ok {
+			a.verifyAIBotURL(c, b)
+			return
+		}
+		a.verifyURL(c)
+	})
+	r.POST("/wecom/:name/callback", func(c *gin.Context) {
+		if b, ok := a.aibots[c.Param("name")]; ok {
+			a.receiveAIBot(c, b)
+			return
+		}
+		a.receive(c)
+	})
 }
 
 // refuse answers a 4xx with a short reason and logs it; nothing is processed.

@@ -19,6 +19,10 @@ type Metrics struct {
 	requests  *prometheus.CounterVec
 	inFlight  *prometheus.Desc
 	callLimit *prometheus.Desc
+	// AI bots
+	feedbacks  *prometheus.CounterVec
+	connected  *prometheus.GaugeVec
+	reconnects *prometheus.CounterVec
 
 	mu       sync.Mutex
 	managers []*TokenManager
@@ -47,9 +51,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Calls to the model in flight.", nil, nil),
 		callLimit: prometheus.NewDesc("wecombot_llm_concurrency_limit",
 			"Calls to the model allowed in flight: llm.max_concurrency, lower while the provider rate-limits.", nil, nil),
+		feedbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_feedback_total",
+			Help: "Users' feedback on AI bot answers by bot and type (accurate, inaccurate, cancelled).",
+		}, []string{"bot", "type"}),
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wecombot_aibot_connected",
+			Help: "1 while this instance holds the AI bot's long connection, subscribed; else 0.",
+		}, []string{"bot"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_aibot_reconnects_total",
+			Help: "Times the AI bot's long connection was dialled again after it was lost.",
+		}, []string{"bot"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m)
+		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m.feedbacks, m.connected, m.reconnects, m)
 	}
 	return m
 }
@@ -118,3 +134,5 @@ func (m *Metrics) apiError(bot, api string, err error) {
 	}
 	m.apiErrors.WithLabelValues(bot, api, code).Inc()
 }
+
+func (m *Metrics) feedback(bot, kind string) { m.feedbacks.WithLabelValues(bot, kind).Inc() }

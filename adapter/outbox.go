@@ -23,8 +23,8 @@ type OutboxStore interface {
 	ClaimPart(ctx context.Context, id int64, attemptsSeen int, retryAt time.Time) (bool, error)
 }
 
-// partSender delivers one part (a bot's sendText).
-type partSender func(ctx context.Context, bot, user, content string, dupCheck time.Duration) (string, error)
+// partSender delivers one part through its bot's channel (Replier.Deliver).
+type partSender func(ctx context.Context, part storage.OutboxPart, dupCheck time.Duration) (string, error)
 
 // OutboxConfig configures delivery.
 type OutboxConfig struct {
@@ -198,7 +198,7 @@ func (o *Outbox) deliver(ctx context.Context, p storage.OutboxPart) {
 	if !claimed {
 		return // another sender on this database has it
 	}
-	msgID, err := o.send(ctx, p.Bot, p.UserID, p.Content, dupCheck)
+	msgID, err := o.send(ctx, p, dupCheck)
 	switch {
 	case err == nil:
 		o.must(log, o.store.MarkSent(ctx, p.ID, msgID))

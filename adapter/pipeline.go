@@ -40,6 +40,10 @@ type Replies struct {
 	// Interrupted follows the parts of an answer whose stream was cut off
 	// by a stop or a crash; empty: Unavailable.
 	Interrupted string `yaml:"interrupted"`
+	// Continued ends an AI bot's stream that WeCom stops showing before
+	// the answer is done (6 minutes); the whole answer follows in a
+	// message of its own. Empty: the stream ends without a note.
+	Continued string `yaml:"continued"`
 }
 
 // LLMConfig is the pipeline's part of the `llm:` section: what it sends the
@@ -147,6 +151,10 @@ type Pipeline struct {
 	// provider's rate limits.
 	limiter *callLimiter
 	metrics *Metrics
+	// repliers are the channels of the bots that do not reply with parts
+	// (UseReplier); parts replies for the others.
+	repliers map[string]Replier
+	parts    *partsReplier
 	// storing holds a token for each user whose answer is doing anything
 	// but waiting on the model (storage, mostly); see storageSlots.
 	storing chan struct{}
@@ -188,11 +196,17 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
 		limiter: newCallLimiter(cfg.LLM.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
-		storing: make(chan struct{}, storageSlots),
-		workCtx: ctx, cancelWork: cancel,
+		repliers: map[string]Replier{},
+		parts:    &partsReplier{store: store, outbox: outbox, now: clock.Now},
+		storing:  make(chan struct{}, storageSlots),
+		workCtx:  ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
 }
+
+// UseReplier has bot's answers shown by r instead of parts. Call it before
+// Start.
+func (p *Pipeline) UseReplier(bot string, r Replier) { p.repliers[bot] = r }
 
 // instanceName is a lease owner unique to this process.
 func instanceName() string {

@@ -76,52 +76,53 @@ func (s *streamSplitter) answer() string { return s.text.String() }
 // started reports whether any part has been handed out.
 func (s *streamSplitter) started() bool { return s.parts > 0 }
 
-// stream answers m with a streamed completion: parts go to the outbox as
-// the splitter hands them out, the rest and the conversation turns with
-// SaveAnswer. A failed stream is retried only while nothing was sent;
-// afterwards the user gets the parts sent so far and the Unavailable notice.
-func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, text string, sc StreamCompleter) (storage.Answer, string) {
+// stream answers m with a streamed completion: its pieces go to *reply as
+// they come (parts to the outbox, or the growing stream of an AI bot), the
+// turns with SaveAnswer. A failed stream is retried, on a new reply, only
+// while nothing was shown; afterwards the user gets what was shown and the
+// Unavailable notice.
+func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, text string, sc StreamCompleter, reply *Reply) (storage.Answer, string) {
 	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
-	notice := func(err error) (storage.Answer, string) {
-		log.Warn("LLM failed", "err", err)
-		if p.cfg.Replies.Unavailable != "" {
-			a.Parts = Split(p.cfg.Replies.Unavailable, maxPartBytes)
-		}
-		return a, "llm: " + err.Error()
-	}
 	msgs, err := p.conversation(ctx, m, text)
 	if err != nil {
-		return notice(err)
+		return p.failed(log, a, err)
 	}
-	var sp *streamSplitter
-	var stored error // set when storing streamed parts failed
+	var stored error // set when the reply refused a piece
+	attempts := 0
+	var answer string
 	err = p.ask(ctx, log, m, func() (bool, error) {
-		sp = newStreamSplitter(maxPartBytes)
-		_, err := sc.Stream(ctx, msgs, func(delta string) error {
-			parts := sp.add(delta, p.clock.Now())
-			if len(parts) == 0 {
-				return nil
+		if attempts++; attempts > 1 {
+			r, err := p.replier(m.Bot).Begin(ctx, m)
+			if err != nil {
+				return false, err
 			}
-			if err := p.store.AppendParts(ctx, m.ID, m.Bot, m.UserID, parts); err != nil {
+			*reply = r
+		}
+		r := *reply
+		var whole strings.Builder
+		_, err := sc.Stream(ctx, msgs, func(delta string) error {
+			whole.WriteString(delta)
+			if err := r.Add(ctx, delta); err != nil {
 				stored = err
 				return err
 			}
-			p.outbox.Notify()
 			return nil
 		})
-		return !sp.started(), err
+		answer = whole.String()
+		return !r.Shown(), err
 	})
 	switch {
-	case stored != nil && errors.Is(stored, storage.ErrNotFound):
+	case stored != nil && errors.Is(stored, errReplyGone):
 		// Delivery of the first parts failed for good meanwhile (the
-		// message is failed): nothing more is sent.
-		return a, "streamed answer abandoned: its first parts could not be delivered"
+		// message is failed): nothing more is shown.
+		*reply = nil
+		a.Failure = "streamed answer abandoned: its first parts could not be delivered"
+		return a, ""
 	case stored != nil:
-		return notice(stored)
+		return p.failed(log, a, stored)
 	case err != nil:
-		return notice(err)
+		return p.failed(log, a, err)
 	}
-	a.UserTurn, a.AssistantTurn = text, sp.answer()
-	a.Parts = sp.finish()
-	return a, ""
+	a.UserTurn, a.AssistantTurn = text, answer
+	return a, answer
 }

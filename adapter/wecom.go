@@ -77,6 +77,9 @@ func configError(err error) bool {
 // Configuration errors are not permanent: the admin fixes the secret or the
 // trusted IPs and the waiting parts go out.
 func permanentSendError(err error) bool {
+	if errors.As(err, new(permanentError)) {
+		return true
+	}
 	var e *APIError
 	if !errors.As(err, &e) {
 		return false

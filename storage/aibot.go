@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
 
@@ -38,8 +39,9 @@ type AIBotStream struct {
 	Content        string
 	Finished       bool
 	FeedbackID     string
-	ResponseURL    string    // single use, from the message callback
-	ResponseUsedAt time.Time // when response_url was claimed; zero: not yet
+	Feedback       AIBotFeedback // the user's verdict; zero: none
+	ResponseURL    string        // single use, from the message callback
+	ResponseUsedAt time.Time     // when response_url was claimed; zero: not yet
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }
@@ -51,7 +53,10 @@ type aibotStreamRow struct {
 	MessageID      int64  `gorm:"not null;index"`
 	Content        string `gorm:"not null;default:''"`
 	Finished       bool   `gorm:"not null;default:false"`
-	FeedbackID     string `gorm:"size:256"`
+	FeedbackID     string `gorm:"size:256;index"`
+	FeedbackType   int    `gorm:"not null;default:0"`
+	FeedbackNote   string
+	FeedbackAt     *time.Time
 	ResponseURL    string `gorm:"size:1024"`
 	ResponseUsedAt *time.Time
 	CreatedAt      time.Time `gorm:"not null;index"`
@@ -67,6 +72,9 @@ func (r aibotStreamRow) stream() AIBotStream {
 	}
 	if r.ResponseUsedAt != nil {
 		s.ResponseUsedAt = *r.ResponseUsedAt
+	}
+	if r.FeedbackAt != nil {
+		s.Feedback = AIBotFeedback{Type: r.FeedbackType, Note: r.FeedbackNote, At: *r.FeedbackAt}
 	}
 	return s
 }
@@ -92,11 +100,26 @@ func (d *DB) CreateAIBotStream(ctx context.Context, s AIBotStream) (AIBotStream,
 	if res.Error != nil {
 		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, res.Error)
 	}
+	created := res.RowsAffected == 1
+	if !created && (s.MessageID != 0 || s.ResponseURL != "") {
+		// A repeat keeps the first one's row but fills in what the first
+		// did not know: the message (a callback creates its stream before
+		// storing the message) and the response_url (a worker may create
+		// the stream of a message whose callback comes later).
+		err := d.db.WithContext(ctx).Model(&aibotStreamRow{}).Where("bot = ? AND stream_id = ?", s.Bot, s.StreamID).
+			Updates(map[string]any{
+				"message_id":   gorm.Expr("CASE WHEN message_id = 0 THEN ? ELSE message_id END", s.MessageID),
+				"response_url": gorm.Expr("CASE WHEN response_url = '' THEN ? ELSE response_url END", s.ResponseURL),
+			}).Error
+		if err != nil {
+			return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, err)
+		}
+	}
 	got, err := d.GetAIBotStream(ctx, s.Bot, s.StreamID)
 	if err != nil {
 		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, err)
 	}
-	return got, res.RowsAffected == 1, nil
+	return got, created, nil
 }
 
 // GetAIBotStream returns the stream of bot with streamID, or ErrNotFound.
@@ -181,4 +204,47 @@ func (d *DB) ClaimResponseURL(ctx context.Context, bot, streamID string, now tim
 		return false, fmt.Errorf("storage: claim response url of stream %s/%s: %w", bot, streamID, err)
 	}
 	return false, nil
+}
+
+// AIBotFeedback is a user's verdict on an answer (the buttons under it).
+type AIBotFeedback struct {
+	Type int    // WeCom's: 1 accurate, 2 inaccurate, 3 cancelled
+	Note string // the reasons and the user's words, as the channel words them
+	At   time.Time
+}
+
+// SetAIBotFeedback stores f on the stream of bot whose feedback id is
+// feedbackID (a later verdict replaces an earlier one) and returns the
+// stream; ErrNotFound when no stream has that feedback id.
+func (d *DB) SetAIBotFeedback(ctx context.Context, bot, feedbackID string, f AIBotFeedback) (AIBotStream, error) {
+	res := d.db.WithContext(ctx).Model(&aibotStreamRow{}).Where("bot = ? AND feedback_id = ?", bot, feedbackID).
+		Updates(map[string]any{"feedback_type": f.Type, "feedback_note": f.Note, "feedback_at": utc(f.At)})
+	if res.Error != nil {
+		return AIBotStream{}, fmt.Errorf("storage: set feedback %s/%s: %w", bot, feedbackID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return AIBotStream{}, ErrNotFound
+	}
+	var rows []aibotStreamRow
+	if err := d.db.WithContext(ctx).Where("bot = ? AND feedback_id = ?", bot, feedbackID).Limit(1).Find(&rows).Error; err != nil {
+		return AIBotStream{}, fmt.Errorf("storage: set feedback %s/%s: %w", bot, feedbackID, err)
+	}
+	return rows[0].stream(), nil
+}
+
+// AIBotStreamsOf returns the streams answering the messages ids, by
+// message id (for the panel).
+func (d *DB) AIBotStreamsOf(ctx context.Context, ids []int64) (map[int64]AIBotStream, error) {
+	out := map[int64]AIBotStream{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []aibotStreamRow
+	if err := d.db.WithContext(ctx).Where("message_id IN ?", ids).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("storage: streams of messages: %w", err)
+	}
+	for _, r := range rows {
+		out[r.MessageID] = r.stream()
+	}
+	return out, nil
 }

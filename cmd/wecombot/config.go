@@ -140,6 +140,7 @@ func defaults() Config {
 			Reset:       "好的，已开始新的对话。",
 			Empty:       "请输入文字内容。",
 			Interrupted: "（回答被中断了，请重新提问。）",
+			Continued:   "（回答较长，完整内容稍后发送。）",
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
 	}

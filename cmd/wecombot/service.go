@@ -60,12 +60,12 @@ type Main struct {
 }
 
 // unservedBots refuses the bots `check` accepts that the service cannot run
-// yet: AI bots, whose channel is not wired.
+// yet: AI bots on the long connection, whose channel is not wired.
 func unservedBots(bots []adapter.BotConfig) error {
 	var errs []error
 	for i, b := range bots {
-		if b.Kind == adapter.KindAIBot {
-			errs = append(errs, fmt.Errorf("bots[%d] (%s): kind aibot is not served yet", i, b.Name))
+		if b.Kind == adapter.KindAIBot && b.Mode == adapter.ModeWebSocket {
+			errs = append(errs, fmt.Errorf("bots[%d] (%s): mode websocket is not served yet", i, b.Name))
 		}
 	}
 	return errors.Join(errs...)
