@@ -104,7 +104,7 @@ func (b *aibotBot) callback(ctx context.Context, p *Pipeline, msg aibot.Message)
 	// The stream first, then the message: a worker that starts on the
 	// message finds its stream, response_url included.
 	s, _, err := b.store.CreateAIBotStream(ctx, storage.AIBotStream{
-		Bot: b.cfg.Name, StreamID: id, FeedbackID: id, ResponseURL: msg.ResponseURL,
+		Bot: b.cfg.Name, StreamID: id, FeedbackID: id, ResponseURL: msg.ResponseURL, CreatedAt: b.clock.Now(),
 	})
 	if err != nil {
 		return aibot.Reply{}, err

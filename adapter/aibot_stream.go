@@ -73,6 +73,7 @@ type aibotBot struct {
 func (b *aibotBot) Begin(ctx context.Context, m storage.Message) (Reply, error) {
 	s, _, err := b.store.CreateAIBotStream(ctx, storage.AIBotStream{
 		Bot: m.Bot, StreamID: streamID(m.Bot, m.DedupeKey), MessageID: m.ID, FeedbackID: streamID(m.Bot, m.DedupeKey),
+		CreatedAt: m.ReceivedAt,
 	})
 	if err != nil {
 		return nil, err

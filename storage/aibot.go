@@ -80,7 +80,7 @@ func (r aibotStreamRow) stream() AIBotStream {
 }
 
 // CreateAIBotStream stores s (Bot, StreamID, MessageID, FeedbackID,
-// ResponseURL and Content are taken) unless a stream with the same bot and
+// ResponseURL, Content and CreatedAt, default now, are taken) unless a stream with the same bot and
 // stream id exists, and returns the stored stream and whether it is new. A
 // repeated callback, on this instance or another, gets the first one's row:
 // the unique key decides between concurrent creates.
@@ -89,9 +89,15 @@ func (d *DB) CreateAIBotStream(ctx context.Context, s AIBotStream) (AIBotStream,
 		return AIBotStream{}, false, errors.New("storage: create stream: bot and stream id are required")
 	}
 	now := d.now()
+	created := now
+	if !s.CreatedAt.IsZero() {
+		// The channel's clock: the poll window and the response_url's hour
+		// count from it.
+		created = utc(s.CreatedAt)
+	}
 	row := aibotStreamRow{
 		Bot: s.Bot, StreamID: s.StreamID, MessageID: s.MessageID, Content: s.Content,
-		FeedbackID: s.FeedbackID, ResponseURL: s.ResponseURL, CreatedAt: now, UpdatedAt: now,
+		FeedbackID: s.FeedbackID, ResponseURL: s.ResponseURL, CreatedAt: created, UpdatedAt: now,
 	}
 	res := d.db.WithContext(ctx).Clauses(clause.OnConflict{
 		Columns:   []clause.Column{{Name: "bot"}, {Name: "stream_id"}},
@@ -100,8 +106,8 @@ func (d *DB) CreateAIBotStream(ctx context.Context, s AIBotStream) (AIBotStream,
 	if res.Error != nil {
 		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, res.Error)
 	}
-	created := res.RowsAffected == 1
-	if !created && (s.MessageID != 0 || s.ResponseURL != "") {
+	isNew := res.RowsAffected == 1
+	if !isNew && (s.MessageID != 0 || s.ResponseURL != "") {
 		// A repeat keeps the first one's row but fills in what the first
 		// did not know: the message (a callback creates its stream before
 		// storing the message) and the response_url (a worker may create
@@ -119,7 +125,7 @@ func (d *DB) CreateAIBotStream(ctx context.Context, s AIBotStream) (AIBotStream,
 	if err != nil {
 		return AIBotStream{}, false, fmt.Errorf("storage: create stream %s/%s: %w", s.Bot, s.StreamID, err)
 	}
-	return got, created, nil
+	return got, isNew, nil
 }
 
 // GetAIBotStream returns the stream of bot with streamID, or ErrNotFound.
