@@ -579,3 +579,77 @@ func TestAIBotWSFailover(t *testing.T) {
 	}
 	e.noViolations()
 }
+
+// A message whose req_id this instance does not know (accepted before a
+// restart) is answered whole by aibot_send_msg; a chat that never wrote to
+// the bot refuses it, and the refusal is final.
+func TestAIBotWSUnknownReqIDAnswersBySend(t *testing.T) {
+	e := newWSEnv(t)
+	in := e.start("one", true, &completerFake{complete: echoAnswer}, testReplies)
+	e.connected(in)
+	e.finished(e.deliver(wecomsim.AIBotText(wsTestBotID, "zhangsan", "hi")))
+
+	for _, m := range []Inbound{
+		{Bot: wsTestBot, UserID: "zhangsan", MsgType: "text", Content: "from before", DedupeKey: "old-1"},
+		{Bot: wsTestBot, UserID: "stranger", MsgType: "text", Content: "never wrote", DedupeKey: "old-2"},
+	} {
+		if ok, err := in.pipeline.Accept(t.Context(), m); err != nil || !ok {
+			t.Fatalf("accept: %v %v", ok, err)
+		}
+	}
+	pushes := e.pushed(1)
+	if p := pushes[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "answer to from before" {
+		t.Errorf("push: %+v", p)
+	}
+	eventually.True(t, func() bool {
+		m, err := e.db.GetMessage(t.Context(), 3)
+		return err == nil && m.State == storage.MessageFailed
+	}, "the refused push is not final")
+	if v := e.sim.AIBotViolations(); len(v) != 1 {
+		t.Errorf("violations %v, want only the push to the stranger", v)
+	}
+}
+
+// A crash while an answer streams: the next start ends it with
+// replies.interrupted, sent as a message.
+func TestAIBotWSInterruptedAfterCrash(t *testing.T) {
+	e := newWSEnv(t)
+	replies := testReplies
+	replies.Interrupted = "interrupted, ask again"
+	model := newStepLLM()
+	first := e.start("one", true, model, replies)
+	e.connected(first)
+	req := e.deliver(wecomsim.AIBotText(wsTestBotID, "zhangsan", "hi"))
+	model.say(t, "The start")
+	if s := e.stream(req); s.Content != "The start" {
+		t.Fatalf("stream: %+v", s)
+	}
+	// Stopped without waiting for the answer, as a crash leaves it.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_ = first.Shutdown(ctx)
+
+	second := e.start("one", true, &completerFake{complete: echoAnswer}, replies)
+	e.connected(second)
+	// The notice may have been tried before the link was up: it then
+	// waits for its retry, which the clock brings.
+	eventually.True(t, func() bool {
+		if len(e.sim.AIBotPushes()) > 0 {
+			return true
+		}
+		parts, err := e.db.PartsOf(t.Context(), 1)
+		if err == nil && len(parts) == 1 && parts[0].LastError != "" {
+			if wait := parts[0].NextAttemptAt.Sub(e.clock.Now()); wait > 0 {
+				e.clock.Advance(wait)
+			}
+		}
+		return false
+	}, "the notice was not sent")
+	if p := e.pushed(1)[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "interrupted, ask again" {
+		t.Errorf("push: %+v", p)
+	}
+	if model.calls.Load() != 1 {
+		t.Errorf("the model was asked again")
+	}
+	e.noViolations()
+}
