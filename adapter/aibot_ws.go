@@ -149,6 +149,7 @@ func (w *wsBot) Run(ctx context.Context) {
 			w.hold(ctx, true)
 		default:
 			w.b.log.Debug("another instance holds the long connection; standing by", "bot", w.b.cfg.Name)
+			w.syncMetrics()
 		}
 		select {
 		case <-ctx.Done():

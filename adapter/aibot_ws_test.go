@@ -454,6 +454,33 @@ func TestAIBotWSLongAnswerContinuesBySend(t *testing.T) {
 	e.noViolations()
 }
 
+// A streamed answer that outgrows the stream: the stream ends full, the
+// rest follows by aibot_send_msg.
+func TestAIBotWSStreamOutgrowsLimit(t *testing.T) {
+	e := newWSEnv(t)
+	model := newStepLLM()
+	in := e.start("one", true, model, testReplies)
+	e.connected(in)
+	req := e.deliver(wecomsim.AIBotText(wsTestBotID, "zhangsan", "write a lot"))
+	first := strings.Repeat("流", aibot.MaxStreamBytes/3-1) // 20,475 bytes
+	model.say(t, first)
+	e.clock.Advance(wsFrameEvery)
+	model.say(t, "式回答") // 9 bytes: over the limit in the middle of a character
+	s := e.stream(req)
+	if s.FinishFrames != 1 || s.Content != first+"式" {
+		t.Fatalf("the full stream did not end: %d bytes, %d finish frames", len(s.Content), s.FinishFrames)
+	}
+	model.say(t, " and more")
+	model.end(t)
+	if p := e.pushed(1)[0]; p.Markdown.Content != "回答 and more" {
+		t.Errorf("push %q", p.Markdown.Content)
+	}
+	if s := e.stream(req); s.Frames != 2 {
+		t.Errorf("%d frames, want 2", s.Frames)
+	}
+	e.noViolations()
+}
+
 // Groups: the @mention is stripped, the sender marked, one conversation per
 // group.
 func TestAIBotWSGroupMention(t *testing.T) {
@@ -542,6 +569,13 @@ func TestAIBotWSFailover(t *testing.T) {
 	e.connected(first)
 	second := e.start("instance-1", false, model, testReplies)
 	eventually.True(t, func() bool { return second.connection().State == StateStandby }, "second: %+v", second.connection())
+	eventually.True(t, func() bool {
+		_, ok := tokMetric(t, second.reg, "wecombot_aibot_connected", map[string]string{"bot": wsTestBot})
+		return ok
+	}, "the standby has no connected gauge")
+	if n := second.metric(t, "wecombot_aibot_connected"); n != 0 {
+		t.Errorf("standby connected gauge %v, want 0", n)
+	}
 	if s := second.connection(); s.Holder {
 		t.Fatalf("both hold the connection: %+v", s)
 	}
