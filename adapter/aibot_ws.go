@@ -84,7 +84,8 @@ type wsBot struct {
 	// all were added to the metric.
 	reconnects, counted int
 	queue               []wsFrame
-	reqs                map[string]wsReq // by msgid
+	reqs                map[string]wsReq     // by msgid
+	events              map[string]time.Time // msgids of the events handled, when
 	pruned              time.Time
 }
 
@@ -117,7 +118,7 @@ func newWSBot(b *aibotBot, url string, leases LeaseStore) *wsBot {
 		url = aibot.DefaultURL
 	}
 	return &wsBot{b: b, url: url, leases: leases, wake: make(chan struct{}, 1),
-		reqs: map[string]wsReq{}, since: b.clock.Now()}
+		reqs: map[string]wsReq{}, events: map[string]time.Time{}, since: b.clock.Now()}
 }
 
 // attach takes the pipeline the bot's messages go to and its lease
@@ -339,7 +340,9 @@ func (w *wsBot) handle(ctx context.Context, f wsFrame) {
 		return
 	}
 	if msg.MsgType == aibot.TypeEvent {
-		w.event(ctx, log, f, msg)
+		if w.firstEvent(msg.MsgID) {
+			w.event(ctx, log, f, msg)
+		}
 		return
 	}
 	if msg.MsgID == "" {
@@ -391,12 +394,42 @@ func (w *wsBot) remember(msgID string, f wsFrame) {
 	if old, ok := w.reqs[msgID]; !ok || old.link != f.link {
 		w.reqs[msgID] = wsReq{id: f.in.ReqID, link: f.link, at: now}
 	}
-	if now.Sub(w.pruned) >= time.Hour {
-		w.pruned = now
-		for id, r := range w.reqs {
-			if now.Sub(r.at) >= reqLifetime {
-				delete(w.reqs, id)
-			}
+	w.pruneLocked(now)
+}
+
+// firstEvent reports whether the event msgID is new: WeCom delivers
+// events again after a reconnect too, and a repeated welcome or feedback
+// count would show.
+func (w *wsBot) firstEvent(msgID string) bool {
+	if msgID == "" {
+		return true
+	}
+	now := w.b.clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, seen := w.events[msgID]; seen {
+		return false
+	}
+	w.events[msgID] = now
+	w.pruneLocked(now)
+	return true
+}
+
+// pruneLocked forgets, once an hour, the req_ids and events older than a
+// reply may come. w.mu must be held.
+func (w *wsBot) pruneLocked(now time.Time) {
+	if now.Sub(w.pruned) < time.Hour {
+		return
+	}
+	w.pruned = now
+	for id, r := range w.reqs {
+		if now.Sub(r.at) >= reqLifetime {
+			delete(w.reqs, id)
+		}
+	}
+	for id, at := range w.events {
+		if now.Sub(at) >= reqLifetime {
+			delete(w.events, id)
 		}
 	}
 }

@@ -340,13 +340,24 @@ func TestAIBotWSStreamsAnswer(t *testing.T) {
 	e.noViolations()
 
 	// Feedback on the answer is stored with it and counted.
-	if _, err := e.sim.Feedback(t.Context(), wsTestBotID, "zhangsan", sid, aibot.FeedbackInaccurate, 2); err != nil {
+	fb, err := e.sim.Feedback(t.Context(), wsTestBotID, "zhangsan", sid, aibot.FeedbackInaccurate, 2)
+	if err != nil {
 		t.Fatal(err)
 	}
 	eventually.True(t, func() bool {
 		st, err := e.db.GetAIBotStream(t.Context(), wsTestBot, sid)
 		return err == nil && st.Feedback.Type == aibot.FeedbackInaccurate && st.Feedback.Note == "incomplete"
 	}, "feedback not stored")
+	// The same event again (as after a reconnect) is not counted twice:
+	// once a later message is answered, it was handled.
+	if _, err := e.sim.Redeliver(t.Context(), fb); err != nil {
+		t.Fatal(err)
+	}
+	later := e.deliver(wecomsim.AIBotText(wsTestBotID, "zhangsan", "later"))
+	model.say(t, "ok")
+	model.end(t)
+	e.clock.advanceOnWait(t, wsFrameEvery)
+	e.finished(later)
 	if n := in.metric(t, "wecombot_feedback_total", "type", "inaccurate"); n != 1 {
 		t.Errorf("feedback metric %v", n)
 	}
