@@ -295,10 +295,13 @@ func (a *App) Send(ctx context.Context, name, user, text string) error {
 	if _, ok := a.cfgs[name]; !ok {
 		return ErrUnknownBot
 	}
-	if _, ok := a.bots[name]; !ok {
+	parts := Split(text, maxPartBytes)
+	if _, ok := a.wsbots[name]; ok {
+		parts = sendParts(text) // aibot_send_msg to a chat that wrote to the bot
+	} else if _, ok := a.bots[name]; !ok {
 		return ErrCannotSend
 	}
-	if err := a.store.EnqueueText(ctx, name, user, Split(text, maxPartBytes)); err != nil {
+	if err := a.store.EnqueueText(ctx, name, user, parts); err != nil {
 		return err
 	}
 	a.outbox.Notify()

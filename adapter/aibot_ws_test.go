@@ -646,6 +646,13 @@ func TestAIBotWSUnknownReqIDAnswersBySend(t *testing.T) {
 	if p := pushes[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "answer to from before" {
 		t.Errorf("push: %+v", p)
 	}
+	// The admin's send goes the same way.
+	if err := in.Send(t.Context(), wsTestBot, "zhangsan", "from the admin"); err != nil {
+		t.Fatal(err)
+	}
+	if p := e.pushed(2)[1]; p.ChatID != "zhangsan" || p.Markdown.Content != "from the admin" {
+		t.Errorf("admin push: %+v", p)
+	}
 	eventually.True(t, func() bool {
 		m, err := e.db.GetMessage(t.Context(), 3)
 		return err == nil && m.State == storage.MessageFailed
