@@ -47,7 +47,11 @@ type Options struct {
 	Shared   SharedTokens // nil without Redis
 	// Claims, when set, dedupes inbound messages across instances that have
 	// a database each (SQLite + Redis); nil with a shared database.
-	Claims  MessageClaims
+	Claims MessageClaims
+	// Leases, when set, keeps the leases of the AI bots' long connections
+	// for instances that have a database each (SQLite + Redis); nil with a
+	// shared database, which keeps them itself.
+	Leases  ConnectionLeases
 	LLM     Completer
 	Clock   clockwork.Clock
 	Log     *slog.Logger
@@ -148,7 +152,7 @@ func (a *App) addAIBot(bc BotConfig, o Options) error {
 		if bc.BotID == "" || bc.Secret == "" {
 			return errors.New("the long connection needs bot_id and secret")
 		}
-		w := newWSBot(b, o.WeCom.AIBotWSURL, o.Store)
+		w := newWSBot(b, o.WeCom.AIBotWSURL, o.Store, o.Leases)
 		a.wsbots[bc.Name] = w
 		a.repliers[bc.Name] = w
 		return nil

@@ -11,8 +11,9 @@ package adapter
 // bot's connection: the one holding its connection lease, a user lease
 // (storage.ClaimUser) under a user id no WeCom user can have. The holder
 // renews it every third of PipelineConfig.Lease; the others try to claim it
-// as often, so when the holder dies another connects within a lease. On an
-// exclusive database no lease is taken.
+// as often, so when the holder dies another connects within a lease.
+// Instances with a database each (SQLite) keep the lease in Redis instead
+// (ConnectionLeases); a lone instance takes none.
 
 import (
 	"context"
@@ -61,6 +62,30 @@ type LeaseStore interface {
 	DropUserLease(ctx context.Context, u storage.UserRef, owner string) error
 }
 
+// ConnectionLeases keeps the connection leases where instances with a
+// database each (SQLite) all see them (storage.Redis), with the rules of
+// storage.ClaimUser on the caller's clock.
+type ConnectionLeases interface {
+	ClaimLease(ctx context.Context, key, owner string, now, until time.Time) (bool, error)
+	DropLease(ctx context.Context, key, owner string) error
+}
+
+// sharedLeases are connection leases in ConnectionLeases, as a LeaseStore.
+type sharedLeases struct {
+	leases ConnectionLeases
+	now    func() time.Time
+}
+
+func (s sharedLeases) key(u storage.UserRef) string { return "wecombot:connection:" + u.Bot }
+
+func (s sharedLeases) ClaimUser(ctx context.Context, u storage.UserRef, owner string, until time.Time) (bool, error) {
+	return s.leases.ClaimLease(ctx, s.key(u), owner, s.now(), until)
+}
+
+func (s sharedLeases) DropUserLease(ctx context.Context, u storage.UserRef, owner string) error {
+	return s.leases.DropLease(ctx, s.key(u), owner)
+}
+
 // wsBot is an AI bot in long-connection mode: its connection while this
 // instance holds it, the req_ids of the messages it delivered, and the
 // Replier that answers them.
@@ -73,6 +98,9 @@ type wsBot struct {
 	lease     time.Duration
 	owner     string
 	exclusive bool
+	// shared: the leases are in ConnectionLeases, even on an exclusive
+	// database.
+	shared bool
 
 	wake chan struct{} // a frame was queued
 	wg   sync.WaitGroup
@@ -113,18 +141,25 @@ type wsReq struct {
 // older than that is forgotten.
 const reqLifetime = 24 * time.Hour
 
-func newWSBot(b *aibotBot, url string, leases LeaseStore) *wsBot {
+// newWSBot sets up b on the long connection at url, its lease in db, or
+// in shared when set.
+func newWSBot(b *aibotBot, url string, db LeaseStore, shared ConnectionLeases) *wsBot {
 	if url == "" {
 		url = aibot.DefaultURL
 	}
-	return &wsBot{b: b, url: url, leases: leases, wake: make(chan struct{}, 1),
+	w := &wsBot{b: b, url: url, leases: db, wake: make(chan struct{}, 1),
 		reqs: map[string]wsReq{}, events: map[string]time.Time{}, since: b.clock.Now()}
+	if shared != nil {
+		w.leases, w.shared = sharedLeases{leases: shared, now: b.clock.Now}, true
+	}
+	return w
 }
 
 // attach takes the pipeline the bot's messages go to and its lease
 // settings (defaults filled in).
 func (w *wsBot) attach(p *Pipeline) {
-	w.pipeline, w.lease, w.owner, w.exclusive = p, p.cfg.Lease, p.cfg.Owner, p.cfg.Exclusive
+	w.pipeline, w.lease, w.owner = p, p.cfg.Lease, p.cfg.Owner
+	w.exclusive = p.cfg.Exclusive && !w.shared
 }
 
 // Run holds the bot's connection while this instance may, until ctx ends,
@@ -166,10 +201,12 @@ func (w *wsBot) leaseRef() storage.UserRef {
 
 func (w *wsBot) leaseEvery() time.Duration { return max(w.lease/3, 10*time.Millisecond) }
 
-// hold runs a connection until ctx ends or, when leased, the lease is
-// lost. A connection that another took (disconnected_event) is not
-// dialled again, but its lease is kept, so that no other instance dials
-// and the two kick each other in turn.
+// hold runs a connection until ctx ends or, when leased, another instance
+// has the lease. A renewal that fails (the database or Redis unreachable)
+// keeps the connection: if another instance took the lease meanwhile, its
+// subscribe makes WeCom close ours. A connection that another took
+// (disconnected_event) is not dialled again, but its lease is kept, so
+// that no other instance dials and the two kick each other in turn.
 func (w *wsBot) hold(ctx context.Context, leased bool) {
 	// The handler names the Conn it belongs to; no frame comes before Run.
 	var conn *aibot.Conn
@@ -201,7 +238,6 @@ func (w *wsBot) hold(ctx context.Context, leased bool) {
 	}()
 	t := w.b.clock.NewTicker(w.leaseEvery())
 	defer t.Stop()
-	lastOK := w.b.clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -218,19 +254,16 @@ func (w *wsBot) hold(ctx context.Context, leased bool) {
 			if !leased {
 				continue
 			}
-			now := w.b.clock.Now()
-			ok, err := w.leases.ClaimUser(ctx, w.leaseRef(), w.owner, now.Add(w.lease))
+			ok, err := w.leases.ClaimUser(ctx, w.leaseRef(), w.owner, w.b.clock.Now().Add(w.lease))
 			switch {
 			case ctx.Err() != nil:
 				return
-			case err != nil && now.Sub(lastOK) < w.lease:
-				w.b.log.Warn("cannot renew the long connection's lease", "bot", w.b.cfg.Name, "err", err)
-			case err != nil || !ok:
-				w.b.log.Warn("long connection lease lost; closing the connection", "bot", w.b.cfg.Name, "err", err)
+			case err != nil:
+				w.b.log.Warn("cannot renew the long connection's lease; keeping the connection", "bot", w.b.cfg.Name, "err", err)
+			case !ok:
+				w.b.log.Warn("another instance took the long connection's lease; closing the connection", "bot", w.b.cfg.Name)
 				leased = false // not ours to drop
 				return
-			default:
-				lastOK = now
 			}
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
 
 // The long connection is tested against the simulator's real WebSocket
@@ -157,6 +158,9 @@ type wsEnv struct {
 	db    *storage.DB
 	url   string
 	logs  *tokLog // read while the instances write
+	// redis, when set, is the Redis that instances with a database each
+	// keep the connection lease in.
+	redis *storage.Redis
 }
 
 func newWSEnv(t *testing.T) *wsEnv {
@@ -178,17 +182,25 @@ type wsInstance struct {
 	stop func()
 }
 
-// start runs an instance. Exclusive: alone on the database (no lease).
+// start runs an instance. Exclusive: alone on the database (no lease);
+// with e.redis, on a database of its own.
 func (e *wsEnv) start(owner string, exclusive bool, model Completer, replies Replies) *wsInstance {
 	e.t.Helper()
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
+	db := e.db
+	var leases ConnectionLeases
+	if e.redis != nil {
+		db = openTestDB(e.t)
+		db.Now = e.clock.Now
+		leases = e.redis
+	}
 	a, err := New(Options{
 		WeCom: WeComConfig{AIBotWSURL: e.url},
 		Bots:  []BotConfig{{Name: wsTestBot, Kind: KindAIBot, Mode: ModeWebSocket, BotID: wsTestBotID, Secret: wsTestSecret}},
 		Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true, MaxConcurrency: 4, HistoryTurns: 10}, Replies: replies,
 			Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
-		Store: e.db, LLM: model, Clock: e.clock, Metrics: m,
+		Store: db, Leases: leases, LLM: model, Clock: e.clock, Metrics: m,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", owner),
 	})
 	if err != nil {
@@ -571,14 +583,33 @@ func TestAIBotWSReplacedDoesNotReconnect(t *testing.T) {
 	eventually.True(t, func() bool { return in.metric(t, "wecombot_aibot_connected") == 0 }, "connected gauge")
 }
 
-// Two instances on one database: one holds the connection; when it dies,
-// the other connects once its lease has expired.
+// Two instances: one holds the connection; when it dies, the other
+// connects once its lease has expired. On one database the lease is there;
+// instances with a database each (SQLite) keep it in Redis.
 func TestAIBotWSFailover(t *testing.T) {
-	e := newWSEnv(t)
+	t.Run("one database", func(t *testing.T) {
+		e := newWSEnv(t)
+		testFailover(t, e, func(until time.Time) (bool, error) {
+			return e.db.ClaimUser(t.Context(), storage.UserRef{Bot: wsTestBot, UserID: connectionUser}, "instance-0", until)
+		})
+	})
+	t.Run("a database each and Redis", func(t *testing.T) {
+		e := newWSEnv(t)
+		e.redis = storage.OpenRedis(redistest.Start(t).Addr)
+		t.Cleanup(func() { e.redis.Close() })
+		testFailover(t, e, func(until time.Time) (bool, error) {
+			return e.redis.ClaimLease(t.Context(), "wecombot:connection:"+wsTestBot, "instance-0", e.clock.Now(), until)
+		})
+	})
+}
+
+// testFailover runs two instances in e; restore puts back the first's
+// lease until then, as it was when it died.
+func testFailover(t *testing.T, e *wsEnv, restore func(until time.Time) (bool, error)) {
 	model := &completerFake{complete: echoAnswer}
-	first := e.start("instance-0", false, model, testReplies)
+	first := e.start("instance-0", e.redis != nil, model, testReplies)
 	e.connected(first)
-	second := e.start("instance-1", false, model, testReplies)
+	second := e.start("instance-1", e.redis != nil, model, testReplies)
 	eventually.True(t, func() bool { return second.connection().State == StateStandby }, "second: %+v", second.connection())
 	eventually.True(t, func() bool {
 		_, ok := tokMetric(t, second.reg, "wecombot_aibot_connected", map[string]string{"bot": wsTestBot})
@@ -598,8 +629,7 @@ func TestAIBotWSFailover(t *testing.T) {
 	// The first dies: its connection ends and its lease stays until it
 	// expires, as after a crash.
 	first.stop()
-	lease := storage.UserRef{Bot: wsTestBot, UserID: connectionUser}
-	if ok, err := e.db.ClaimUser(t.Context(), lease, "instance-0", e.clock.Now().Add(3*time.Second)); err != nil || !ok {
+	if ok, err := restore(e.clock.Now().Add(3 * time.Second)); err != nil || !ok {
 		t.Fatalf("restore the dead instance's lease: %v %v", ok, err)
 	}
 	standby := func() int {

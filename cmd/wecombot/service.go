@@ -99,8 +99,9 @@ func (m *Main) Open(ctx context.Context) error {
 		outboxPoll = time.Second
 	}
 	var claims adapter.MessageClaims
+	var leases adapter.ConnectionLeases
 	if m.redis != nil && !shareDB {
-		claims = m.redis
+		claims, leases = m.redis, m.redis
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -123,6 +124,7 @@ func (m *Main) Open(ctx context.Context) error {
 		},
 		Outbox:  adapter.OutboxConfig{GiveUpAfter: time.Duration(cfg.Pipeline.GiveUpAfter), Poll: outboxPoll},
 		Claims:  claims,
+		Leases:  leases,
 		Store:   db,
 		Shared:  shared,
 		LLM:     completer,
