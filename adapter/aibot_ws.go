@@ -70,6 +70,8 @@ type ConnectionLeases interface {
 	DropLease(ctx context.Context, key, owner string) error
 }
 
+var _ ConnectionLeases = (*storage.Redis)(nil)
+
 // sharedLeases are connection leases in ConnectionLeases, as a LeaseStore.
 type sharedLeases struct {
 	leases ConnectionLeases
