@@ -47,7 +47,11 @@ type Options struct {
 	Shared   SharedTokens // nil without Redis
 	// Claims, when set, dedupes inbound messages across instances that have
 	// a database each (SQLite + Redis); nil with a shared database.
-	Claims  MessageClaims
+	Claims MessageClaims
+	// Leases, when set, keeps the leases of the AI bots' long connections
+	// for instances that have a database each (SQLite + Redis); nil with a
+	// shared database, which keeps them itself.
+	Leases  ConnectionLeases
 	LLM     Completer
 	Clock   clockwork.Clock
 	Log     *slog.Logger
@@ -57,7 +61,8 @@ type Options struct {
 // App is the WeCom side of the service: its bots, pipeline and outbox.
 type App struct {
 	bots     map[string]*bot      // self-built apps
-	aibots   map[string]*aibotBot // AI bots
+	aibots   map[string]*aibotBot // AI bots in callback mode
+	wsbots   map[string]*wsBot    // AI bots on the long connection
 	repliers map[string]Replier   // every bot's channel, for the outbox
 	order    []string
 	cfgs     map[string]BotConfig
@@ -68,6 +73,9 @@ type App struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// The long connections stop last: the outbox's last flush needs them.
+	stopWS context.CancelFunc
+	wsWG   sync.WaitGroup
 }
 
 // ErrUnknownBot is returned for a bot name that is not configured.
@@ -85,7 +93,7 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
-	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, repliers: map[string]Replier{},
+	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{}, repliers: map[string]Replier{},
 		cfgs: map[string]BotConfig{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		var err error
@@ -104,6 +112,10 @@ func New(o Options) (*App, error) {
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
 	for name, b := range a.aibots {
 		a.pipeline.UseReplier(name, b)
+	}
+	for name, w := range a.wsbots {
+		a.pipeline.UseReplier(name, w)
+		w.attach(a.pipeline)
 	}
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
@@ -137,7 +149,13 @@ func (a *App) addAIBot(bc BotConfig, o Options) error {
 	b := &aibotBot{cfg: bc, store: o.Store, clock: o.Clock, log: o.Log, replies: o.Pipeline.Replies, metrics: o.Metrics,
 		http: &http.Client{Transport: httpclient.NewTransport(), Timeout: time.Duration(o.WeCom.RequestTimeout)}}
 	if bc.Mode == ModeWebSocket {
-		return errors.New("mode websocket is not served yet")
+		if bc.BotID == "" || bc.Secret == "" {
+			return errors.New("the long connection needs bot_id and secret")
+		}
+		w := newWSBot(b, o.WeCom.AIBotWSURL, o.Store, o.Leases)
+		a.wsbots[bc.Name] = w
+		a.repliers[bc.Name] = w
+		return nil
 	}
 	codec, err := aibot.NewCodec(bc.Token, bc.EncodingAESKey)
 	if err != nil {
@@ -173,6 +191,11 @@ func (a *App) Start(ctx context.Context) error {
 		tm := b.tokens
 		a.wg.Go(func() { tm.Run(runCtx) })
 	}
+	wsCtx, stopWS := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopWS = stopWS
+	for _, w := range a.wsbots {
+		a.wsWG.Go(func() { w.Run(wsCtx) })
+	}
 	a.wg.Go(func() { a.outbox.Run(runCtx) })
 	return a.pipeline.Start(ctx)
 }
@@ -187,6 +210,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.wg.Wait()
 	// Deliver what the finished work produced while the deadline allows.
 	a.outbox.flush(ctx)
+	if a.stopWS != nil {
+		a.stopWS()
+		a.wsWG.Wait()
+	}
 	return err
 }
 
@@ -200,6 +227,9 @@ type BotStatus struct {
 	// Token is an app's access token; AI bots have none (HasToken false).
 	Token    TokenStatus
 	HasToken bool
+	// Connection is the long connection of an AI bot in websocket mode
+	// (nil otherwise), as this instance sees it.
+	Connection *ConnectionStatus
 }
 
 // Bots returns the status of every bot, in configuration order.
@@ -220,6 +250,10 @@ func (a *App) status(name string) BotStatus {
 		s.Kind, s.Mode = KindAIBot, c.Mode
 		if s.Mode == "" {
 			s.Mode = ModeCallback
+		}
+		if w, ok := a.wsbots[name]; ok {
+			cs := w.status()
+			s.Connection = &cs
 		}
 	}
 	return s
@@ -265,10 +299,13 @@ func (a *App) Send(ctx context.Context, name, user, text string) error {
 	if _, ok := a.cfgs[name]; !ok {
 		return ErrUnknownBot
 	}
-	if _, ok := a.bots[name]; !ok {
+	parts := Split(text, maxPartBytes)
+	if _, ok := a.wsbots[name]; ok {
+		parts = sendParts(text) // aibot_send_msg to a chat that wrote to the bot
+	} else if _, ok := a.bots[name]; !ok {
 		return ErrCannotSend
 	}
-	if err := a.store.EnqueueText(ctx, name, user, Split(text, maxPartBytes)); err != nil {
+	if err := a.store.EnqueueText(ctx, name, user, parts); err != nil {
 		return err
 	}
 	a.outbox.Notify()

@@ -204,3 +204,47 @@ func (r *Redis) ConfirmMessage(ctx context.Context, key string, keep time.Durati
 	}
 	return nil
 }
+
+// A held lease in Redis is "owner|until in unix ms": the holder and when its
+// lease ends on the caller's clock, so that instances decide expiry the way
+// DB.ClaimUser does, by the clock they pass (a test's fake one included).
+// The key itself expires a minute after until, so a dead holder leaves
+// nothing behind for long.
+var claimLease = redis.NewScript(`
+local holder, untilMs = string.match(redis.call("GET", KEYS[1]) or "", "^(.*)|(%d+)$")
+if holder and holder ~= ARGV[1] and tonumber(untilMs) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call("SET", KEYS[1], ARGV[1] .. "|" .. ARGV[2], "PX", ARGV[4])
+return 1`)
+
+var dropLease = redis.NewScript(`
+local holder = string.match(redis.call("GET", KEYS[1]) or "", "^(.*)|%d+$")
+if holder == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`)
+
+// leaseKeep is how long a lease's key outlives its end.
+const leaseKeep = time.Minute
+
+// ClaimLease takes or renews the lease key for owner until until: it
+// succeeds when nobody holds it, when owner does, or when the holder's
+// lease ended before now. The same rules as DB.ClaimUser, for instances
+// that have a database each (SQLite) and share Redis.
+func (r *Redis) ClaimLease(ctx context.Context, key, owner string, now, until time.Time) (bool, error) {
+	ttl := until.Sub(now) + leaseKeep
+	n, err := claimLease.Run(ctx, r.c, []string{key}, owner, until.UnixMilli(), now.UnixMilli(), ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("storage: redis claim lease %s: %w", key, err)
+	}
+	return n == 1, nil
+}
+
+// DropLease gives up owner's lease key, if owner still holds it.
+func (r *Redis) DropLease(ctx context.Context, key, owner string) error {
+	if err := dropLease.Run(ctx, r.c, []string{key}, owner).Err(); err != nil {
+		return fmt.Errorf("storage: redis drop lease %s: %w", key, err)
+	}
+	return nil
+}

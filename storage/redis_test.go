@@ -115,3 +115,42 @@ func TestRedisClaimMessage(t *testing.T) {
 		t.Fatal("a closed client claimed a message")
 	}
 }
+
+// A lease in Redis follows DB.ClaimUser's rules on the caller's clock: the
+// holder renews, others wait for its end, only the holder drops it.
+func TestRedisLease(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a, b := OpenRedis(srv.Addr), OpenRedis(srv.Addr) // two instances
+	defer a.Close()
+	defer b.Close()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	claim := func(r *Redis, owner string, at time.Time, want bool) {
+		t.Helper()
+		got, err := r.ClaimLease(ctx, "lease:bot", owner, at, at.Add(3*time.Second))
+		if err != nil || got != want {
+			t.Fatalf("ClaimLease(%s at %v) = %v, %v; want %v", owner, at.Sub(now), got, err, want)
+		}
+	}
+	claim(a, "one", now, true)
+	claim(b, "two", now.Add(time.Second), false)
+	claim(a, "one", now.Add(2*time.Second), true) // renewed until 5 s
+	claim(b, "two", now.Add(4*time.Second), false)
+	if pttl := a.c.PTTL(ctx, "lease:bot").Val(); pttl <= 3*time.Second || pttl > 3*time.Second+leaseKeep {
+		t.Errorf("lease key TTL %v", pttl)
+	}
+	claim(b, "two", now.Add(6*time.Second), true) // one's lease ended
+	claim(a, "one", now.Add(6*time.Second), false)
+
+	if err := a.DropLease(ctx, "lease:bot", "one"); err != nil {
+		t.Fatal(err)
+	}
+	claim(a, "one", now.Add(7*time.Second), false) // not one's to drop
+	if err := b.DropLease(ctx, "lease:bot", "two"); err != nil {
+		t.Fatal(err)
+	}
+	claim(a, "one", now.Add(7*time.Second), true)
+	if err := b.DropLease(ctx, "lease:none", "two"); err != nil {
+		t.Fatalf("drop of a free lease: %v", err)
+	}
+}

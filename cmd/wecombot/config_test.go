@@ -15,7 +15,9 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/internal/config"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -855,9 +857,10 @@ func TestParseConfigBotKindDefaults(t *testing.T) {
 	}
 }
 
-// TestConfigAIBotNotServed: check accepts an AI bot, but the service does
-// not run one yet, and says so before it opens anything.
-func TestConfigAIBotNotServed(t *testing.T) {
+// TestServeAIBots: check accepts an app and AI bots in both modes, and
+// the service runs them: the long connection dials wecom.aibot_ws_url,
+// subscribes, and answers a message on its stream.
+func TestServeAIBots(t *testing.T) {
 	yml := withBot("assistant", aibotCallback...) + "  - name: ws\n    " + strings.Join(aibotWS, "\n    ") + "\n"
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
@@ -866,14 +869,32 @@ func TestConfigAIBotNotServed(t *testing.T) {
 	if code, stdout, stderr := runCmd(t, "check", "-config", path); code != 0 || !strings.Contains(stdout, "configuration OK (3 bot(s))") {
 		t.Fatalf("check = %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	code, _, stderr := runCmd(t, "serve", "-config", path)
-	if code != 1 {
-		t.Errorf("serve with AI bots = %d, want 1", code)
+
+	sim := wecomsim.New(wecomsim.Options{
+		Apps:   []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}},
+		AIBots: []wecomsim.AIBot{{BotID: cfgBotID, Secret: cfgWSSecret}},
+	})
+	e := prepareEnv(t, sim.Handler(), respond)
+	cfg := e.config()
+	cfg.WeCom.AIBotWSURL = "ws" + strings.TrimPrefix(e.simSrv.URL, "http") + wecomsim.AIBotWSPath
+	cfg.Bots = append(cfg.Bots, adapter.BotConfig{Name: "ws", Kind: adapter.KindAIBot, Mode: adapter.ModeWebSocket, BotID: cfgBotID, Secret: cfgWSSecret})
+	m := NewMain(cfg, io.Discard)
+	if err := m.Open(t.Context()); err != nil {
+		t.Fatalf("open: %v", err)
 	}
-	if want := "bots[2] (ws): mode websocket is not served yet"; !strings.Contains(stderr, want) {
-		t.Errorf("serve stderr lacks %q:\n%s", want, stderr)
-	}
-	if strings.Contains(stderr, "helpdesk") || strings.Contains(stderr, "assistant") {
-		t.Errorf("serve blamed the app or the callback-mode AI bot:\n%s", stderr)
+	t.Cleanup(func() { _ = m.Close() })
+	eventually.True(t, func() bool { _, ok := sim.AIBotConnection(cfgBotID); return ok }, "the long connection did not subscribe")
+	var req string
+	eventually.True(t, func() bool {
+		var err error
+		req, err = sim.DeliverMessage(t.Context(), cfgBotID, wecomsim.AIBotText(cfgBotID, "zhangsan", "hello"))
+		return err == nil
+	}, "cannot deliver")
+	eventually.True(t, func() bool {
+		s, _ := sim.AIBotStreamOf(req)
+		return s.FinishFrames == 1 && strings.Contains(s.Content, "answer to")
+	}, "the message was not answered on its stream")
+	if v := sim.AIBotViolations(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
 	}
 }

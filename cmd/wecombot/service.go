@@ -59,18 +59,6 @@ type Main struct {
 	closeErr  error
 }
 
-// unservedBots refuses the bots `check` accepts that the service cannot run
-// yet: AI bots on the long connection, whose channel is not wired.
-func unservedBots(bots []adapter.BotConfig) error {
-	var errs []error
-	for i, b := range bots {
-		if b.Kind == adapter.KindAIBot && b.Mode == adapter.ModeWebSocket {
-			errs = append(errs, fmt.Errorf("bots[%d] (%s): mode websocket is not served yet", i, b.Name))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // NewMain prepares a service for cfg, logging to logOut.
 func NewMain(cfg *Config, logOut io.Writer) *Main {
 	return &Main{Config: cfg, Log: newLogger(cfg.Log, logOut), Clock: clockwork.NewRealClock()}
@@ -89,9 +77,6 @@ func newLogger(c LogConfig, out io.Writer) *slog.Logger {
 // Open starts the service: storage, Redis, tokens, pipeline, outbox, HTTP.
 func (m *Main) Open(ctx context.Context) error {
 	cfg := m.Config
-	if err := unservedBots(cfg.Bots); err != nil {
-		return err
-	}
 	db, err := storage.Open(ctx, cfg.Storage.Config)
 	if err != nil {
 		return err
@@ -114,8 +99,9 @@ func (m *Main) Open(ctx context.Context) error {
 		outboxPoll = time.Second
 	}
 	var claims adapter.MessageClaims
+	var leases adapter.ConnectionLeases
 	if m.redis != nil && !shareDB {
-		claims = m.redis
+		claims, leases = m.redis, m.redis
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -138,6 +124,7 @@ func (m *Main) Open(ctx context.Context) error {
 		},
 		Outbox:  adapter.OutboxConfig{GiveUpAfter: time.Duration(cfg.Pipeline.GiveUpAfter), Poll: outboxPoll},
 		Claims:  claims,
+		Leases:  leases,
 		Store:   db,
 		Shared:  shared,
 		LLM:     completer,
