@@ -29,6 +29,7 @@ type Store interface {
 	TokenStore
 	MessageStore
 	OutboxStore
+	PendingCounter
 	EnqueueText(ctx context.Context, bot, user string, parts []string) error
 	RetryMessage(ctx context.Context, id int64) error
 }
@@ -95,6 +96,7 @@ func New(o Options) (*App, error) {
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
+	o.Metrics.watchOutbox(o.Store)
 	if o.Claims != nil {
 		a.pipeline.UseClaims(o.Claims)
 	}
@@ -147,6 +149,7 @@ type BotStatus struct {
 	CorpID  string
 	AgentID int64
 	Token   TokenStatus
+	LLM     ModelHealth
 }
 
 // Bots returns the status of every bot, in configuration order.
@@ -159,7 +162,8 @@ func (a *App) Bots() []BotStatus {
 }
 
 func (a *App) status(b *bot) BotStatus {
-	return BotStatus{Name: b.cfg.Name, CorpID: b.cfg.CorpID, AgentID: b.cfg.AgentID, Token: b.tokens.Status()}
+	return BotStatus{Name: b.cfg.Name, CorpID: b.cfg.CorpID, AgentID: b.cfg.AgentID, Token: b.tokens.Status(),
+		LLM: a.pipeline.health.status(b.cfg.Name)}
 }
 
 // RefreshToken forces a new token for bot name and returns its status; a

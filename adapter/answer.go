@@ -29,6 +29,7 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 		log.Error("cannot start answer", "err", err)
 		return false
 	}
+	ctx, stats := withAnswerStats(ctx)
 	a, failure := p.answer(ctx, log, m)
 	if ctx.Err() != nil {
 		return false // stopping or the lease lost: the message stays pending
@@ -41,6 +42,7 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	if len(a.Parts) > 0 {
 		p.outbox.Notify()
 	}
+	p.finished(ctx, log, m, a, stats)
 	return true
 }
 
@@ -51,7 +53,7 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 	if notice == "" {
 		notice = p.cfg.Replies.Unavailable
 	}
-	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: "interrupted: the service stopped while the answer was streaming"}
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: reasonInterrupted}
 	if notice != "" {
 		a.Parts = Split(notice, maxPartBytes)
 	}
@@ -61,6 +63,7 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 		return false
 	}
 	p.outbox.Notify()
+	p.finished(ctx, log, m, a, statsOf(ctx))
 	return true
 }
 
@@ -100,7 +103,7 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	answer, err := p.complete(ctx, log, m, text)
 	if err != nil {
 		log.Warn("LLM failed", "err", err)
-		return say(p.cfg.Replies.Unavailable), "llm: " + err.Error()
+		return say(p.cfg.Replies.Unavailable), modelFailure(err)
 	}
 	a.UserTurn, a.AssistantTurn = text, answer
 	return say(answer), ""
@@ -158,9 +161,15 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 		if err != nil {
 			return err
 		}
+		start := p.clock.Now()
 		retryable, err := try()
+		took := p.clock.Since(start)
 		p.limiter.release(permit, err)
-		p.metrics.llmRequest(m.Bot, err)
+		p.metrics.llmRequest(m.Bot, err, took)
+		statsOf(ctx).modelTime += took
+		if ctx.Err() == nil {
+			p.health.record(m.Bot, err)
+		}
 		if err == nil {
 			return nil
 		}

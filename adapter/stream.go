@@ -87,7 +87,7 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 		if p.cfg.Replies.Unavailable != "" {
 			a.Parts = Split(p.cfg.Replies.Unavailable, maxPartBytes)
 		}
-		return a, "llm: " + err.Error()
+		return a, modelFailure(err)
 	}
 	msgs, err := p.conversation(ctx, m, text)
 	if err != nil {
@@ -95,9 +95,14 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 	}
 	var sp *streamSplitter
 	var stored error // set when storing streamed parts failed
+	stats := statsOf(ctx)
 	err = p.ask(ctx, log, m, func() (bool, error) {
 		sp = newStreamSplitter(maxPartBytes)
+		start := p.clock.Now()
 		_, err := sc.Stream(ctx, msgs, func(delta string) error {
+			if sp.answer() == "" {
+				p.metrics.firstToken(m.Bot, p.clock.Since(start))
+			}
 			parts := sp.add(delta, p.clock.Now())
 			if len(parts) == 0 {
 				return nil
@@ -106,6 +111,7 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 				stored = err
 				return err
 			}
+			stats.streamed += len(parts)
 			p.outbox.Notify()
 			return nil
 		})
@@ -115,7 +121,7 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 	case stored != nil && errors.Is(stored, storage.ErrNotFound):
 		// Delivery of the first parts failed for good meanwhile (the
 		// message is failed): nothing more is sent.
-		return a, "streamed answer abandoned: its first parts could not be delivered"
+		return a, reasonAbandoned
 	case stored != nil:
 		return notice(stored)
 	case err != nil:

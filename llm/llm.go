@@ -89,7 +89,7 @@ func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
 		return "", callError("chat completion", err, retryAfter)
 	}
 	if len(resp.Choices) == 0 || strings.TrimSpace(resp.Choices[0].Message.Content) == "" {
-		return "", errors.New("llm: chat completion: the model returned no text")
+		return "", noText("chat completion")
 	}
 	return resp.Choices[0].Message.Content, nil
 }

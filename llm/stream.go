@@ -59,7 +59,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 		}
 	}
 	if strings.TrimSpace(answer.String()) == "" {
-		return "", errors.New("llm: chat completion stream: the model returned no text")
+		return "", noText("chat completion stream")
 	}
 	return answer.String(), nil
 }
