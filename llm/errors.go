@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -173,7 +174,7 @@ func withRetryAfter(ctx context.Context) (context.Context, *atomic.Int64) {
 // status and message of an API error (go-openai's errors never carry the
 // key), or the transport's error without the request URL, prefixed with
 // what.
-func callError(what string, err error, retryAfter *atomic.Int64) error {
+func callError(what string, err error, retryAfter *atomic.Int64) *Error {
 	e := &Error{Kind: KindFailed}
 	var apiErr *openai.APIError
 	var reqErr *openai.RequestError
@@ -213,6 +214,16 @@ func callError(what string, err error, retryAfter *atomic.Int64) error {
 		e.Kind = KindConfig
 	}
 	e.err = fmt.Errorf("llm: %s: %w", what, err)
+	return e
+}
+
+// fail is callError for c's calls, with c's key masked wherever the
+// provider, or a proxy, echoed it back in a message.
+func (c *Client) fail(what string, err error, retryAfter *atomic.Int64) error {
+	e := callError(what, err, retryAfter)
+	if c.key != "" && strings.Contains(e.err.Error(), c.key) {
+		e.err = errors.New(strings.ReplaceAll(e.err.Error(), c.key, "******"))
+	}
 	return e
 }
 

@@ -129,6 +129,30 @@ func TestCallErrorUnreachable(t *testing.T) {
 	}
 }
 
+// TestCallErrorMasksEchoedKey: a provider or proxy that echoes the key in
+// its error does not put it in ours.
+func TestCallErrorMasksEchoedKey(t *testing.T) {
+	const key = "sk-echoed-secret-key"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"message":"Incorrect API key provided: ` + key + `.","type":"invalid_request_error"}}`))
+	}))
+	defer srv.Close()
+	client := New(Config{BaseURL: srv.URL + "/v1", APIKey: key, Model: "m", Timeout: config.Duration(5 * time.Second)})
+	msgs := []Message{{Role: RoleUser, Content: "hi"}}
+	_, errComplete := client.Complete(context.Background(), msgs)
+	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
+	for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream} {
+		if s := err.Error(); strings.Contains(s, key) || !strings.Contains(s, "Incorrect API key provided: ******.") {
+			t.Errorf("%s: error %q, want the message with the key masked", name, s)
+		}
+		if CauseOf(err) != CauseBadKey {
+			t.Errorf("%s: cause %q after masking, want bad_key", name, CauseOf(err))
+		}
+	}
+}
+
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	cases := map[string]time.Duration{
