@@ -11,8 +11,9 @@ import (
 )
 
 // answerStats is what the answer to one message cost: the time its calls
-// to the model took, retries and pauses included, and the parts streamed
-// before the answer was stored. It rides in the context of the message's
+// to the model took (retries included, not the pauses between them or the
+// wait for the call limiter), and the parts streamed before the answer was
+// stored. It rides in the context of the message's
 // answer (withAnswerStats), which only the message's worker uses.
 type answerStats struct {
 	modelTime time.Duration
