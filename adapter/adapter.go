@@ -33,6 +33,7 @@ type Store interface {
 	MessageStore
 	OutboxStore
 	AIBotStore
+	PendingCounter
 	EnqueueText(ctx context.Context, bot, user string, parts []string) error
 	RetryMessage(ctx context.Context, id int64) error
 }
@@ -119,6 +120,7 @@ func New(o Options) (*App, error) {
 	}
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
+	o.Metrics.watchOutbox(o.Store)
 	if o.Claims != nil {
 		a.pipeline.UseClaims(o.Claims)
 	}
@@ -230,6 +232,8 @@ type BotStatus struct {
 	// Connection is the long connection of an AI bot in websocket mode
 	// (nil otherwise), as this instance sees it.
 	Connection *ConnectionStatus
+	// LLM is the health of the bot's model.
+	LLM ModelHealth
 }
 
 // Bots returns the status of every bot, in configuration order.
@@ -243,7 +247,7 @@ func (a *App) Bots() []BotStatus {
 
 func (a *App) status(name string) BotStatus {
 	c := a.cfgs[name]
-	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID}
+	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID, LLM: a.pipeline.health.status(name)}
 	if b, ok := a.bots[name]; ok {
 		s.Token, s.HasToken = b.tokens.Status(), true
 	} else {

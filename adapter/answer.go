@@ -29,6 +29,7 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 		log.Error("cannot start answer", "err", err)
 		return false
 	}
+	ctx, stats := withAnswerStats(ctx)
 	reply, err := p.replier(m.Bot).Begin(ctx, m)
 	if err != nil {
 		log.Error("cannot start reply", "err", err)
@@ -51,6 +52,7 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	if len(a.Parts) > 0 {
 		p.outbox.Notify()
 	}
+	p.finished(ctx, log, m, a, stats)
 	return true
 }
 
@@ -70,7 +72,7 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 	if notice == "" {
 		notice = p.cfg.Replies.Unavailable
 	}
-	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: "interrupted: the service stopped while the answer was streaming"}
+	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID, Failure: reasonInterrupted}
 	reply, err := p.replier(m.Bot).Begin(ctx, m)
 	if err == nil {
 		a.Parts, err = reply.Interrupted(ctx, notice)
@@ -85,6 +87,7 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 		return false
 	}
 	p.outbox.Notify()
+	p.finished(ctx, log, m, a, statsOf(ctx))
 	return true
 }
 
@@ -129,7 +132,7 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 // Unavailable notice.
 func (p *Pipeline) failed(log *slog.Logger, a storage.Answer, err error) (storage.Answer, string) {
 	log.Warn("LLM failed", "err", err)
-	a.Failure = "llm: " + err.Error()
+	a.Failure = modelFailure(err)
 	return a, p.cfg.Replies.Unavailable
 }
 
@@ -185,9 +188,15 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 		if err != nil {
 			return err
 		}
+		start := p.clock.Now()
 		retryable, err := try()
+		took := p.clock.Since(start)
 		p.limiter.release(permit, err)
-		p.metrics.llmRequest(m.Bot, err)
+		p.metrics.llmRequest(m.Bot, err, took)
+		statsOf(ctx).modelTime += took
+		if ctx.Err() == nil {
+			p.health.record(m.Bot, err)
+		}
 		if err == nil {
 			return nil
 		}

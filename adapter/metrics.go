@@ -1,9 +1,11 @@
 package adapter
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,6 +21,10 @@ type Metrics struct {
 	requests  *prometheus.CounterVec
 	inFlight  *prometheus.Desc
 	callLimit *prometheus.Desc
+	messages  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	first     *prometheus.HistogramVec
+	pending   *prometheus.Desc
 	// AI bots
 	feedbacks  *prometheus.CounterVec
 	connected  *prometheus.GaugeVec
@@ -27,7 +33,26 @@ type Metrics struct {
 	mu       sync.Mutex
 	managers []*TokenManager
 	limiters []*callLimiter
+	outboxes []PendingCounter
 }
+
+// PendingCounter counts the reply parts waiting to be sent (storage.DB):
+// counted in the database at scrape time, so the gauge is right across
+// restarts and instances.
+type PendingCounter interface {
+	CountPendingParts(ctx context.Context) (int64, error)
+}
+
+// Results of wecombot_messages_total.
+const (
+	resultReceived = "received"
+	resultAnswered = "answered"
+	resultFailed   = "failed"
+	resultIgnored  = "ignored"
+)
+
+// scrapeTimeout bounds the database count behind wecombot_outbox_pending.
+const scrapeTimeout = 2 * time.Second
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered, for tests that do not look at them).
@@ -51,6 +76,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Calls to the model in flight.", nil, nil),
 		callLimit: prometheus.NewDesc("wecombot_llm_concurrency_limit",
 			"Calls to the model allowed in flight: llm.max_concurrency, lower while the provider rate-limits.", nil, nil),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_messages_total",
+			Help: "Messages by bot and result: received (stored new), answered (an answer or a reply of the bot's own stored for sending), " +
+				"failed (the model or the stream failed: a notice, or nothing, stored instead), ignored (nothing to say: an event other than a welcome). " +
+				"Delivery failures are wecombot_wecom_api_errors_total.",
+		}, []string{"bot", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wecombot_llm_request_duration_seconds",
+			Help:    "How long each call to the model took, failed calls and retries included, by bot.",
+			Buckets: llmBuckets,
+		}, []string{"bot"}),
+		first: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wecombot_llm_first_token_seconds",
+			Help: "Time from the start of a streamed call (llm.stream) to its first text, by bot. " +
+				"Calls that are not streamed, and streams that fail before any text, observe nothing.",
+			Buckets: llmBuckets,
+		}, []string{"bot"}),
+		pending: prometheus.NewDesc("wecombot_outbox_pending",
+			"Reply parts waiting to be sent, counted in the database.", nil, nil),
 		feedbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wecombot_feedback_total",
 			Help: "Users' feedback on AI bot answers by bot and type (accurate, inaccurate, cancelled).",
@@ -65,7 +109,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"bot"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m.feedbacks, m.connected, m.reconnects, m)
+		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m.messages, m.duration, m.first, m.feedbacks, m.connected, m.reconnects, m)
 	}
 	return m
 }
@@ -73,6 +117,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) watch(tm *TokenManager) {
 	m.mu.Lock()
 	m.managers = append(m.managers, tm)
+	m.mu.Unlock()
+}
+
+// llmBuckets span a model's answers: a first token within a second, a
+// long answer in a minute or two.
+var llmBuckets = []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120}
+
+// watchOutbox counts the pending parts of c at every scrape.
+func (m *Metrics) watchOutbox(c PendingCounter) {
+	m.mu.Lock()
+	m.outboxes = append(m.outboxes, c)
 	m.mu.Unlock()
 }
 
@@ -88,6 +143,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.expiry
 	ch <- m.inFlight
 	ch <- m.callLimit
+	ch <- m.pending
 }
 
 // Collect implements prometheus.Collector.
@@ -95,6 +151,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	managers := append([]*TokenManager(nil), m.managers...)
 	limiters := append([]*callLimiter(nil), m.limiters...)
+	outboxes := append([]PendingCounter(nil), m.outboxes...)
 	m.mu.Unlock()
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
@@ -104,16 +161,35 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(inFlight))
 		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(limit))
 	}
+	for _, c := range outboxes {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+		n, err := c.CountPendingParts(ctx)
+		cancel()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(m.pending, err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(n))
+	}
 }
 
-// llmRequest counts a call to the model that ended with err.
-func (m *Metrics) llmRequest(bot string, err error) {
+// llmRequest counts a call to the model that ended with err after took.
+func (m *Metrics) llmRequest(bot string, err error, took time.Duration) {
 	result := "ok"
 	if err != nil {
 		result = llm.KindOf(err).String()
 	}
 	m.requests.WithLabelValues(bot, result).Inc()
+	m.duration.WithLabelValues(bot).Observe(took.Seconds())
 }
+
+// firstToken observes how long a streamed call took to its first text.
+func (m *Metrics) firstToken(bot string, took time.Duration) {
+	m.first.WithLabelValues(bot).Observe(took.Seconds())
+}
+
+// message counts a message of bot with result (resultReceived…).
+func (m *Metrics) message(bot, result string) { m.messages.WithLabelValues(bot, result).Inc() }
 
 func (m *Metrics) tokenFetch(bot, result string) { m.fetches.WithLabelValues(bot, result).Inc() }
 

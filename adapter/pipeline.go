@@ -75,6 +75,9 @@ type LLMConfig struct {
 type PipelineConfig struct {
 	LLM     LLMConfig
 	Replies Replies
+	// Model names the model the pipeline calls, as the panel shows it
+	// (llm.model).
+	Model string
 	// RateLimitWait is how old a message may get while its calls are
 	// refused for the provider's rate limit before the user gets
 	// Replies.Unavailable (llm.timeout). Default one minute.
@@ -151,6 +154,7 @@ type Pipeline struct {
 	// provider's rate limits.
 	limiter *callLimiter
 	metrics *Metrics
+	health  *modelHealth
 	// repliers are the channels of the bots that do not reply with parts
 	// (UseReplier); parts replies for the others.
 	repliers map[string]Replier
@@ -196,6 +200,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	return &Pipeline{
 		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
 		limiter: newCallLimiter(cfg.LLM.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
+		health:   newModelHealth(cfg.Model, clock),
 		repliers: map[string]Replier{},
 		parts:    &partsReplier{store: store, outbox: outbox, now: clock.Now},
 		storing:  make(chan struct{}, storageSlots),
@@ -237,6 +242,7 @@ func (p *Pipeline) insert(ctx context.Context, m *storage.Message) (bool, error)
 	if err != nil || !isNew {
 		return false, err
 	}
+	p.metrics.message(m.Bot, resultReceived)
 	// Stored before the user is claimed: an owner elsewhere that releases
 	// the user checks for it in the same statement (storage.ReleaseUser).
 	p.enqueue(userKey{m.Bot, m.UserID})

@@ -80,6 +80,7 @@ func (p *partsReply) Add(ctx context.Context, delta string) error {
 		}
 		return err
 	}
+	statsOf(ctx).streamed += len(parts)
 	p.r.outbox.Notify()
 	return nil
 }

@@ -100,7 +100,12 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 		}
 		r := *reply
 		var whole strings.Builder
+		start, timed := p.clock.Now(), false
 		_, err := sc.Stream(ctx, msgs, func(delta string) error {
+			if !timed && delta != "" {
+				timed = true
+				p.metrics.firstToken(m.Bot, p.clock.Since(start))
+			}
 			whole.WriteString(delta)
 			if err := r.Add(ctx, delta); err != nil {
 				stored = err
@@ -116,7 +121,7 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 		// Delivery of the first parts failed for good meanwhile (the
 		// message is failed): nothing more is shown.
 		*reply = nil
-		a.Failure = "streamed answer abandoned: its first parts could not be delivered"
+		a.Failure = reasonAbandoned
 		return a, ""
 	case stored != nil:
 		return p.failed(log, a, stored)

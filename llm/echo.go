@@ -7,6 +7,9 @@ import (
 	"unicode/utf8"
 )
 
+// EchoModel names Echo where a model's name is shown.
+const EchoModel = "offline echo model"
+
 // Echo is the offline demo model: it answers deterministically, says that
 // it is a demo, and needs no key or network.
 type Echo struct{}

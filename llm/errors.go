@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +53,10 @@ type Error struct {
 	// RetryAfter is the provider's Retry-After on a rate-limited call;
 	// 0 when it sent none.
 	RetryAfter time.Duration
-	err        error
+	// unreachable: no connection to the model API was made (DNS, refused,
+	// no route).
+	unreachable bool
+	err         error
 }
 
 func (e *Error) Error() string {
@@ -70,27 +76,55 @@ func KindOf(err error) Kind {
 	return KindFailed
 }
 
-// Hint says what an operator can do about err, or "" when nothing in the
-// configuration would help.
-func Hint(err error) string {
+// Causes of a failed call, as an operator names them: stable words that
+// logs carry and the panel translates (CauseOf).
+const (
+	CauseUnreachable  = "unreachable"   // no connection: DNS, refused, no route
+	CauseBadKey       = "bad_key"       // 401, 403
+	CauseUnknownModel = "unknown_model" // 404: the model or the URL
+	CauseNoQuota      = "no_quota"      // 429 insufficient_quota
+	CauseRateLimited  = "rate_limited"  // 429, 503
+	CauseTimeout      = "timeout"       // no answer within llm.timeout
+	CauseFailed       = "failed"        // anything else: 5xx, a broken stream, no text
+)
+
+// CauseOf is the cause of err, a failed call to the model; "" for errors
+// that are not the model's (storage, a cancelled context, ErrEmpty).
+func CauseOf(err error) string {
 	var e *Error
 	if !errors.As(err, &e) {
 		return ""
 	}
 	switch {
+	case e.unreachable:
+		return CauseUnreachable
 	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
-		return "the model API refused the key: check llm.api_key"
+		return CauseBadKey
 	case e.Kind == KindConfig && e.Status == http.StatusTooManyRequests:
-		return "the model account has no quota left: check its billing"
+		return CauseNoQuota
 	case e.Status == http.StatusNotFound:
-		return "the model API does not know this model or URL: check llm.model, and llm.base_url (it includes /v1)"
+		return CauseUnknownModel
 	case e.Kind == KindRateLimited:
-		return "the provider is rate-limiting: calls are held back and retried; raise the account's limits or lower llm.max_concurrency"
+		return CauseRateLimited
 	case e.Kind == KindTimeout:
-		return "the model did not answer within llm.timeout"
+		return CauseTimeout
 	}
-	return ""
+	return CauseFailed
 }
+
+// hints say what an operator can do about each cause.
+var hints = map[string]string{
+	CauseUnreachable:  "the model API cannot be reached: check llm.base_url, DNS and the network (or the proxy)",
+	CauseBadKey:       "the model API refused the key: check llm.api_key",
+	CauseNoQuota:      "the model account has no quota left: check its billing",
+	CauseUnknownModel: "the model API does not know this model or URL: check llm.model, and llm.base_url (it includes /v1)",
+	CauseRateLimited:  "the provider is rate-limiting: calls are held back and retried; raise the account's limits or lower llm.max_concurrency",
+	CauseTimeout:      "the model did not answer within llm.timeout",
+}
+
+// Hint says what an operator can do about err, or "" when nothing in the
+// configuration would help.
+func Hint(err error) string { return hints[CauseOf(err)] }
 
 // maxRetryAfter bounds a provider's Retry-After: a misconfigured proxy
 // saying "come back in a day" must not stall every answer for a day.
@@ -138,12 +172,21 @@ func withRetryAfter(ctx context.Context) (context.Context, *atomic.Int64) {
 
 // callError describes err, the failure of a call, as an *Error of its kind:
 // status and message of an API error (go-openai's errors never carry the
-// key, but request URLs in transport errors could carry a proxy's
-// credentials, so nothing else is kept of them), prefixed with what.
-func callError(what string, err error, retryAfter *atomic.Int64) error {
+// key), or the transport's error without the request URL, prefixed with
+// what.
+func callError(what string, err error, retryAfter *atomic.Int64) *Error {
 	e := &Error{Kind: KindFailed}
 	var apiErr *openai.APIError
 	var reqErr *openai.RequestError
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		// The request URL is left out: llm.base_url may carry a proxy's
+		// credentials or a key in its query. What failed stays.
+		err = urlErr.Err
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	e.unreachable = errors.As(err, &dnsErr) || (errors.As(err, &opErr) && opErr.Op == "dial")
 	switch {
 	case errors.As(err, &apiErr):
 		e.Status = apiErr.HTTPStatusCode
@@ -172,4 +215,19 @@ func callError(what string, err error, retryAfter *atomic.Int64) error {
 	}
 	e.err = fmt.Errorf("llm: %s: %w", what, err)
 	return e
+}
+
+// fail is callError for c's calls, with c's key masked wherever the
+// provider, or a proxy, echoed it back in a message.
+func (c *Client) fail(what string, err error, retryAfter *atomic.Int64) error {
+	e := callError(what, err, retryAfter)
+	if c.key != "" && strings.Contains(e.err.Error(), c.key) {
+		e.err = errors.New(strings.ReplaceAll(e.err.Error(), c.key, "******"))
+	}
+	return e
+}
+
+// noText is the failure of a call that answered without text.
+func noText(what string) error {
+	return &Error{Kind: KindFailed, err: errors.New("llm: " + what + ": the model returned no text")}
 }

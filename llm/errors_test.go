@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -22,16 +24,17 @@ func TestCallErrorKinds(t *testing.T) {
 		kind       Kind
 		wait       time.Duration
 		hint       string
+		cause      string
 	}{
-		{http.StatusTooManyRequests, "3", KindRateLimited, 3 * time.Second, "rate-limiting"},
-		{http.StatusTooManyRequests, "", KindRateLimited, 0, "rate-limiting"},
-		{http.StatusTooManyRequests, "3600", KindRateLimited, maxRetryAfter, "rate-limiting"},
-		{http.StatusServiceUnavailable, "2", KindRateLimited, 2 * time.Second, "rate-limiting"},
-		{http.StatusUnauthorized, "", KindConfig, 0, "llm.api_key"},
-		{http.StatusForbidden, "", KindConfig, 0, "llm.api_key"},
-		{http.StatusNotFound, "", KindConfig, 0, "llm.model"},
-		{http.StatusInternalServerError, "5", KindFailed, 0, ""},
-		{http.StatusBadGateway, "", KindFailed, 0, ""},
+		{http.StatusTooManyRequests, "3", KindRateLimited, 3 * time.Second, "rate-limiting", CauseRateLimited},
+		{http.StatusTooManyRequests, "", KindRateLimited, 0, "rate-limiting", CauseRateLimited},
+		{http.StatusTooManyRequests, "3600", KindRateLimited, maxRetryAfter, "rate-limiting", CauseRateLimited},
+		{http.StatusServiceUnavailable, "2", KindRateLimited, 2 * time.Second, "rate-limiting", CauseRateLimited},
+		{http.StatusUnauthorized, "", KindConfig, 0, "llm.api_key", CauseBadKey},
+		{http.StatusForbidden, "", KindConfig, 0, "llm.api_key", CauseBadKey},
+		{http.StatusNotFound, "", KindConfig, 0, "llm.model", CauseUnknownModel},
+		{http.StatusInternalServerError, "5", KindFailed, 0, "", CauseFailed},
+		{http.StatusBadGateway, "", KindFailed, 0, "", CauseFailed},
 	}
 	for _, c := range cases {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +62,9 @@ func TestCallErrorKinds(t *testing.T) {
 			if KindOf(err) != c.kind {
 				t.Errorf("%d %s: KindOf = %v", c.status, name, KindOf(err))
 			}
+			if got := CauseOf(err); got != c.cause {
+				t.Errorf("%d %s: cause %q, want %q", c.status, name, got, c.cause)
+			}
 			if h := Hint(err); (c.hint == "") != (h == "") || !strings.Contains(h, c.hint) {
 				t.Errorf("%d %s: hint %q, want one mentioning %q", c.status, name, h, c.hint)
 			}
@@ -81,8 +87,68 @@ func TestCallErrorTimeout(t *testing.T) {
 	_, errComplete := client.Complete(context.Background(), msgs)
 	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
 	for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream} {
-		if KindOf(err) != KindTimeout || !strings.Contains(err.Error(), "timed out") {
-			t.Errorf("%s: err %v kind %v, want a timeout", name, err, KindOf(err))
+		if KindOf(err) != KindTimeout || CauseOf(err) != CauseTimeout || !strings.Contains(err.Error(), "timed out") {
+			t.Errorf("%s: err %v kind %v cause %q, want a timeout", name, err, KindOf(err), CauseOf(err))
+		}
+		if strings.Contains(err.Error(), srv.URL) {
+			t.Errorf("%s: err %q names the request URL", name, err)
+		}
+	}
+}
+
+// TestCallErrorUnreachable: a model API that cannot be reached is told
+// apart from one that answers badly, and the error keeps what failed but
+// not the request URL, which may carry credentials.
+func TestCallErrorUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	client := New(Config{BaseURL: "http://" + addr + "/sk-secret-in-path/v1", APIKey: "sk-secret-key", Model: "m", Timeout: config.Duration(5 * time.Second)})
+	msgs := []Message{{Role: RoleUser, Content: "hi"}}
+	_, errComplete := client.Complete(context.Background(), msgs)
+	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
+	// A name that does not resolve, as the transport reports it.
+	dns := callError("chat completion", &url.Error{Op: "Post", URL: "https://api.example.invalid/sk-secret-in-path/v1/chat/completions",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "api.example.invalid", IsNotFound: true}}}, nil)
+	for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream, "DNS": dns} {
+		if CauseOf(err) != CauseUnreachable || !strings.Contains(Hint(err), "llm.base_url") {
+			t.Errorf("%s: err %v: cause %q hint %q, want unreachable", name, err, CauseOf(err), Hint(err))
+		}
+		if KindOf(err) != KindFailed {
+			t.Errorf("%s: kind %v, want a failure worth a retry", name, KindOf(err))
+		}
+		if s := err.Error(); strings.Contains(s, "sk-secret") || !strings.HasPrefix(s, "llm: chat completion") {
+			t.Errorf("%s: error %q: want what failed, never the URL or the key", name, s)
+		}
+	}
+	if s := dns.Error(); !strings.Contains(s, "api.example.invalid") || !strings.Contains(s, "no such host") {
+		t.Errorf("DNS error %q lost the host or the reason", s)
+	}
+}
+
+// TestCallErrorMasksEchoedKey: a provider or proxy that echoes the key in
+// its error does not put it in ours.
+func TestCallErrorMasksEchoedKey(t *testing.T) {
+	const key = "sk-echoed-secret-key"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"message":"Incorrect API key provided: ` + key + `.","type":"invalid_request_error"}}`))
+	}))
+	defer srv.Close()
+	client := New(Config{BaseURL: srv.URL + "/v1", APIKey: key, Model: "m", Timeout: config.Duration(5 * time.Second)})
+	msgs := []Message{{Role: RoleUser, Content: "hi"}}
+	_, errComplete := client.Complete(context.Background(), msgs)
+	_, errStream := client.Stream(context.Background(), msgs, func(string) error { return nil })
+	for name, err := range map[string]error{"Complete": errComplete, "Stream": errStream} {
+		if s := err.Error(); strings.Contains(s, key) || !strings.Contains(s, "Incorrect API key provided: ******.") {
+			t.Errorf("%s: error %q, want the message with the key masked", name, s)
+		}
+		if CauseOf(err) != CauseBadKey {
+			t.Errorf("%s: cause %q after masking, want bad_key", name, CauseOf(err))
 		}
 	}
 }
@@ -108,7 +174,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestKindOfOtherErrors(t *testing.T) {
 	for _, err := range []error{nil, errors.New("boom"), ErrEmpty} {
-		if KindOf(err) != KindFailed || Hint(err) != "" {
+		if KindOf(err) != KindFailed || Hint(err) != "" || CauseOf(err) != "" {
 			t.Errorf("%v: kind %v hint %q", err, KindOf(err), Hint(err))
 		}
 	}

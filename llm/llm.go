@@ -57,6 +57,7 @@ func lastText(msgs []Message) (string, error) {
 type Client struct {
 	api     *openai.Client
 	model   string
+	key     string // masked in errors (fail)
 	timeout time.Duration
 }
 
@@ -72,7 +73,7 @@ func New(cfg Config) *Client {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	return &Client{api: openai.NewClientWithConfig(oc), model: cfg.Model, timeout: timeout}
+	return &Client{api: openai.NewClientWithConfig(oc), model: cfg.Model, key: cfg.APIKey, timeout: timeout}
 }
 
 // Complete returns the model's answer to msgs.
@@ -86,10 +87,10 @@ func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
 	ctx, retryAfter := withRetryAfter(ctx)
 	resp, err := c.api.CreateChatCompletion(ctx, req)
 	if err != nil {
-		return "", callError("chat completion", err, retryAfter)
+		return "", c.fail("chat completion", err, retryAfter)
 	}
 	if len(resp.Choices) == 0 || strings.TrimSpace(resp.Choices[0].Message.Content) == "" {
-		return "", errors.New("llm: chat completion: the model returned no text")
+		return "", noText("chat completion")
 	}
 	return resp.Choices[0].Message.Content, nil
 }

@@ -36,7 +36,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 	reqCtx, retryAfter := withRetryAfter(idle)
 	stream, err := c.api.CreateChatCompletionStream(reqCtx, req)
 	if err != nil {
-		return "", callError("chat completion stream", streamErr(idle, err), retryAfter)
+		return "", c.fail("chat completion stream", streamErr(idle, err), retryAfter)
 	}
 	defer stream.Close()
 	var answer strings.Builder
@@ -46,7 +46,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 			break
 		}
 		if err != nil {
-			return "", callError("chat completion stream", streamErr(idle, err), nil)
+			return "", c.fail("chat completion stream", streamErr(idle, err), nil)
 		}
 		watchdog.Reset(c.timeout)
 		if len(resp.Choices) == 0 || resp.Choices[0].Delta.Content == "" {
@@ -59,7 +59,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 		}
 	}
 	if strings.TrimSpace(answer.String()) == "" {
-		return "", errors.New("llm: chat completion stream: the model returned no text")
+		return "", noText("chat completion stream")
 	}
 	return answer.String(), nil
 }

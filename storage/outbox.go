@@ -109,6 +109,17 @@ func (d *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
 	return rows[0].NextAttemptAt, true, nil
 }
 
+// CountPendingParts counts the parts waiting to be sent, of every bot
+// (the metric wecombot_outbox_pending): a range of idx_outbox_due, whose
+// first column is the state.
+func (d *DB) CountPendingParts(ctx context.Context) (int64, error) {
+	var n int64
+	if err := d.db.WithContext(ctx).Model(&outboxRow{}).Where("state = ?", OutboxPending).Count(&n).Error; err != nil {
+		return 0, fmt.Errorf("storage: count pending outbox parts: %w", err)
+	}
+	return n, nil
+}
+
 // MarkSent records that WeCom accepted part id as wecomMsgID; when it was the
 // last unsent part of its message, the message becomes answered (failed, if
 // the parts were a failure notice). Two statements, on the path of every

@@ -249,6 +249,10 @@ func testFailPart(t *testing.T) {
 			t.Errorf("other message %s = %+v, want answering", m.DedupeKey, got)
 		}
 	}
+	// Sent and failed parts are not pending; the others of every user are.
+	if n, err := db.CountPendingParts(ctx); err != nil || n != 3 {
+		t.Errorf("CountPendingParts = %d, %v; want 3 (u2a v1a v1b)", n, err)
+	}
 	// Failed parts no longer hold back the user's next reply.
 	if got := fmt.Sprint(due(t, db, clk.now, 100)); got != "[u2a v1a]" {
 		t.Errorf("DueParts = %s, want [u2a v1a]", got)

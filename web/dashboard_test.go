@@ -29,7 +29,19 @@ func TestDashboard(t *testing.T) {
 		`id="count-received">3<`, `id="count-answered">1<`, `id="count-failed">1<`, `id="count-pending">1<`,
 		"<svg", `class="bar-msg"`, "10:00 — 3 messages, 1 answers", "messages (4)", "answers (1)",
 		"Refresh token", `action="/admin/bots/helpdesk/token/refresh"`,
+		// The model cards: working, and failing with what to do.
+		`id="model-helpdesk"`, `<span class="badge state-ok" data-test="model-state">ok</span>`, `<code>gpt-test</code>`,
+		`<dd class="last-ok">2026-03-02 10:25:00</dd>`,
+		`<section class="card model state-failing" id="model-sales"`, `<span class="badge state-failing" data-test="model-state">failing</span>`,
+		"The model API cannot be reached.", "Check llm.base_url, DNS and the network",
+		`<code class="last-error">llm: chat completion stream: dial tcp: lookup api.example.invalid: no such host</code>`,
 	)
+	if n := strings.Count(rec.Body.String(), "The model API cannot be reached."); n != 1 {
+		t.Errorf("the failure is told %d times, want once (only sales fails)", n)
+	}
+	// In Chinese too.
+	zh := e.do(request{method: "GET", path: "/admin/", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
+	wantBody(t, zh, ">故障<", ">正常<", "无法连接模型 API。", "请检查 llm.base_url")
 	if strings.Contains(rec.Body.String(), "http://") && regexp.MustCompile(`(src|href)="https?://`).MatchString(rec.Body.String()) {
 		t.Fatal("the dashboard loads something from another site")
 	}

@@ -87,11 +87,14 @@ func newPanelEnv(t *testing.T, with ...func(*Options)) *panelEnv {
 		Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
 		Token: adapter.TokenStatus{State: adapter.TokenValid, ExpiresAt: t0.Add(90 * time.Minute), FetchedAt: t0.Add(-30 * time.Minute),
 			RefreshCount: 3, Source: adapter.SourceGettoken},
+		LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelOK, LastOKAt: t0.Add(-5 * time.Minute)},
 	}, {
 		Name: "sales", CorpID: "ww1", AgentID: 1000003,
 		Token: adapter.TokenStatus{State: adapter.TokenError, RefreshCount: 1,
 			LastError: "wecom: gettoken: errcode 60020: not allow to access from your ip, from ip: 203.0.113.7",
 			Hint:      "WeCom refuses calls from IP 203.0.113.7: add it to the app's trusted IPs (企业可信IP) in the admin console."},
+		LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelFailing, Cause: "unreachable",
+			LastError: "llm: chat completion stream: dial tcp: lookup api.example.invalid: no such host", Hint: "check llm.base_url"},
 	}}
 	e.report = ConfigReport{Text: "admin:\n  username: admin\n  password: '******'\n", Problems: []string{"config: llm.model: is empty"}}
 	bots := fakeBots{

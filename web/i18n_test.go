@@ -3,6 +3,9 @@ package web
 import (
 	"strings"
 	"testing"
+
+	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/llm"
 )
 
 func TestLanguage(t *testing.T) {
@@ -52,6 +55,29 @@ func TestDictionariesMatch(t *testing.T) {
 	for k := range d[langZH] {
 		if _, ok := d[langEN][k]; !ok {
 			t.Errorf("en lacks %q", k)
+		}
+	}
+}
+
+// TestCausesTranslated: every cause a failure reason or a model's health
+// can name has a text and a hint (the templates build their keys).
+func TestCausesTranslated(t *testing.T) {
+	d := loadDicts()
+	causes := []string{
+		llm.CauseUnreachable, llm.CauseBadKey, llm.CauseUnknownModel, llm.CauseNoQuota,
+		llm.CauseRateLimited, llm.CauseTimeout, llm.CauseFailed,
+		adapter.FailureInterrupted, adapter.FailureAbandoned,
+	}
+	for _, c := range causes {
+		for _, key := range []string{"cause." + c, "cause_hint." + c} {
+			if _, ok := d[langEN][key]; !ok {
+				t.Errorf("no text for %q", key)
+			}
+		}
+	}
+	for _, s := range []string{adapter.ModelOK, adapter.ModelFailing, adapter.ModelUnknown} {
+		if _, ok := d[langEN]["model.state."+s]; !ok {
+			t.Errorf("no text for model state %q", s)
 		}
 	}
 }

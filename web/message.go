@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -66,6 +67,10 @@ type messageRow struct {
 	storage.MessageWithReply
 	Status    string
 	CanResend bool // some part of the reply failed
+	// Cause of a failure the panel can say in the admin's language, with
+	// a hint (adapter.ParseFailure); "": the reason is shown as stored.
+	Cause  string
+	Detail string // the error behind Cause
 }
 
 type messagesData struct {
@@ -97,6 +102,9 @@ func (h *messageHandler) list(c *gin.Context) {
 	}
 	for _, m := range msgs {
 		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
+		if m.Error != "" {
+			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
+		}
 		for _, p := range m.Parts {
 			if p.State == storage.OutboxFailed {
 				row.CanResend = true

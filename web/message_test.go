@@ -81,6 +81,38 @@ func TestMessagesPage(t *testing.T) {
 	wantRedirect(t, rec, "/admin/messages?flash=resent")
 }
 
+// Failure reasons: the model's said in the admin's language with a hint,
+// the stored error kept for the operator; others as stored.
+func TestMessagesFailureReasons(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	fail := func(key, reason string) int64 {
+		m := &storage.Message{Bot: "helpdesk", DedupeKey: key, UserID: "u", MsgType: "text", Content: "hi"}
+		if _, err := e.db.InsertMessage(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+		must(t, e.db.SaveAnswer(t.Context(), storage.Answer{MessageID: m.ID, Bot: "helpdesk", UserID: "u", Failure: reason}))
+		return m.ID
+	}
+	dns := "llm: chat completion stream: dial tcp: lookup api.example.invalid: no such host"
+	fail("dns", "model unreachable: "+dns)
+	fail("key", "model bad_key: llm: chat completion: status 401: Incorrect API key")
+	fail("old", "llm: llm: chat completion: status 500: upstream")
+	rec := e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "en"}})
+	wantStatus(t, rec, 200)
+	wantBody(t, rec,
+		`title="model unreachable: `+dns+`"`, "The model API cannot be reached.", "Check llm.base_url", "<code>"+dns+"</code>",
+		"The model API refused the key.", "Check llm.api_key.", "status 401: Incorrect API key",
+		"The model&#39;s answer failed.", "<code>llm: chat completion: status 500: upstream</code>",
+	)
+	// The old row's doubled prefix stays only in the raw reason (title).
+	if n := strings.Count(rec.Body.String(), "llm: llm:"); n != 1 {
+		t.Errorf("a doubled prefix shown %d times, want once (the title of the old row)", n)
+	}
+	zh := e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
+	wantBody(t, zh, "无法连接模型 API。", "请检查 llm.api_key。", "错误详情")
+}
+
 func TestMessagesPaging(t *testing.T) {
 	e := newPanelEnv(t)
 	for i := range messagesShown + 3 {

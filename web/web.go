@@ -235,12 +235,23 @@ type tokenJSON struct {
 	Source       string  `json:"source"`
 }
 
+// modelJSON is a bot's model health (adapter.ModelHealth): the field names
+// are a contract with scripts.
+type modelJSON struct {
+	Model     string  `json:"model"`
+	State     string  `json:"state"`
+	LastError string  `json:"last_error"`
+	Hint      string  `json:"hint"`
+	LastOKAt  *string `json:"last_ok_at"`
+}
+
 type botJSON struct {
 	Name        string    `json:"name"`
 	CorpID      string    `json:"corp_id"`
 	AgentID     int64     `json:"agent_id"`
 	CallbackURL string    `json:"callback_path"`
 	Token       tokenJSON `json:"token"`
+	LLM         modelJSON `json:"llm"`
 }
 
 func rfc3339(t time.Time) *string {
@@ -270,6 +281,7 @@ func botView(b adapter.BotStatus, now time.Time) botJSON {
 			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, now),
 			RefreshCount: t.RefreshCount, LastError: t.LastError, Hint: t.Hint, Source: t.Source,
 		},
+		LLM: modelJSON{Model: b.LLM.Model, State: b.LLM.State, LastError: b.LLM.LastError, Hint: b.LLM.Hint, LastOKAt: rfc3339(b.LLM.LastOKAt)},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -89,7 +90,10 @@ func TestListBots(t *testing.T) {
 			Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
 			Token: adapter.TokenStatus{State: adapter.TokenError, ExpiresAt: exp, FetchedAt: exp.Add(-2 * time.Hour),
 				RefreshCount: 3, LastError: "wecom: gettoken: errcode 60020", Hint: "add 1.2.3.4", Source: adapter.SourceDatabase},
-		}, {Name: "cold", CorpID: "ww2", AgentID: 7, Token: adapter.TokenStatus{State: adapter.TokenNone}}}
+			LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelFailing, Cause: "bad_key", LastOKAt: exp.Add(-time.Hour),
+				LastError: "llm: chat completion: status 401: Incorrect API key", Hint: "the model API refused the key: check llm.api_key"},
+		}, {Name: "cold", CorpID: "ww2", AgentID: 7, Token: adapter.TokenStatus{State: adapter.TokenNone},
+			LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelUnknown}}}
 	}}, func() time.Time { return exp.Add(-30 * time.Minute) })
 	rec := do(h, "GET", "/api/bots", "admin", "s3cret-pw")
 	var out struct {
@@ -99,6 +103,7 @@ func TestListBots(t *testing.T) {
 			AgentID      int64          `json:"agent_id"`
 			CallbackPath string         `json:"callback_path"`
 			Token        map[string]any `json:"token"`
+			LLM          map[string]any `json:"llm"`
 		} `json:"bots"`
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Bots) != 2 {
@@ -119,6 +124,18 @@ func TestListBots(t *testing.T) {
 	}
 	if cold := out.Bots[1].Token; cold["expires_at"] != nil || cold["state"] != "none" {
 		t.Errorf("a bot without a token: %v", cold)
+	}
+	// The model's health: exactly these fields, a contract with scripts.
+	wantLLM := map[string]any{
+		"model": "gpt-test", "state": "failing", "last_error": "llm: chat completion: status 401: Incorrect API key",
+		"hint": "the model API refused the key: check llm.api_key", "last_ok_at": "2026-11-25T01:00:00Z",
+	}
+	if !maps.Equal(b.LLM, wantLLM) {
+		t.Errorf("llm = %v, want %v", b.LLM, wantLLM)
+	}
+	wantCold := map[string]any{"model": "gpt-test", "state": "unknown", "last_error": "", "hint": "", "last_ok_at": nil}
+	if cold := out.Bots[1].LLM; !maps.Equal(cold, wantCold) {
+		t.Errorf("llm of a bot not called yet = %v, want %v", cold, wantCold)
 	}
 }
 

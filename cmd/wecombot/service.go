@@ -106,9 +106,12 @@ func (m *Main) Open(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := adapter.NewMetrics(reg)
-	completer := m.LLM
+	completer, model := m.LLM, cfg.LLM.Model
 	if completer == nil {
 		completer = llm.New(cfg.LLM.Config)
+	}
+	if _, ok := completer.(llm.Echo); ok {
+		model = llm.EchoModel
 	}
 	app, err := adapter.New(adapter.Options{
 		WeCom: cfg.WeCom.WeComConfig,
@@ -116,6 +119,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Pipeline: adapter.PipelineConfig{
 			LLM:     cfg.LLM.LLMConfig,
 			Replies: cfg.Replies,
+			Model:   model,
 			// A message may wait out the provider's rate limit as long as
 			// one call may take.
 			RateLimitWait: time.Duration(cfg.LLM.Timeout),
