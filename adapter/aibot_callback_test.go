@@ -38,8 +38,6 @@ type streamModel struct {
 	gate    chan struct{} // nil: answer at once
 	entered chan string   // the question, once the first delta is out
 	calls   atomic.Int32
-	mu      sync.Mutex
-	seen    []string // the last user turn of each call
 }
 
 func (m *streamModel) Complete(ctx context.Context, msgs []llm.Message) (string, error) {
@@ -49,9 +47,6 @@ func (m *streamModel) Complete(ctx context.Context, msgs []llm.Message) (string,
 func (m *streamModel) Stream(ctx context.Context, msgs []llm.Message, onDelta func(string) error) (string, error) {
 	m.calls.Add(1)
 	q := msgs[len(msgs)-1].Content
-	m.mu.Lock()
-	m.seen = append(m.seen, q)
-	m.mu.Unlock()
 	a := m.answer(q)
 	cut := len(a) / 2
 	for cut > 0 && !utf8.RuneStart(a[cut]) {
@@ -74,12 +69,6 @@ func (m *streamModel) Stream(ctx context.Context, msgs []llm.Message, onDelta fu
 		return "", err
 	}
 	return a, nil
-}
-
-func (m *streamModel) questions() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.seen...)
 }
 
 type aibotEnv struct {
