@@ -64,6 +64,9 @@ func mask(n *yaml.Node) {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if secretKey(n.Content[i].Value) {
+				if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.Value == "" {
+					continue // unset shows as unset, not as a hidden value
+				}
 				*n.Content[i+1] = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: masked}
 				continue
 			}

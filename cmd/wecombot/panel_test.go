@@ -45,6 +45,12 @@ bots:
 		t.Errorf("problems of a valid configuration: %v", r.Problems)
 	}
 
+	// An unset secret shows as unset: a mask would say one is set.
+	cfg.LLM.APIKey = ""
+	if r := panelConfig(cfg); strings.Count(r.Text, "'******'") != 7 || !strings.Contains(r.Text, `api_key: ""`) {
+		t.Errorf("an empty api_key is not shown as empty:\n%s", r.Text)
+	}
+
 	cfg.LLM.Model = ""
 	if r := panelConfig(cfg); len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "llm.model") {
 		t.Errorf("check result %v, want the empty llm.model", r.Problems)
