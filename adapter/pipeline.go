@@ -104,7 +104,7 @@ type MessageStore interface {
 	ReleaseUser(ctx context.Context, u storage.UserRef, owner string) (bool, error)
 	DropUserLease(ctx context.Context, u storage.UserRef, owner string) error
 	DropLeases(ctx context.Context, keep string) error
-	NextPending(ctx context.Context, u storage.UserRef) (storage.Message, bool, error)
+	PendingMessages(ctx context.Context, u storage.UserRef, limit int) ([]storage.Message, error)
 	UnclaimedUsers(ctx context.Context, now time.Time, limit int) ([]storage.UserRef, error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
 	AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error

@@ -38,14 +38,16 @@ func insertParts(tx *gorm.DB, id int64, bot, user string, parts []string, now ti
 // AppendParts stores parts of the answer to message id that is still being
 // streamed, after the parts stored before, due now, and marks the message
 // streaming. It returns ErrNotFound when the message is no longer being
-// answered (its delivery failed meanwhile): the caller stops streaming.
+// answered (its delivery failed meanwhile): the caller stops streaming. A
+// message may still be received: on an exclusive database the pipeline
+// does not mark it answering first (PipelineConfig.Exclusive).
 func (d *DB) AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error {
 	if len(parts) == 0 {
 		return nil
 	}
 	now := d.now()
 	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&messageRow{}).Where("id = ? AND state IN ?", id, []string{MessageAnswering, MessageStreaming}).
+		res := tx.Model(&messageRow{}).Where("id = ? AND state IN ?", id, PendingStates).
 			Update("state", MessageStreaming)
 		if res.Error != nil {
 			return res.Error
