@@ -88,3 +88,28 @@ func BenchmarkAnswerPath(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDuePartsBacklog reads the outbox's next 64 due parts with 12,000
+// pending, 4 for each of 3,000 users: the outbox after a flood of
+// callbacks. Its cost must stay that of the 64 parts it returns.
+func BenchmarkDuePartsBacklog(b *testing.B) {
+	db, err := Open(b.Context(), Config{DSN: filepath.Join(b.TempDir(), "x.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	for n := range 4 {
+		for u := range 3000 {
+			if err := db.EnqueueText(b.Context(), "b", fmt.Sprint("user-", u), []string{fmt.Sprint("part ", n)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	now := db.now().Add(time.Hour)
+	for b.Loop() {
+		parts, err := db.DueParts(b.Context(), now, 64)
+		if err != nil || len(parts) != 64 {
+			b.Fatalf("DueParts: %d parts, %v", len(parts), err)
+		}
+	}
+}
