@@ -16,8 +16,8 @@ import (
 // pendingBatch is how many of a user's pending messages one read returns on
 // an exclusive database, where nothing but this user's one worker changes
 // them: one statement on SQLite's one connection serves several answers.
-// Target: at least 100 answers a second under a flood of callbacks, with
-// the ack p99 under 50 ms (BENCHMARKS.md).
+// Target: answers/s of a burst at least those of a fixed pool of workers
+// (BENCHMARKS.md).
 const pendingBatch = 16
 
 // serveUser claims user k and answers its pending messages in order until

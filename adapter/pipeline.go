@@ -86,7 +86,9 @@ type PipelineConfig struct {
 	// Exclusive says no other instance uses the database (SQLite): leases
 	// found at start are a previous run's and are dropped at once, and no
 	// lease is taken: this process's own bookkeeping (one worker per user)
-	// is enough, and two writes (two fsyncs) per answer are saved.
+	// is enough, and two writes (two fsyncs) per answer are saved. For the
+	// same reason a user's pending messages are read several at once
+	// (pendingBatch) and not marked answering one by one (handle).
 	Exclusive bool
 }
 
