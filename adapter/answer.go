@@ -25,9 +25,14 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 	default:
 		return true
 	}
-	if err := p.store.StartAnswer(ctx, m.ID); err != nil {
-		log.Error("cannot start answer", "err", err)
-		return false
+	// On an exclusive database the message stays received until its
+	// answer is stored: both states are pending alike, and the write saved
+	// is one of the few per answer on SQLite's one connection.
+	if !p.cfg.Exclusive {
+		if err := p.store.StartAnswer(ctx, m.ID); err != nil {
+			log.Error("cannot start answer", "err", err)
+			return false
+		}
 	}
 	ctx, stats := withAnswerStats(ctx)
 	reply, err := p.replier(m.Bot).Begin(ctx, m)

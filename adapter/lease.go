@@ -13,17 +13,27 @@ import (
 	"github.com/wecombot/wecombot/storage"
 )
 
+// pendingBatch is how many of a user's pending messages one read returns on
+// an exclusive database, where nothing but this user's one worker changes
+// them: one statement on SQLite's one connection serves several answers.
+// Target: answers/s of a burst at least those of a fixed pool of workers
+// (BENCHMARKS.md).
+const pendingBatch = 16
+
 // serveUser claims user k and answers its pending messages in order until
 // none is left, the lease is lost, or the pipeline stops. On an exclusive
 // database no lease is taken: a message accepted meanwhile wakes k again
-// (enqueue), so none is missed.
+// (enqueue), so none is missed, and the pending messages are read several
+// at once.
 func (p *Pipeline) serveUser(k userKey) {
 	u := storage.UserRef{Bot: k.bot, UserID: k.user}
 	log := p.log.With("bot", k.bot, "user", k.user)
 	ctx := p.workCtx
 	leased := !p.cfg.Exclusive
 	drop := func() {}
+	limit := pendingBatch
 	if leased {
+		limit = 1
 		claimed, err := p.store.ClaimUser(ctx, u, p.cfg.Owner, p.clock.Now().Add(p.cfg.Lease))
 		if err != nil {
 			if ctx.Err() == nil {
@@ -52,7 +62,7 @@ func (p *Pipeline) serveUser(k userKey) {
 			drop()
 			return
 		}
-		m, found, err := p.store.NextPending(ctx, u)
+		msgs, err := p.store.PendingMessages(ctx, u, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("cannot read pending messages; the sweeper retries", "err", err)
@@ -60,7 +70,7 @@ func (p *Pipeline) serveUser(k userKey) {
 			drop()
 			return
 		}
-		if !found {
+		if len(msgs) == 0 {
 			if !leased {
 				return
 			}
@@ -71,25 +81,53 @@ func (p *Pipeline) serveUser(k userKey) {
 				}
 				return
 			}
-			// A message arrived since NextPending, or the lease is gone.
+			// A message arrived since PendingMessages, or the lease is gone.
 			if ok, err := p.store.ClaimUser(ctx, u, p.cfg.Owner, p.clock.Now().Add(p.cfg.Lease)); err != nil || !ok {
 				return
 			}
 			continue
 		}
-		if m.ID == last {
+		if msgs[0].ID <= last {
 			// Answered without leaving the pending state: stop rather
 			// than loop; the sweeper tries again later.
-			log.Error("message still pending after its answer; retrying later", "message", m.ID)
+			log.Error("message still pending after its answer; retrying later", "message", msgs[0].ID)
 			drop()
 			return
 		}
-		last = m.ID
-		if !p.handle(ctx, m) {
-			drop()
+		full := len(msgs) == limit
+		// A message cut off while streaming has parts in the outbox, whose
+		// delivery may fail it meanwhile: it is answered only as read
+		// afresh, first of its batch.
+		for i, m := range msgs {
+			if i > 0 && m.State == storage.MessageStreaming {
+				msgs, full = msgs[:i], true
+				break
+			}
+		}
+		for i, m := range msgs {
+			if i > 0 && (p.stopped() || ctx.Err() != nil) {
+				drop()
+				return
+			}
+			last = m.ID
+			if !p.handle(ctx, m) {
+				drop()
+				return
+			}
+		}
+		if !leased && !full {
+			// Every pending message was in the batch; one accepted since
+			// the read woke k again (enqueue), and serve looks again.
 			return
 		}
 	}
+}
+
+// stopped reports whether Shutdown began.
+func (p *Pipeline) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // renew keeps the lease on u until ctx ends. When the lease is lost (this

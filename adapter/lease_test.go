@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -228,5 +229,144 @@ func TestExclusiveKeepsOrderWithoutLeases(t *testing.T) {
 		if left, err := e.db.UnclaimedUsers(t.Context(), time.Now(), 10); err != nil || len(left) != 0 {
 			t.Fatalf("users with pending messages left: %+v %v", left, err)
 		}
+	})
+}
+
+// On an exclusive database a user's pending messages are read several at
+// once. One cut off while streaming (a previous run's) is answered only
+// as read afresh: here its delivery fails while the message before it is
+// answered, and it gets no interrupted notice on top of its failure; the
+// messages around it are each answered once, in order.
+func TestExclusiveBatchRereadsStreamingMessage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := newLLMGate()
+		e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 10}, Exclusive: true, Replies: testReplies}, gate.complete)
+		ctx := t.Context()
+		insert := func(content string) int64 {
+			m := &storage.Message{Bot: "b", DedupeKey: "prev-" + content, UserID: "x", MsgType: "text", Content: content}
+			if ok, err := e.db.InsertMessage(ctx, m); !ok || err != nil {
+				t.Fatalf("InsertMessage = %v, %v", ok, err)
+			}
+			return m.ID
+		}
+		x1 := insert("x-1")
+		x2 := insert("x-2")
+		if err := e.db.AppendParts(ctx, x2, "b", "x", []string{"Para one.\n\n"}); err != nil {
+			t.Fatal(err) // x2 was streaming when the previous run stopped
+		}
+		x3 := insert("x-3")
+		e.keys.Store(3)
+
+		if err := e.p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if q := gate.next(t); q != "x-1" {
+			t.Fatalf("first call %q, want x-1", q)
+		}
+		ps, err := e.db.PartsOf(ctx, x2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.FailPart(ctx, ps[0].ID, "errcode 81013: user not found"); err != nil {
+			t.Fatal(err)
+		}
+		gate.release(t)
+		if q := gate.next(t); q != "x-3" {
+			t.Fatalf("second call %q, want x-3", q)
+		}
+		gate.release(t)
+		for _, id := range []int64{x1, x3} {
+			if got := e.parts(e.done(id).ID); len(got) != 1 || got[0] != "answer to "+e.message(id).Content {
+				t.Errorf("message %d parts %q", id, got)
+			}
+		}
+		if m := e.message(x2); m.State != storage.MessageFailed || len(e.parts(x2)) != 1 {
+			t.Errorf("the failed streamed message became %q with parts %q", m.State, e.parts(x2))
+		}
+		if got, want := e.history("x"), []string{"user: x-1", "assistant: answer to x-1", "user: x-3", "assistant: answer to x-3"}; !slices.Equal(got, want) {
+			t.Errorf("history %q, want %q", got, want)
+		}
+		_, _, asked := gate.stats()
+		if got := asked["x"]; !slices.Equal(got, []string{"x-1", "x-3"}) {
+			t.Errorf("asked %q", got)
+		}
+	})
+}
+
+// On an exclusive database a message is not marked answering before its
+// answer: one whose process died while the model wrote it is still
+// received, and is answered once after the restart, before the messages
+// queued behind it. One cut off while streaming (its first part stored
+// from the received state) gets the interrupted notice instead of a
+// second answer.
+func TestExclusiveCrashMidAnswerResumes(t *testing.T) {
+	t.Run("complete", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			gate := newLLMGate()
+			e := newPipelineEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 4, HistoryTurns: 10}, Exclusive: true, Replies: testReplies}, gate.complete)
+			a1, a2, a3 := e.text("a", "a-1"), e.text("a", "a-2"), e.text("a", "a-3")
+			if q := gate.next(t); q != "a-1" {
+				t.Fatalf("first call %q, want a-1", q)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // the process dies: the call in flight is cut off
+			if err := e.p.Shutdown(ctx); err == nil {
+				t.Fatal("Shutdown returned nil with a call in flight and no time left")
+			}
+			for _, id := range []int64{a1, a2, a3} {
+				if m := e.message(id); m.State != storage.MessageReceived || len(e.parts(id)) != 0 {
+					t.Fatalf("message %d after the crash: %q, parts %q", id, m.State, e.parts(id))
+				}
+			}
+			e.llm.complete = echoAnswer
+			e.start()
+			if err := e.p.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []int64{a1, a2, a3} {
+				if got := e.parts(e.done(id).ID); len(got) != 1 || got[0] != "answer to "+e.message(id).Content {
+					t.Errorf("message %d parts %q", id, got)
+				}
+			}
+			want := []string{"user: a-1", "assistant: answer to a-1", "user: a-2", "assistant: answer to a-2", "user: a-3", "assistant: answer to a-3"}
+			if got := e.history("a"); !slices.Equal(got, want) {
+				t.Errorf("history %q, want %q", got, want)
+			}
+		})
+	})
+	t.Run("stream", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			cfg := PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, HistoryTurns: 10, Stream: true}, Exclusive: true, Replies: testReplies}
+			cfg.Replies.Interrupted = "interrupted, ask again"
+			e, f := newStreamEnv(t, cfg)
+			id := e.text("u", "q")
+			next := e.text("u", "q2")
+			f.pieces <- "Para one.\n\n"
+			e.waitParts(id, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := e.p.Shutdown(ctx); err == nil {
+				t.Fatal("Shutdown returned nil with a stream in flight and no time left")
+			}
+			if m := e.message(id); m.State != storage.MessageStreaming {
+				t.Fatalf("state %q after the crash", m.State)
+			}
+			e.start()
+			if err := e.p.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			f.pieces <- "Answer two."
+			f.end <- nil
+			e.done(next)
+			if got := e.parts(id); !slices.Equal(got, []string{"Para one.\n\n", "interrupted, ask again"}) {
+				t.Fatalf("parts %q", got)
+			}
+			if got := e.parts(next); !slices.Equal(got, []string{"Answer two."}) {
+				t.Fatalf("parts of the next message %q", got)
+			}
+			if n := f.calls.Load(); n != 2 {
+				t.Fatalf("%d calls to the model, want 2 (none again for the cut-off answer)", n)
+			}
+		})
 	})
 }

@@ -93,7 +93,9 @@ type PipelineConfig struct {
 	// Exclusive says no other instance uses the database (SQLite): leases
 	// found at start are a previous run's and are dropped at once, and no
 	// lease is taken: this process's own bookkeeping (one worker per user)
-	// is enough, and two writes (two fsyncs) per answer are saved.
+	// is enough, and two writes (two fsyncs) per answer are saved. For the
+	// same reason a user's pending messages are read several at once
+	// (pendingBatch) and not marked answering one by one (handle).
 	Exclusive bool
 }
 
@@ -111,7 +113,7 @@ type MessageStore interface {
 	ReleaseUser(ctx context.Context, u storage.UserRef, owner string) (bool, error)
 	DropUserLease(ctx context.Context, u storage.UserRef, owner string) error
 	DropLeases(ctx context.Context, keep string) error
-	NextPending(ctx context.Context, u storage.UserRef) (storage.Message, bool, error)
+	PendingMessages(ctx context.Context, u storage.UserRef, limit int) ([]storage.Message, error)
 	UnclaimedUsers(ctx context.Context, now time.Time, limit int) ([]storage.UserRef, error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
 	AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error

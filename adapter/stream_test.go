@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -289,32 +290,36 @@ func TestPipelineStreamFailures(t *testing.T) {
 			}
 		})
 	})
-	t.Run("delivery failed mid-stream: abandoned", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Stream: true}, Replies: testReplies})
-			id := e.text("u", "q")
-			f.pieces <- "Para one.\n\n"
-			e.waitParts(id, 1)
-			ps, err := e.db.PartsOf(t.Context(), id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := e.db.FailPart(t.Context(), ps[0].ID, "errcode 81013: user not found"); err != nil {
-				t.Fatal(err)
-			}
-			f.pieces <- strings.Repeat("x", 3000) // a full part: the append is refused
-			// The stream must end on the refusal: nothing ends it otherwise.
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			if err := e.p.Shutdown(ctx); err != nil {
-				t.Fatalf("the stream went on after its message failed: %v", err)
-			}
-			m := e.message(id)
-			if got := e.parts(id); len(got) != 1 || m.State != storage.MessageFailed {
-				t.Fatalf("parts %q, state %q", got, m.State)
-			}
+	// On an exclusive database the parts are stored from the received
+	// state (the message is not marked answering first): the same.
+	for _, exclusive := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delivery failed mid-stream: abandoned, exclusive %v", exclusive), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e, f := newStreamEnv(t, PipelineConfig{LLM: LLMConfig{MaxConcurrency: 1, Stream: true}, Exclusive: exclusive, Replies: testReplies})
+				id := e.text("u", "q")
+				f.pieces <- "Para one.\n\n"
+				e.waitParts(id, 1)
+				ps, err := e.db.PartsOf(t.Context(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.db.FailPart(t.Context(), ps[0].ID, "errcode 81013: user not found"); err != nil {
+					t.Fatal(err)
+				}
+				f.pieces <- strings.Repeat("x", 3000) // a full part: the append is refused
+				// The stream must end on the refusal: nothing ends it otherwise.
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				defer cancel()
+				if err := e.p.Shutdown(ctx); err != nil {
+					t.Fatalf("the stream went on after its message failed: %v", err)
+				}
+				m := e.message(id)
+				if got := e.parts(id); len(got) != 1 || m.State != storage.MessageFailed {
+					t.Fatalf("parts %q, state %q", got, m.State)
+				}
+			})
 		})
-	})
+	}
 }
 
 func TestPipelineStreamInterruptedResumesWithNotice(t *testing.T) {

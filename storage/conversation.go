@@ -32,26 +32,35 @@ type turnRow struct {
 func (turnRow) TableName() string { return "turns" }
 
 // History returns the last `pairs` user/assistant pairs of the conversation
-// of user with bot, oldest first.
+// of user with bot, oldest first. It reads and scans only the columns it
+// returns, without GORM's reflection: it is read for every answer, on
+// SQLite's one connection (see SaveAnswer).
 func (d *DB) History(ctx context.Context, bot, user string, pairs int) ([]Turn, error) {
 	if pairs <= 0 {
 		return nil, nil
 	}
-	var rows []turnRow
-	err := d.db.WithContext(ctx).Where("bot = ? AND user_id = ?", bot, user).
-		Order("id DESC").Limit(2 * pairs).Find(&rows).Error
+	rows, err := d.db.WithContext(ctx).Raw("SELECT role, content, created_at FROM turns WHERE bot = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+		bot, user, 2*pairs).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("storage: history of %s/%s: %w", bot, user, err)
 	}
-	slices.Reverse(rows)
+	defer rows.Close()
+	out := make([]Turn, 0, 2*pairs)
+	for rows.Next() {
+		var t Turn
+		if err := rows.Scan(&t.Role, &t.Content, &t.CreatedAt); err != nil {
+			return nil, fmt.Errorf("storage: history of %s/%s: %w", bot, user, err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: history of %s/%s: %w", bot, user, err)
+	}
+	slices.Reverse(out)
 	// Turns are written in pairs; a limit that cut a pair leaves an
 	// assistant turn first, which the model would read out of context.
-	if len(rows) > 0 && rows[0].Role == RoleAssistant {
-		rows = rows[1:]
-	}
-	out := make([]Turn, len(rows))
-	for i, r := range rows {
-		out[i] = Turn{Role: r.Role, Content: r.Content, CreatedAt: r.CreatedAt}
+	if len(out) > 0 && out[0].Role == RoleAssistant {
+		out = out[1:]
 	}
 	return out, nil
 }

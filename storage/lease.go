@@ -90,18 +90,22 @@ func (d *DB) DropLeases(ctx context.Context, keep string) error {
 	return nil
 }
 
-// NextPending returns the oldest pending message of user, or false.
-func (d *DB) NextPending(ctx context.Context, u UserRef) (Message, bool, error) {
+// PendingMessages returns up to limit pending messages of user, oldest
+// first. Read several at once, they are a snapshot: the caller answers
+// them in order only where nothing else changes them meanwhile (one
+// instance on the database).
+func (d *DB) PendingMessages(ctx context.Context, u UserRef, limit int) ([]Message, error) {
 	var rows []messageRow
 	err := d.db.WithContext(ctx).Where("bot = ? AND user_id = ?", u.Bot, u.UserID).Where(pendingMessage).
-		Order("id").Limit(1).Find(&rows).Error
+		Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
-		return Message{}, false, fmt.Errorf("storage: next pending message of %s/%s: %w", u.Bot, u.UserID, err)
+		return nil, fmt.Errorf("storage: pending messages of %s/%s: %w", u.Bot, u.UserID, err)
 	}
-	if len(rows) == 0 {
-		return Message{}, false, nil
+	out := make([]Message, len(rows))
+	for i, r := range rows {
+		out[i] = r.message()
 	}
-	return rows[0].message(), true, nil
+	return out, nil
 }
 
 // UnclaimedUsers returns up to limit users with pending messages and no live

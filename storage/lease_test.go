@@ -41,12 +41,12 @@ func testUserLeases(t *testing.T) {
 	if ok, err := db.ReleaseUser(ctx, u, "B"); err != nil || ok {
 		t.Fatalf("released with a message pending: %v %v", ok, err)
 	}
-	if got, ok, err := db.NextPending(ctx, u); err != nil || !ok || got.ID != m.ID {
-		t.Fatalf("NextPending = %+v %v %v", got, ok, err)
+	if got, err := db.PendingMessages(ctx, u, 1); err != nil || len(got) != 1 || got[0].ID != m.ID {
+		t.Fatalf("PendingMessages = %+v %v", got, err)
 	}
 	must(t, db.SaveAnswer(ctx, Answer{MessageID: m.ID, Bot: "b", UserID: "u", Parts: []string{"hi"}}))
-	if _, ok, err := db.NextPending(ctx, u); err != nil || ok {
-		t.Fatalf("a message with its answer in the outbox is still pending: %v %v", ok, err)
+	if got, err := db.PendingMessages(ctx, u, 1); err != nil || len(got) != 0 {
+		t.Fatalf("a message with its answer in the outbox is still pending: %+v %v", got, err)
 	}
 	if ok, err := db.ReleaseUser(ctx, u, "A"); err != nil || ok {
 		t.Fatalf("A released B's lease: %v %v", ok, err)
@@ -97,9 +97,54 @@ func testUnclaimedUsers(t *testing.T) {
 	}
 }
 
-// BenchmarkNextPendingLongHistory: a user with 3,000 answered messages and
+func TestPendingMessages(t *testing.T) { eachDriver(t, testPendingMessages) }
+
+// testPendingMessages: a user's pending messages, oldest first, up to the
+// limit; those of other users, answered ones and those whose answer waits
+// in the outbox left out; one cut off while streaming kept.
+func testPendingMessages(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	u := UserRef{Bot: "b", UserID: "u"}
+	ids := func(ms []Message) []int64 {
+		var out []int64
+		for _, m := range ms {
+			out = append(out, m.ID)
+		}
+		return out
+	}
+	if got, err := db.PendingMessages(ctx, u, 16); err != nil || len(got) != 0 {
+		t.Fatalf("nothing stored: %+v %v", got, err)
+	}
+	answered := insertMsg(t, db, "b", "u", "k1")
+	answer(t, db, answered) // no parts: answered
+	inOutbox := insertMsg(t, db, "b", "u", "k2")
+	answer(t, db, inOutbox, "part")
+	streamed := insertMsg(t, db, "b", "u", "k3")
+	must(t, db.AppendParts(ctx, streamed.ID, "b", "u", []string{"first"}))
+	insertMsg(t, db, "b", "other", "k4")
+	insertMsg(t, db, "other", "u", "k5")
+	a := insertMsg(t, db, "b", "u", "k6")
+	b := insertMsg(t, db, "b", "u", "k7")
+
+	got, err := db.PendingMessages(ctx, u, 16)
+	must(t, err)
+	if want := []int64{streamed.ID, a.ID, b.ID}; fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Fatalf("PendingMessages = %v, want %v", ids(got), want)
+	}
+	if got[0].State != MessageStreaming || got[1].State != MessageReceived || got[1].Content != a.Content {
+		t.Errorf("PendingMessages = %+v", got)
+	}
+	got, err = db.PendingMessages(ctx, u, 2)
+	must(t, err)
+	if want := []int64{streamed.ID, a.ID}; fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Errorf("limit 2: %v, want %v", ids(got), want)
+	}
+}
+
+// BenchmarkPendingMessagesLongHistory: a user with 3,000 answered messages and
 // one pending; the cost must not grow with the history.
-func BenchmarkNextPendingLongHistory(b *testing.B) {
+func BenchmarkPendingMessagesLongHistory(b *testing.B) {
 	db, err := Open(b.Context(), Config{DSN: filepath.Join(b.TempDir(), "x.db")})
 	if err != nil {
 		b.Fatal(err)
@@ -120,9 +165,9 @@ func BenchmarkNextPendingLongHistory(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		m, found, err := db.NextPending(b.Context(), UserRef{Bot: "b", UserID: "u"})
-		if err != nil || !found || m.ID != pending.ID {
-			b.Fatalf("NextPending: %v %v %d, want message %d", err, found, m.ID, pending.ID)
+		got, err := db.PendingMessages(b.Context(), UserRef{Bot: "b", UserID: "u"}, 16)
+		if err != nil || len(got) != 1 || got[0].ID != pending.ID {
+			b.Fatalf("PendingMessages: %v %+v, want message %d", err, got, pending.ID)
 		}
 	}
 }

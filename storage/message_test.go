@@ -170,7 +170,7 @@ func testStartAnswerAndState(t *testing.T) {
 }
 
 // UnansweredMessages returns the pending messages of every user, oldest
-// first: what NextPending and UnclaimedUsers select from (pendingMessage).
+// first: what PendingMessages and UnclaimedUsers select from (pendingMessage).
 // The service reads its work per user (lease.go); the tests check the state
 // of a whole database with this.
 func (d *DB) UnansweredMessages(ctx context.Context) ([]Message, error) {

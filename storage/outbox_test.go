@@ -108,8 +108,12 @@ func testDuePartsNextAttemptAndLimit(t *testing.T) {
 	if got := fmt.Sprint(due(t, db, later.Add(-time.Millisecond), 100)); got != "[v-a w-a]" {
 		t.Errorf("DueParts just before u's time = %s, want [v-a w-a]", got)
 	}
-	if got := fmt.Sprint(due(t, db, later, 100)); got != "[u-a v-a w-a]" {
-		t.Errorf("DueParts at u's time = %s, want [u-a v-a w-a]", got)
+	// Those due first come first: u's delayed head after the others.
+	if got := fmt.Sprint(due(t, db, later, 100)); got != "[v-a w-a u-a]" {
+		t.Errorf("DueParts at u's time = %s, want [v-a w-a u-a]", got)
+	}
+	if got := fmt.Sprint(due(t, db, later, 2)); got != "[v-a w-a]" {
+		t.Errorf("DueParts(limit 2) at u's time = %s, want [v-a w-a]", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -19,33 +20,38 @@ const MessageStreaming = "streaming"
 var PendingStates = []string{MessageReceived, MessageAnswering, MessageStreaming}
 
 // insertParts stores parts of message id after the parts it has already,
-// pending and due at now.
+// pending and due at now, in one statement written out (see SaveAnswer).
 func insertParts(tx *gorm.DB, id int64, bot, user string, parts []string, now time.Time) error {
 	var seq int
-	if err := tx.Model(&outboxRow{}).Select("COALESCE(MAX(seq) + 1, 0)").Where("message_id = ?", id).Scan(&seq).Error; err != nil {
+	if err := tx.Raw("SELECT COALESCE(MAX(seq) + 1, 0) FROM outbox WHERE message_id = ?", id).Scan(&seq).Error; err != nil {
 		return err
 	}
-	rows := make([]outboxRow, len(parts))
+	var q strings.Builder
+	q.WriteString("INSERT INTO outbox (message_id, bot, user_id, seq, content, state, attempts, next_attempt_at, wecom_msg_id, last_error, created_at, sent_at) VALUES ")
+	args := make([]any, 0, 12*len(parts))
 	for i, p := range parts {
-		rows[i] = outboxRow{
-			MessageID: id, Bot: bot, UserID: user, Seq: seq + i, Content: p,
-			State: OutboxPending, NextAttemptAt: now, CreatedAt: now,
+		if i > 0 {
+			q.WriteString(", ")
 		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, 0, ?, '', '', ?, ?)")
+		args = append(args, id, bot, user, seq+i, p, OutboxPending, now, now, time.Time{})
 	}
-	return tx.Create(&rows).Error
+	return tx.Exec(q.String(), args...).Error
 }
 
 // AppendParts stores parts of the answer to message id that is still being
 // streamed, after the parts stored before, due now, and marks the message
 // streaming. It returns ErrNotFound when the message is no longer being
-// answered (its delivery failed meanwhile): the caller stops streaming.
+// answered (its delivery failed meanwhile): the caller stops streaming. A
+// message may still be received: on an exclusive database the pipeline
+// does not mark it answering first (PipelineConfig.Exclusive).
 func (d *DB) AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error {
 	if len(parts) == 0 {
 		return nil
 	}
 	now := d.now()
 	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&messageRow{}).Where("id = ? AND state IN ?", id, []string{MessageAnswering, MessageStreaming}).
+		res := tx.Model(&messageRow{}).Where("id = ? AND state IN ?", id, PendingStates).
 			Update("state", MessageStreaming)
 		if res.Error != nil {
 			return res.Error
