@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -81,6 +82,10 @@ type aibotEnv struct {
 	clock   clockwork.Clock
 	metrics *Metrics
 	replies Replies
+	// instances behind one URL, each request to the next (default 1); with
+	// several, none of them has the database to itself.
+	instances int
+	served    [4]atomic.Int64 // requests each instance served
 }
 
 type aibotEnvOption func(*aibotEnv, *BotConfig)
@@ -100,28 +105,41 @@ func newAIBotEnv(t *testing.T, opts ...aibotEnvOption) *aibotEnv {
 	simSrv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(simSrv.Close)
 	e.metrics = NewMetrics(prometheus.NewRegistry())
-	app, err := New(Options{
-		WeCom:    WeComConfig{APIBase: simSrv.URL, RequestTimeout: config.Duration(5 * time.Second)},
-		Bots:     []BotConfig{bc},
-		Store:    e.store,
-		Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true}, Replies: e.replies},
-		LLM:      e.model,
-		Clock:    e.clock,
-		Log:      slog.New(slog.DiscardHandler),
-		Metrics:  e.metrics,
-	})
-	if err != nil {
-		t.Fatal(err)
+	instances := max(e.instances, 1)
+	var engines []http.Handler
+	for i := range instances {
+		app, err := New(Options{
+			WeCom:    WeComConfig{APIBase: simSrv.URL, RequestTimeout: config.Duration(5 * time.Second)},
+			Bots:     []BotConfig{bc},
+			Store:    e.store,
+			Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true}, Replies: e.replies, Exclusive: instances == 1, Owner: fmt.Sprint("instance-", i)},
+			LLM:      e.model,
+			Clock:    e.clock,
+			Log:      slog.New(slog.DiscardHandler),
+			Metrics:  e.metrics,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			e.app = app
+		}
+		if err := app.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = app.Shutdown(context.Background()) })
+		gin.SetMode(gin.TestMode)
+		engine := gin.New()
+		app.Routes(engine)
+		engines = append(engines, engine)
 	}
-	e.app = app
-	if err := app.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = app.Shutdown(context.Background()) })
-	gin.SetMode(gin.TestMode)
-	engine := gin.New()
-	app.Routes(engine)
-	srv := httptest.NewServer(engine)
+	// A load balancer that hands each request to the next instance.
+	var next atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := next.Add(1) - 1
+		e.served[i%int64(instances)].Add(1)
+		engines[i%int64(instances)].ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	e.cb = &wecomsim.AIBotCallback{
 		URL: srv.URL + "/wecom/" + aiBotName + "/callback", Token: aiToken, EncodingAESKey: bc.EncodingAESKey,
@@ -455,5 +473,27 @@ func TestAIBotResponseURLOnce(t *testing.T) {
 	}
 	if n := len(e.sim.AIBotResponses("late")); n != 0 {
 		t.Errorf("an expired response_url was called %d times", n)
+	}
+}
+
+// TestAIBotCallbackSeveralInstances: behind a load balancer, the polls of
+// one stream land on every instance in turn, and each answers from the
+// stream the database holds; a repeat on another instance gets the same
+// stream, and the model is asked once.
+func TestAIBotCallbackSeveralInstances(t *testing.T) {
+	e := newAIBotEnv(t, func(e *aibotEnv, _ *BotConfig) { e.instances = 2 })
+	msg := e.cb.WithResponseURL(wecomsim.AIBotText("", "zhangsan", "你好"))
+	first := e.post(msg)
+	repeat := e.post(msg)
+	for _, ex := range []*wecomsim.AIBotExchange{first, repeat} {
+		if r := last(t, ex); !r.Finish || r.Content != "echo: 你好" || r.StreamID != first.Replies()[0].StreamID {
+			t.Errorf("reply = %+v", r)
+		}
+	}
+	if n := e.model.calls.Load(); n != 1 {
+		t.Errorf("model called %d times, want 1", n)
+	}
+	if a, b := e.served[0].Load(), e.served[1].Load(); a == 0 || b == 0 {
+		t.Errorf("requests served: %d and %d; the test did not spread them", a, b)
 	}
 }
