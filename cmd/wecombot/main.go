@@ -29,7 +29,10 @@ const usage = `usage: wecombot [command] [-config PATH]
 
 commands:
   serve   run the service (default)
-  check   validate the configuration and print every problem found
+  check   validate the configuration and print every problem found;
+          -online then calls WeCom for each bot (gettoken for an app, a
+          subscribe for an AI bot on the long connection) and the model
+          (a one-token answer), printing ok or FAILED with what to do
   demo    run the service against a built-in WeCom simulator, with a
           throwaway database and (without OPENAI_API_KEY) an offline model;
           -addr sets the listen address (default 127.0.0.1:8080)
@@ -64,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	botName := fs.String("bot", "", "bot to send callbacks to (simulate; default the first)")
 	healthURL := fs.String("url", "", "service base URL (health; default from server.addr)")
 	ready := fs.Bool("ready", false, "check /readyz instead of /healthz (health)")
+	online := fs.Bool("online", false, "also call WeCom and the model with the configured credentials (check)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -86,7 +90,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		return serve(ctx, *path, stderr)
 	case "check":
-		return check(*path, stdout, stderr)
+		cfg, code := check(*path, stdout, stderr)
+		if code != 0 || !*online {
+			return code
+		}
+		return checkOnline(ctx, *path, cfg, stdout, stderr)
 	case "demo":
 		demoPath := ""
 		fs.Visit(func(f *flag.Flag) {
@@ -122,8 +130,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // check prints every problem of the configuration, or that it is fine, and
-// then its warnings, which do not change the exit status.
-func check(path string, stdout, stderr io.Writer) int {
+// then its warnings, which do not change the exit status. It returns the
+// configuration for `check -online`.
+func check(path string, stdout, stderr io.Writer) (*Config, int) {
 	cfg, err := loadConfig(path, stderr)
 	if err == nil {
 		fmt.Fprintf(stdout, "%s: configuration OK (%d bot(s))\n", path, len(cfg.Bots))
@@ -134,9 +143,9 @@ func check(path string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err != nil {
-		return 1
+		return cfg, 1
 	}
-	return 0
+	return cfg, 0
 }
 
 // health asks the running service whether it is up (or ready). It needs no
