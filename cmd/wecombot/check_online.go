@@ -15,10 +15,11 @@ import (
 
 // checkOnline is `check -online` once the offline check has passed: for
 // each bot the one call that tells whether WeCom takes its credentials,
-// then one call to the model. It prints a line per probe, ok or FAILED
+// then one call to the model. An AI bot on the long connection is
+// subscribed only when subscribe is set. It prints a line per probe, ok or FAILED
 // with what to do, and returns 1 when any failed. Nothing is stored: the
 // access token is thrown away, the long connection closed.
-func checkOnline(ctx context.Context, path string, cfg *Config, stdout, stderr io.Writer) int {
+func checkOnline(ctx context.Context, path string, cfg *Config, subscribe bool, stdout, stderr io.Writer) int {
 	mask := probeSecrets(cfg)
 	failed := 0
 	report := func(what string, err error, hint string) {
@@ -36,9 +37,11 @@ func checkOnline(ctx context.Context, path string, cfg *Config, stdout, stderr i
 	fmt.Fprintf(stdout, "%s: online checks:\n", path)
 	for i, b := range cfg.Bots {
 		switch {
-		case b.Kind == adapter.KindAIBot && b.Mode == adapter.ModeWebSocket:
+		case b.Kind == adapter.KindAIBot && b.Mode == adapter.ModeWebSocket && !subscribe:
 			// WeCom keeps one connection per bot, and a service that
 			// loses its connection to another waits for a restart.
+			fmt.Fprintf(stdout, "  bot %s (AI bot, websocket): not probed: a subscribe would take the long connection from a service running with this bot_id; add -subscribe while it is stopped\n", b.Name)
+		case b.Kind == adapter.KindAIBot && b.Mode == adapter.ModeWebSocket:
 			fmt.Fprintf(stderr, "%s: warning: %s: the subscribe takes the long connection from a service running with this bot_id, which then stays off until restarted\n", path, cfg.keyName(fmt.Sprintf("bots[%d]", i)))
 			err := aibot.Subscribe(ctx, cfg.WeCom.AIBotWSURL, b.BotID, b.Secret, nil)
 			report(fmt.Sprintf("bot %s (AI bot, websocket): subscribe", b.Name), err, aibot.Hint(err))

@@ -62,7 +62,7 @@ func (e *onlineEnv) yaml() string {
 // output holds any secret it was given.
 func (e *onlineEnv) checkOnline(t *testing.T, yml string, secrets ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	code, stdout, stderr = runCmd(t, "check", "-online", "-config", writeConfig(t, yml))
+	code, stdout, stderr = runCmd(t, "check", "-online", "-subscribe", "-config", writeConfig(t, yml))
 	secrets = append(secrets, cfgSecret, cfgWSSecret, onlineKey, e.sim.CurrentToken(1000002))
 	for _, s := range secrets {
 		if s != "" && strings.Contains(stdout+stderr, s) {
@@ -104,6 +104,19 @@ func TestCheckOnline(t *testing.T) {
 		}
 		if reqs := e.model.Requests(); len(reqs) != 1 || reqs[0].Model != "gpt-4o-mini" || reqs[0].Stream {
 			t.Errorf("model requests %+v, want one plain call", reqs)
+		}
+	})
+
+	// Without -subscribe a running service keeps its connection.
+	t.Run("no subscribe unless asked", func(t *testing.T) {
+		e := newOnlineEnv(t)
+		code, stdout, stderr := runCmd(t, "check", "-online", "-config", writeConfig(t, e.yaml()))
+		if code != 0 {
+			t.Fatalf("check -online = %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		wantLines(t, stdout, "  bot assistant (AI bot, websocket): not probed: a subscribe would take the long connection", "online checks OK")
+		if n := e.sim.AIBotSubscribes(cfgBotID); n != 0 {
+			t.Errorf("subscribes = %d, want 0", n)
 		}
 	})
 

@@ -30,9 +30,10 @@ const usage = `usage: wecombot [command] [-config PATH]
 commands:
   serve   run the service (default)
   check   validate the configuration and print every problem found;
-          -online then calls WeCom for each bot (gettoken for an app, a
-          subscribe for an AI bot on the long connection) and the model
-          (a one-token answer), printing ok or FAILED with what to do
+          -online then calls WeCom for each bot (gettoken for an app; with
+          -subscribe, a subscribe for an AI bot on the long connection,
+          which takes it from a running service) and the model (a
+          one-token answer), printing ok or FAILED with what to do
   demo    run the service against a built-in WeCom simulator, with a
           throwaway database and (without OPENAI_API_KEY) an offline model;
           -addr sets the listen address (default 127.0.0.1:8080)
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	healthURL := fs.String("url", "", "service base URL (health; default from server.addr)")
 	ready := fs.Bool("ready", false, "check /readyz instead of /healthz (health)")
 	online := fs.Bool("online", false, "also call WeCom and the model with the configured credentials (check)")
+	subscribe := fs.Bool("subscribe", false, "with -online, also subscribe each AI bot's long connection; takes it from a running service (check)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if code != 0 || !*online {
 			return code
 		}
-		return checkOnline(ctx, *path, cfg, stdout, stderr)
+		return checkOnline(ctx, *path, cfg, *subscribe, stdout, stderr)
 	case "demo":
 		demoPath := ""
 		fs.Visit(func(f *flag.Flag) {
