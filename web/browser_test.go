@@ -31,6 +31,10 @@ const (
 	browserAgent  = 1000002
 	browserSecret = "browser-app-SECRET-never-shown"
 	browserToken  = "browserCallbackTokenNeverShown"
+	// The AI bot on the long connection beside the app.
+	browserAIBot    = "assistant"
+	browserBotID    = "aibBROWSER"
+	browserAISecret = "browser-aibot-SECRET-never-shown"
 )
 
 // echoLLM answers every conversation with its last user message.
@@ -56,7 +60,8 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	e := &browserEnv{t: t, id: 7450000000000000000}
-	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret}}})
+	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret}},
+		AIBots: []wecomsim.AIBot{{BotID: browserBotID, Secret: browserAISecret}}})
 	simSrv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(simSrv.Close)
 	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "b.db")})
@@ -68,12 +73,15 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	aesKey := wecomsim.NewEncodingAESKey()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	app, err := adapter.New(adapter.Options{
-		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute), RequestTimeout: config.Duration(5 * time.Second)},
+		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute), RequestTimeout: config.Duration(5 * time.Second),
+			AIBotWSURL: "ws" + strings.TrimPrefix(simSrv.URL, "http") + "/wecom" + wecomsim.AIBotWSPath},
 		Bots: []adapter.BotConfig{{Name: "helpdesk", CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret,
-			Token: browserToken, EncodingAESKey: aesKey}},
-		Pipeline: adapter.PipelineConfig{LLM: adapter.LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: adapter.Replies{Unavailable: "unavailable"}},
-		Outbox:   adapter.OutboxConfig{GiveUpAfter: time.Hour},
-		Store:    db, LLM: echoLLM{}, Log: quiet,
+			Token: browserToken, EncodingAESKey: aesKey},
+			{Name: browserAIBot, Kind: adapter.KindAIBot, Mode: adapter.ModeWebSocket, BotID: browserBotID, Secret: browserAISecret}},
+		Pipeline: adapter.PipelineConfig{LLM: adapter.LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: adapter.Replies{Unavailable: "unavailable"},
+			Exclusive: true},
+		Outbox: adapter.OutboxConfig{GiveUpAfter: time.Hour},
+		Store:  db, LLM: echoLLM{}, Log: quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +140,8 @@ func screenshotDir() string {
 }
 
 // TestBrowser drives the panel in headless Chromium, one browser for every
-// step: log in, switch language, see and refresh a token, open and reset a
+// step: log in, switch language, see and refresh a token, see an AI bot's
+// long connection, open and reset a
 // conversation, send a message that reaches the fake WeCom, re-send a failed
 // answer, and check every page at 375 px.
 func TestBrowser(t *testing.T) {
@@ -141,6 +150,16 @@ func TestBrowser(t *testing.T) {
 	if got := e.delivered(1); got.ToUser != "zhangsan" || got.Content != "echo: hello bot" {
 		t.Fatalf("first answer %+v", got)
 	}
+
+	// The AI bot's long connection is up before the dashboard is opened.
+	eventually.True(t, func() bool {
+		for _, b := range e.app.Bots() {
+			if b.Name == browserAIBot && b.Connection != nil && b.Connection.State == "connected" {
+				return true
+			}
+		}
+		return false
+	}, "the AI bot to connect")
 
 	b := webtest.Start(t, 1280, 900)
 	ctx, do, text := b.Ctx, b.Do, b.Text
@@ -179,6 +198,17 @@ func TestBrowser(t *testing.T) {
 	if s := text("#count-answered"); s != "1" {
 		t.Fatalf("answered today %q, want 1", s)
 	}
+	// The AI bot's card: its kind, mode and connection, no token.
+	for sel, want := range map[string]string{"[data-test=kind]": "AI bot", "[data-test=mode]": "long connection",
+		"[data-test=state]": "connected", ".reconnects": "0"} {
+		if got := text("#bot-" + browserAIBot + " " + sel); got != want {
+			t.Errorf("the AI bot's %s is %q, want %q", sel, got, want)
+		}
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#bot-`+browserAIBot+` button, #bot-`+browserAIBot+` .countdown").length`)); err != nil || n != 0 {
+		t.Errorf("the AI bot's card has %d token controls (%v)", n, err)
+	}
+	do("see the AI bot's model card", visible("#model-"+browserAIBot))
 	// The countdown ticks (app.js runs under the CSP).
 	first := text("#bot-helpdesk .countdown")
 	eventually.True(t, func() bool { return text("#bot-helpdesk .countdown") != first }, "the countdown to tick")

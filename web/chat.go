@@ -105,7 +105,7 @@ func (h *chatHandler) show(c *gin.Context, status int, data chatData) {
 // trace on the page it redirects to.
 func (h *chatHandler) submit(c *gin.Context) {
 	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text")}
-	err := validateSend(sendData{Bot: data.Bot, User: data.User, Text: data.Text})
+	err := validateSend(sendData{Bot: data.Bot, User: data.User, Text: data.Text}, false)
 	if err == nil && knownBot(h.bots, data.Bot) != nil {
 		err = invalid("chat_unknown_bot")
 	}

@@ -59,11 +59,13 @@ func (h *conversationHandler) list(c *gin.Context) {
 type conversationData struct {
 	Bot, User string
 	Turns     []storage.Turn
+	CanSend   bool // the bot can write to the user first (canSend)
 }
 
 func (h *conversationHandler) show(c *gin.Context) {
 	bot, user := c.Param("bot"), c.Param("user")
-	if err := knownBot(h.bots, bot); err != nil {
+	b, err := botOf(h.bots, bot)
+	if err != nil {
 		h.render.fail(c, err)
 		return
 	}
@@ -72,7 +74,7 @@ func (h *conversationHandler) show(c *gin.Context) {
 		h.render.fail(c, err)
 		return
 	}
-	h.render.page(c, http.StatusOK, "conversation", conversationData{Bot: bot, User: user, Turns: turns})
+	h.render.page(c, http.StatusOK, "conversation", conversationData{Bot: bot, User: user, Turns: turns, CanSend: canSend(b)})
 }
 
 // reset forgets the conversation: the user's next message starts afresh,
@@ -105,10 +107,17 @@ func botNames(bots Bots) []string {
 
 // knownBot is adapter.ErrUnknownBot for a bot that is not configured.
 func knownBot(bots Bots, name string) error {
+	_, err := botOf(bots, name)
+	return err
+}
+
+// botOf is the status of bot name; adapter.ErrUnknownBot if it is not
+// configured.
+func botOf(bots Bots, name string) (adapter.BotStatus, error) {
 	for _, b := range bots.Bots() {
 		if b.Name == name {
-			return nil
+			return b, nil
 		}
 	}
-	return adapter.ErrUnknownBot
+	return adapter.BotStatus{}, adapter.ErrUnknownBot
 }

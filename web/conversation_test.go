@@ -43,3 +43,27 @@ func TestConversationPages(t *testing.T) {
 	rec = e.get("/admin/conversations/helpdesk/"+url.PathEscape("a b?c"), s)
 	wantBody(t, rec, `action="/admin/conversations/helpdesk/a%20b%3Fc/reset"`)
 }
+
+// TestConversationsAIBot: an AI bot's group chats are listed and shown as
+// groups; a bot that can only answer offers no send.
+func TestConversationsAIBot(t *testing.T) {
+	e := newPanelEnv(t)
+	e.withAIBots()
+	e.seedAIBot()
+	s := e.login()
+	rec := e.get("/admin/conversations?bot="+aiCallbackBot, s)
+	wantStatus(t, rec, 200)
+	wantBody(t, rec, `href="/admin/conversations/assistant/chat:wrkGROUP1"><span class="badge group">group</span>wrkGROUP1</a>`,
+		`href="/admin/conversations/assistant/wangwu">wangwu</a>`)
+	wantBody(t, e.do(request{method: "GET", path: "/admin/conversations?bot=" + aiCallbackBot, cookie: s,
+		header: map[string]string{"Accept-Language": "zh"}}), `<span class="badge group">群聊</span>wrkGROUP1`)
+
+	rec = e.get("/admin/conversations/assistant/chat:wrkGROUP1", s)
+	wantStatus(t, rec, 200)
+	wantBody(t, rec, `<h1><span class="badge group">group</span>wrkGROUP1</h1>`)
+	if strings.Contains(rec.Body.String(), "/admin/send?") {
+		t.Error("a callback AI bot's conversation offers a send")
+	}
+	wantBody(t, e.get("/admin/conversations/ws/chat:wrkGROUP2", s), `href="/admin/send?bot=ws&amp;user=chat%3awrkGROUP2"`)
+	wantBody(t, e.get("/admin/conversations/helpdesk/zhangsan", s), `href="/admin/send?bot=helpdesk&amp;user=zhangsan"`)
+}

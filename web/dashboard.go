@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/aibot"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -27,11 +28,35 @@ type dashboardHandler struct {
 	loc    *time.Location
 }
 
-// botCard is one bot on the dashboard.
+// botCard is one bot on the dashboard: a self-built app shows its token;
+// an AI bot has none, and shows its long connection in websocket mode.
 type botCard struct {
 	adapter.BotStatus
 	CallbackURL string
 	ExpiresIn   int64 // seconds; meaningful when Token.ExpiresAt is set
+}
+
+// AIBot: the card is an AI bot's (no token, no refresh).
+func (b botCard) AIBot() bool { return isAIBot(b.BotStatus) }
+
+// KindKey and ModeKey name the card's kind and mode in the dictionaries.
+func (b botCard) KindKey() string {
+	if b.AIBot() {
+		return "kind." + adapter.KindAIBot
+	}
+	return "kind." + adapter.KindApp
+}
+
+func (b botCard) ModeKey() string { return "mode." + b.Mode }
+
+// ConnFailing: the long connection needs the admin (an error, or another
+// connection took the bot over).
+func (b botCard) ConnFailing() bool {
+	if b.Connection == nil {
+		return false
+	}
+	s := aibot.State(b.Connection.State)
+	return s == aibot.StateError || s == aibot.StateReplaced
 }
 
 type dashboardData struct {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wecombot/wecombot/adapter"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -62,4 +63,74 @@ func TestDashboard(t *testing.T) {
 	if strings.Join(e.refreshed, ",") != "helpdesk,nobody" {
 		t.Fatalf("refreshed %v", e.refreshed)
 	}
+}
+
+// TestDashboardAIBots: each card says its kind and mode; an AI bot on the
+// long connection shows the connection instead of a token, one in callback
+// mode its callback URL only; neither offers a token refresh; every bot
+// keeps its model card.
+func TestDashboardAIBots(t *testing.T) {
+	e := newPanelEnv(t)
+	e.withAIBots()
+	s := e.login()
+	rec := e.get("/admin/", s)
+	wantStatus(t, rec, 200)
+	body := rec.Body.String()
+	card := func(name string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?s)<section class="card bot[^"]*" id="bot-` + name + `">.*?</section>`).FindString(body)
+		if m == "" {
+			t.Fatalf("no card for %s:\n%s", name, body)
+		}
+		return m
+	}
+	wantIn := func(what, text string, parts ...string) {
+		t.Helper()
+		for _, p := range parts {
+			if !strings.Contains(text, p) {
+				t.Errorf("%s lacks %q:\n%s", what, p, text)
+			}
+		}
+	}
+	wantNotIn := func(what, text string, parts ...string) {
+		t.Helper()
+		for _, p := range parts {
+			if strings.Contains(text, p) {
+				t.Errorf("%s has %q:\n%s", what, p, text)
+			}
+		}
+	}
+	wantIn("the app's card", card("helpdesk"), `data-test="kind">self-built app<`, "Refresh token", "Token expires in")
+	wantNotIn("the app's card", card("helpdesk"), `data-test="mode"`)
+
+	cb := card(aiCallbackBot)
+	wantIn("the callback AI bot's card", cb, `data-test="kind">AI bot<`, `data-test="mode">callback<`,
+		"http://example.com/wecom/assistant/callback")
+	wantNotIn("the callback AI bot's card", cb, "Refresh token", "token/refresh", "Token expires in", "Reconnects", `data-test="state"`)
+
+	ws := card(aiWSBot)
+	wantIn("the websocket AI bot's card", ws, `<section class="card bot state-failing" id="bot-ws">`,
+		`data-test="kind">AI bot<`, `data-test="mode">long connection<`,
+		`<span class="badge conn-error" data-test="state">error</span>`,
+		`<dd class="since">2026-03-02 10:20:00</dd>`, `<dd class="reconnects">2</dd>`,
+		"aibot: subscribe refused: errcode 40001: invalid secret", "check bot_id and secret")
+	wantNotIn("the websocket AI bot's card", ws, "Refresh token", "token/refresh", "Token expires in", "Callback URL")
+	for _, name := range []string{"helpdesk", aiCallbackBot, aiWSBot} {
+		wantBody(t, rec, `id="model-`+name+`"`)
+	}
+	if n := strings.Count(body, `class="refresh"`); n != 2 {
+		t.Errorf("%d refresh buttons, want 2 (the apps')", n)
+	}
+
+	// A connected bot is not marked failing.
+	e.bots[3].Connection = &adapter.ConnectionStatus{State: "connected", Since: t0.Add(-time.Hour), Holder: true}
+	rec = e.get("/admin/", s)
+	body = rec.Body.String()
+	wantIn("a connected bot's card", card(aiWSBot), `<section class="card bot" id="bot-ws">`, `conn-connected" data-test="state">connected<`)
+
+	zh := e.do(request{method: "GET", path: "/admin/", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
+	body = zh.Body.String()
+	wantIn("the Chinese app card", card("helpdesk"), ">自建应用<")
+	wantIn("the Chinese callback card", card(aiCallbackBot), ">智能机器人<", ">回调<")
+	wantIn("the Chinese websocket card", card(aiWSBot), ">智能机器人<", ">长连接<", ">已连接<", "重连次数")
 }

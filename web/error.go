@@ -31,6 +31,12 @@ func statusOf(err error) (status int, key string) {
 		return http.StatusForbidden, "error.cross_origin"
 	case errors.Is(err, adapter.ErrUnknownBot):
 		return http.StatusNotFound, "error.unknown_bot"
+	case errors.Is(err, adapter.ErrNotApp):
+		// The bot exists but has no access token (an AI bot).
+		return http.StatusConflict, "error.not_app"
+	case errors.Is(err, adapter.ErrCannotSend):
+		// The bot exists but only answers (an AI bot in callback mode).
+		return http.StatusConflict, "error.cannot_send"
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound, "error.not_found"
 	default:

@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/aibot"
 )
 
 // readyPingTimeout bounds the database check: orchestrators give a probe a
@@ -15,8 +16,9 @@ import (
 const readyPingTimeout = 2 * time.Second
 
 // readyHandler answers /readyz for orchestrators: ready when the database
-// answers and every bot has a usable token or a known reason why not. A bot
-// that has neither yet (its first gettoken is in flight) is not ready.
+// answers and every bot has a usable token (an app) or connection (an AI
+// bot on the long connection) or a known reason why not. A bot that has
+// neither yet (its first gettoken or dial is in flight) is not ready.
 type readyHandler struct {
 	db   Pinger
 	bots Bots
@@ -36,7 +38,7 @@ func (h *readyHandler) check(c *gin.Context) {
 		out.Ready, out.Database = false, err.Error()
 	}
 	for _, b := range h.bots.Bots() {
-		state, ok := tokenReadiness(b.Token)
+		state, ok := readiness(b)
 		out.Bots[b.Name] = state
 		out.Ready = out.Ready && ok
 	}
@@ -46,6 +48,38 @@ func (h *readyHandler) check(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(status, out)
+}
+
+// readiness describes a bot for /readyz and says whether it counts as
+// ready: an app by its token, an AI bot by its long connection. An AI bot
+// in callback mode needs nothing before WeCom calls: it is ready.
+func readiness(b adapter.BotStatus) (string, bool) {
+	switch {
+	case !isAIBot(b):
+		return tokenReadiness(b.Token)
+	case b.Connection == nil:
+		return b.Mode, true
+	}
+	return connectionReadiness(*b.Connection)
+}
+
+// connectionReadiness is tokenReadiness for a long connection: up, held
+// by another instance, or down for a known reason (a refused subscribe, a
+// connection taken over) is ready; the first dial in flight is not.
+func connectionReadiness(c adapter.ConnectionStatus) (string, bool) {
+	switch aibot.State(c.State) {
+	case aibot.StateConnected, adapter.StateStandby:
+		return c.State, true
+	case aibot.StateError, aibot.StateReplaced:
+		if c.LastError != "" {
+			return c.State + ": " + c.LastError, true
+		}
+		return c.State, true
+	case aibot.StateConnecting:
+		// A reconnect after a drop is like a token's retry after an error.
+		return c.State, c.Reconnects > 0 || c.LastError != ""
+	}
+	return c.State, false
 }
 
 // tokenReadiness describes a bot's token for /readyz and says whether the

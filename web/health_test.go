@@ -103,3 +103,50 @@ func TestReadyz(t *testing.T) {
 		})
 	}
 }
+
+// TestReadyzAIBots: an AI bot has no token; in callback mode it is ready,
+// on the long connection it is ready by its connection as an app is by
+// its token.
+func TestReadyzAIBots(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	cases := []struct {
+		name      string
+		conn      *adapter.ConnectionStatus // nil: callback mode
+		wantReady bool
+		want      string
+	}{
+		{"callback mode", nil, true, "callback"},
+		{"connected", &adapter.ConnectionStatus{State: "connected"}, true, "connected"},
+		{"another instance holds it", &adapter.ConnectionStatus{State: adapter.StateStandby}, true, "standby"},
+		{"a refused subscribe is a known reason", &adapter.ConnectionStatus{State: "error", LastError: "errcode 40001"}, true, "error: errcode 40001"},
+		{"taken over", &adapter.ConnectionStatus{State: "replaced", LastError: "disconnected_event"}, true, "replaced: disconnected_event"},
+		{"a reconnect after a drop", &adapter.ConnectionStatus{State: "connecting", Reconnects: 1, LastError: "EOF"}, true, "connecting"},
+		{"the first dial in flight", &adapter.ConnectionStatus{State: "connecting"}, false, "connecting"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mode := adapter.ModeCallback
+			if c.conn != nil {
+				mode = adapter.ModeWebSocket
+			}
+			bots := []adapter.BotStatus{{Name: "ai", Kind: adapter.KindAIBot, Mode: mode, Connection: c.conn}}
+			db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "r.db")})
+			must(t, err)
+			t.Cleanup(func() { db.Close() })
+			e := gin.New()
+			New(Options{Store: db, Bots: fakeBots{list: func() []adapter.BotStatus { return bots }},
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Routes(e)
+			rec := do(e, "GET", "/readyz", "", "")
+			var got struct {
+				Ready bool              `json:"ready"`
+				Bots  map[string]string `json:"bots"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				t.Fatalf("%s: %v", rec.Body, err)
+			}
+			if got.Ready != c.wantReady || got.Bots["ai"] != c.want {
+				t.Fatalf("got %s, want ready %v, ai %q", rec.Body, c.wantReady, c.want)
+			}
+		})
+	}
+}

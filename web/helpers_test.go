@@ -102,6 +102,9 @@ func newPanelEnv(t *testing.T, with ...func(*Options)) *panelEnv {
 		refresh: func(_ context.Context, name string) (adapter.BotStatus, error) {
 			e.refreshed = append(e.refreshed, name)
 			for i, b := range e.bots {
+				if b.Name == name && isAIBot(b) {
+					return adapter.BotStatus{}, adapter.ErrNotApp
+				}
 				if b.Name == name {
 					e.bots[i].Token.RefreshCount++
 					return e.bots[i], nil
@@ -247,6 +250,50 @@ func (e *panelEnv) seed() (answered, failed, pending int64) {
 	e.now = e.now.Add(time.Minute)
 	pending = msg("lisi", "3", "still there?")
 	return answered, failed, pending
+}
+
+// Two AI bots beside the apps: "assistant" answers callbacks; "ws" is on
+// the long connection, which WeCom refuses (a wrong secret).
+const (
+	aiCallbackBot  = "assistant"
+	aiWSBot        = "ws"
+	aiResponseCode = "RESPONSE-CODE-never-shown"
+)
+
+func (e *panelEnv) withAIBots() {
+	e.bots = append(e.bots, adapter.BotStatus{
+		Name: aiCallbackBot, Kind: adapter.KindAIBot, Mode: adapter.ModeCallback,
+		LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelUnknown},
+	}, adapter.BotStatus{
+		Name: aiWSBot, Kind: adapter.KindAIBot, Mode: adapter.ModeWebSocket,
+		Connection: &adapter.ConnectionStatus{State: "error", Since: t0.Add(-10 * time.Minute), Reconnects: 2,
+			LastError: "aibot: subscribe refused: errcode 40001: invalid secret", Holder: true},
+		LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelOK, LastOKAt: t0.Add(-time.Minute)},
+	})
+}
+
+// seedAIBot stores three answered messages of the callback AI bot, each
+// with its stream: a single chat the user found accurate, a group chat
+// found inaccurate with a note, and one whose verdict was withdrawn.
+func (e *panelEnv) seedAIBot() (single, group, withdrawn int64) {
+	e.t.Helper()
+	ctx := e.t.Context()
+	msg := func(user, key, content string, feedback storage.AIBotFeedback) int64 {
+		m := &storage.Message{Bot: aiCallbackBot, DedupeKey: key, UserID: user, MsgType: "text", Content: content}
+		_, err := e.db.InsertMessage(ctx, m)
+		must(e.t, err)
+		_, _, err = e.db.CreateAIBotStream(ctx, storage.AIBotStream{Bot: aiCallbackBot, StreamID: "s" + key, MessageID: m.ID,
+			FeedbackID: "f" + key, ResponseURL: "https://qyapi.weixin.qq.com/cgi-bin/aibot/response?response_code=" + aiResponseCode})
+		must(e.t, err)
+		_, err = e.db.SetAIBotFeedback(ctx, aiCallbackBot, "f"+key, feedback)
+		must(e.t, err)
+		e.now = e.now.Add(time.Minute)
+		return m.ID
+	}
+	single = msg("wangwu", "a1", "what is the VPN address?", storage.AIBotFeedback{Type: 1, At: t0.Add(5 * time.Minute)})
+	group = msg("chat:wrkGROUP1", "a2", "when is the holiday?", storage.AIBotFeedback{Type: 2, Note: "wrong dates", At: t0.Add(6 * time.Minute)})
+	withdrawn = msg("wangwu", "a3", "thanks", storage.AIBotFeedback{Type: 3, At: t0.Add(7 * time.Minute)})
+	return single, group, withdrawn
 }
 
 func must(t *testing.T, err error) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/aibot"
 	"github.com/wecombot/wecombot/llm"
 )
 
@@ -78,6 +79,17 @@ func TestCausesTranslated(t *testing.T) {
 	for _, s := range []string{adapter.ModelOK, adapter.ModelFailing, adapter.ModelUnknown} {
 		if _, ok := d[langEN]["model.state."+s]; !ok {
 			t.Errorf("no text for model state %q", s)
+		}
+	}
+	// The bot cards' kinds, modes and connection states (the hint may be
+	// empty, but must be there: a missing key would show as itself).
+	keys := []string{"kind." + adapter.KindApp, "kind." + adapter.KindAIBot, "mode." + adapter.ModeCallback, "mode." + adapter.ModeWebSocket}
+	for _, s := range []aibot.State{aibot.StateConnecting, aibot.StateConnected, aibot.StateReplaced, aibot.StateError, adapter.StateStandby} {
+		keys = append(keys, "conn.state."+string(s), "conn.hint."+string(s))
+	}
+	for _, key := range keys {
+		if _, ok := d[langEN][key]; !ok {
+			t.Errorf("no text for %q", key)
 		}
 	}
 }

@@ -16,6 +16,9 @@ import (
 type Messages interface {
 	LatestMessages(ctx context.Context, f storage.MessageFilter) ([]storage.MessageWithReply, error)
 	RecentSends(ctx context.Context, limit int) ([]storage.OutboxPart, error)
+	// AIBotStreamsOf gives the AI bots' answers (with the users' feedback)
+	// by message id; other messages have none.
+	AIBotStreamsOf(ctx context.Context, messageIDs []int64) (map[int64]storage.AIBotStream, error)
 }
 
 const messagesShown = 50
@@ -71,7 +74,17 @@ type messageRow struct {
 	// a hint (adapter.ParseFailure); "": the reason is shown as stored.
 	Cause  string
 	Detail string // the error behind Cause
+	// Feedback is the user's verdict on an AI bot's answer (accurate or
+	// inaccurate); nil when none is given, or it was withdrawn.
+	Feedback *storage.AIBotFeedback
 }
+
+// WeCom's feedback types (feedback_event) the panel shows; 3, the user
+// cancelling the verdict, shows as none.
+const (
+	feedbackAccurate   = 1
+	feedbackInaccurate = 2
+)
 
 type messagesData struct {
 	Bot, User, Status string
@@ -100,8 +113,20 @@ func (h *messageHandler) list(c *gin.Context) {
 		h.render.fail(c, err)
 		return
 	}
+	ids := make([]int64, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	streams, err := h.store.AIBotStreamsOf(c.Request.Context(), ids)
+	if err != nil {
+		h.render.fail(c, err)
+		return
+	}
 	for _, m := range msgs {
 		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
+		if f := streams[m.ID].Feedback; f.Type == feedbackAccurate || f.Type == feedbackInaccurate {
+			row.Feedback = &f
+		}
 		if m.Error != "" {
 			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
 		}

@@ -134,3 +134,59 @@ func TestMessagesPaging(t *testing.T) {
 		t.Fatalf("%d messages on the second page, want 3", n)
 	}
 }
+
+// TestMessagesAIBot: an AI bot's messages are listed like others, a group
+// chat as a group with its chat id, and the user's verdict on an answer
+// is shown with its note; a withdrawn verdict is not. The single-use
+// response_url never is.
+func TestMessagesAIBot(t *testing.T) {
+	e := newPanelEnv(t)
+	e.withAIBots()
+	single, group, withdrawn := e.seedAIBot()
+	s := e.login()
+	rec := e.get("/admin/messages?bot="+aiCallbackBot, s)
+	wantStatus(t, rec, 200)
+	body := rec.Body.String()
+	article := func(id int64) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?s)<article [^>]*id="msg-` + itoa(id) + `">.*?</article>`).FindString(body)
+		if m == "" {
+			t.Fatalf("no message %d:\n%s", id, body)
+		}
+		return m
+	}
+	for _, c := range []struct {
+		id        int64
+		want, not []string
+	}{
+		{single, []string{"what is the VPN address?", `<span class="verdict">👍 accurate</span>`}, []string{"group"}},
+		{group, []string{"when is the holiday?", `<span class="badge group">group</span>wrkGROUP1</a>`,
+			`href="/admin/conversations/assistant/chat:wrkGROUP1"`,
+			`<span class="verdict">👎 inaccurate</span> · <span class="note">wrong dates</span>`, "2026-03-02 10:36:00"}, nil},
+		{withdrawn, []string{"thanks"}, []string{"feedback"}},
+	} {
+		a := article(c.id)
+		for _, w := range c.want {
+			if !strings.Contains(a, w) {
+				t.Errorf("message %d lacks %q:\n%s", c.id, w, a)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(a, n) {
+				t.Errorf("message %d has %q:\n%s", c.id, n, a)
+			}
+		}
+	}
+	zh := e.do(request{method: "GET", path: "/admin/messages?bot=" + aiCallbackBot, cookie: s, header: map[string]string{"Accept-Language": "zh"}})
+	wantBody(t, zh, "👍 准确", "👎 不准确", ">群聊<", "用户反馈：")
+	// The group filter by its stored id.
+	rec = e.get("/admin/messages?user=chat:wrkGROUP1", s)
+	if got := regexp.MustCompile(`id="msg-(\d+)"`).FindAllStringSubmatch(rec.Body.String(), -1); len(got) != 1 || got[0][1] != itoa(group) {
+		t.Errorf("?user=chat:wrkGROUP1 shows %v, want message %d", got, group)
+	}
+	for _, r := range e.responses {
+		if strings.Contains(r, aiResponseCode) {
+			t.Fatalf("a response_url appears in a page:\n%s", r)
+		}
+	}
+}

@@ -44,6 +44,7 @@ func newRenderer(loc *time.Location, now func() time.Time, log *slog.Logger) *re
 		"dur":   clockDuration,
 		"pathq": url.PathEscape,
 		"ms":    millis,
+		"group": groupOf,
 	}
 	// Each page is parsed with the layout it fills in.
 	for _, name := range []string{"login", "dashboard", "conversations", "conversation", "messages", "send", "config", "chat", "error"} {

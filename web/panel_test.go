@@ -15,12 +15,15 @@ import (
 // never shown.
 func TestEveryPageRenders(t *testing.T) {
 	e := newChatEnv(t, &fakeSimulator{chat: echoTrace})
+	e.withAIBots()
 	e.seed()
+	e.seedAIBot()
 	s := e.login()
 	// A chat, so its trace is rendered too.
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"hi"}}), http.StatusSeeOther)
-	key := regexp.MustCompile(`\b(nav|login|count|chart|bots|state|source|users|conv|role|filter|status|msg|part|send|chat|config|error|flash|footer)\.[a-z_]+\b`)
+	key := regexp.MustCompile(`\b(nav|login|count|chart|bots|state|source|users|conv|role|filter|status|msg|part|send|chat|config|error|flash|footer|kind|mode|conn|feedback)\.[a-z_0-9]+\b`)
 	pages := []string{"/admin/", "/admin/conversations", "/admin/conversations/helpdesk/lisi", "/admin/messages",
+		"/admin/conversations/assistant/chat:wrkGROUP1",
 		"/admin/send", "/admin/chat", "/admin/config", "/admin/messages?flash=resent", "/admin/login?flash=logged_out"}
 	for _, lang := range []string{"zh", "en"} {
 		for _, p := range pages {

@@ -50,3 +50,28 @@ func TestSendPage(t *testing.T) {
 	e.outbox.sendErr = adapter.ErrUnknownBot
 	wantStatus(t, e.post("/admin/send", s, url.Values{"bot": {"nobody"}, "user": {"u"}, "text": {"x"}}), http.StatusNotFound)
 }
+
+// TestSendAIBots: the form offers the apps and the AI bots on the long
+// connection, not those that can only answer; an AI bot on the long
+// connection can write to a group chat (chat:<chatid>), an app cannot.
+func TestSendAIBots(t *testing.T) {
+	e := newPanelEnv(t)
+	e.withAIBots()
+	s := e.login()
+	rec := e.get("/admin/send", s)
+	wantBody(t, rec, "<option>helpdesk</option>", "<option>ws</option>")
+	if strings.Contains(rec.Body.String(), "<option>assistant</option>") {
+		t.Error("the form offers a callback AI bot")
+	}
+	rec = e.post("/admin/send", s, url.Values{"bot": {"ws"}, "user": {"chat:wrkGROUP1"}, "text": {"hello group"}})
+	wantStatus(t, rec, http.StatusSeeOther)
+	for _, bot := range []string{"helpdesk", "assistant"} {
+		rec = e.post("/admin/send", s, url.Values{"bot": {bot}, "user": {"chat:wrkGROUP1"}, "text": {"x"}})
+		wantStatus(t, rec, http.StatusBadRequest)
+		wantBody(t, rec, "Enter one WeCom user ID")
+	}
+	wantStatus(t, e.post("/admin/send", s, url.Values{"bot": {"ws"}, "user": {"chat:"}, "text": {"x"}}), http.StatusBadRequest)
+	if strings.Join(e.outbox.sent, ";") != "ws/chat:wrkGROUP1: hello group" {
+		t.Fatalf("sent %v", e.outbox.sent)
+	}
+}

@@ -245,13 +245,28 @@ type modelJSON struct {
 	LastOKAt  *string `json:"last_ok_at"`
 }
 
+// connectionJSON is an AI bot's long connection (adapter.ConnectionStatus)
+// as this instance sees it.
+type connectionJSON struct {
+	State      string  `json:"state"`
+	Since      *string `json:"since"`
+	Reconnects int     `json:"reconnects"`
+	LastError  string  `json:"last_error"`
+}
+
+// botJSON is one bot of GET /api/bots. An AI bot has no access token, so
+// its entry has no "token" key (rather than a null one), and "connection"
+// only in websocket mode; an app's entry has no "mode".
 type botJSON struct {
-	Name        string    `json:"name"`
-	CorpID      string    `json:"corp_id"`
-	AgentID     int64     `json:"agent_id"`
-	CallbackURL string    `json:"callback_path"`
-	Token       tokenJSON `json:"token"`
-	LLM         modelJSON `json:"llm"`
+	Name        string          `json:"name"`
+	Kind        string          `json:"kind"`
+	Mode        string          `json:"mode,omitempty"`
+	CorpID      string          `json:"corp_id"`
+	AgentID     int64           `json:"agent_id"`
+	CallbackURL string          `json:"callback_path"`
+	Token       *tokenJSON      `json:"token,omitempty"`
+	Connection  *connectionJSON `json:"connection,omitempty"`
+	LLM         modelJSON       `json:"llm"`
 }
 
 func rfc3339(t time.Time) *string {
@@ -273,16 +288,28 @@ func expiresIn(t adapter.TokenStatus, now time.Time) int64 {
 	return max(int64(t.ExpiresAt.Sub(now).Seconds()), 0)
 }
 
+// isAIBot tells an AI bot from a self-built app (the kind an adapter that
+// predates AI bots leaves empty).
+func isAIBot(b adapter.BotStatus) bool { return b.Kind == adapter.KindAIBot }
+
 func botView(b adapter.BotStatus, now time.Time) botJSON {
-	t := b.Token
-	return botJSON{
-		Name: b.Name, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: callbackPath(b.Name),
-		Token: tokenJSON{
-			State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, now),
-			RefreshCount: t.RefreshCount, LastError: t.LastError, Hint: t.Hint, Source: t.Source,
-		},
+	v := botJSON{
+		Name: b.Name, Kind: adapter.KindApp, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: callbackPath(b.Name),
 		LLM: modelJSON{Model: b.LLM.Model, State: b.LLM.State, LastError: b.LLM.LastError, Hint: b.LLM.Hint, LastOKAt: rfc3339(b.LLM.LastOKAt)},
 	}
+	if isAIBot(b) {
+		v.Kind, v.Mode = adapter.KindAIBot, b.Mode
+		if c := b.Connection; c != nil {
+			v.Connection = &connectionJSON{State: c.State, Since: rfc3339(c.Since), Reconnects: c.Reconnects, LastError: c.LastError}
+		}
+		return v
+	}
+	t := b.Token
+	v.Token = &tokenJSON{
+		State: t.State, ExpiresAt: rfc3339(t.ExpiresAt), FetchedAt: rfc3339(t.FetchedAt), ExpiresIn: expiresIn(t, now),
+		RefreshCount: t.RefreshCount, LastError: t.LastError, Hint: t.Hint, Source: t.Source,
+	}
+	return v
 }
 
 func (s *Server) listBots(c *gin.Context) {

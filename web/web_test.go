@@ -3,12 +3,14 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +206,92 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 	rec := e.do(request{method: "POST", path: "/admin/bots/helpdesk/token/refresh", cookie: s,
 		header: map[string]string{"Sec-Fetch-Site": "", "Origin": ""}})
 	wantStatus(t, rec, http.StatusSeeOther)
+}
+
+// TestListBotsKinds: an app's entry is as before plus its kind; an AI bot's
+// has its mode and no token, and its connection only in websocket mode.
+func TestListBotsKinds(t *testing.T) {
+	e := newPanelEnv(t)
+	e.withAIBots()
+	rec := e.do(request{method: "GET", path: "/api/bots", header: map[string]string{"Authorization": basic(adminUser, adminPW)}})
+	wantStatus(t, rec, 200)
+	var out struct {
+		Bots []map[string]json.RawMessage `json:"bots"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Bots) != 4 {
+		t.Fatalf("%s: %v", rec.Body, err)
+	}
+	keys := func(b map[string]json.RawMessage) string { return strings.Join(slices.Sorted(maps.Keys(b)), ",") }
+	field := func(b map[string]json.RawMessage, k string) string { return string(b[k]) }
+
+	app := out.Bots[0]
+	if got := keys(app); got != "agent_id,callback_path,corp_id,kind,llm,name,token" {
+		t.Errorf("an app's keys: %s", got)
+	}
+	if field(app, "kind") != `"app"` || field(app, "corp_id") != `"ww1"` || !strings.Contains(field(app, "token"), `"state":"valid"`) {
+		t.Errorf("app entry: %s", rec.Body)
+	}
+
+	cb := out.Bots[2]
+	if got := keys(cb); got != "agent_id,callback_path,corp_id,kind,llm,mode,name" {
+		t.Errorf("a callback AI bot's keys: %s (no token, no connection)", got)
+	}
+	if field(cb, "kind") != `"aibot"` || field(cb, "mode") != `"callback"` || field(cb, "corp_id") != `""` ||
+		field(cb, "agent_id") != "0" || field(cb, "callback_path") != `"/wecom/assistant/callback"` {
+		t.Errorf("callback AI bot entry: %v", cb)
+	}
+
+	ws := out.Bots[3]
+	if got := keys(ws); got != "agent_id,callback_path,connection,corp_id,kind,llm,mode,name" {
+		t.Errorf("a websocket AI bot's keys: %s", got)
+	}
+	if field(ws, "mode") != `"websocket"` {
+		t.Errorf("mode %s", field(ws, "mode"))
+	}
+	var conn map[string]any
+	must(t, json.Unmarshal(ws["connection"], &conn))
+	wantConn := map[string]any{"state": "error", "since": "2026-03-02T02:20:00Z", "reconnects": float64(2),
+		"last_error": "aibot: subscribe refused: errcode 40001: invalid secret"}
+	if !maps.Equal(conn, wantConn) {
+		t.Errorf("connection = %v, want %v", conn, wantConn)
+	}
+}
+
+func basic(user, pass string) string {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.SetBasicAuth(user, pass)
+	return r.Header.Get("Authorization")
+}
+
+// The token refresh of an AI bot, which has none, and a send through a
+// bot that can only answer are the admin's mistakes: 409 with a reason.
+func TestNotAppAndCannotSend(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{adapter.ErrNotApp, "this bot is an AI bot: it has no access token"},
+		{adapter.ErrCannotSend, "this bot can only answer messages"},
+	} {
+		status, key := statusOf(fmt.Errorf("wrapped: %w", c.err))
+		if status != http.StatusConflict || !strings.HasPrefix(loadDicts()[langEN][key], c.want) {
+			t.Errorf("%v: %d %q", c.err, status, key)
+		}
+	}
+	e := newPanelEnv(t)
+	e.withAIBots()
+	for _, name := range []string{aiCallbackBot, aiWSBot} {
+		rec := e.do(request{method: "POST", path: "/api/bots/" + name + "/token/refresh", header: map[string]string{"Authorization": basic(adminUser, adminPW)}})
+		wantStatus(t, rec, http.StatusConflict)
+		wantBody(t, rec, `{"error":"this bot is an AI bot: it has no access token"}`)
+	}
+	s := e.login()
+	rec := e.post("/admin/bots/"+aiWSBot+"/token/refresh", s, nil)
+	wantStatus(t, rec, http.StatusConflict)
+	wantBody(t, rec, "this bot is an AI bot: it has no access token")
+
+	e.outbox.sendErr = adapter.ErrCannotSend
+	rec = e.post("/admin/send", s, url.Values{"bot": {aiCallbackBot}, "user": {"wangwu"}, "text": {"hello"}})
+	wantStatus(t, rec, http.StatusConflict)
+	wantBody(t, rec, "an AI bot in callback mode cannot send first")
 }

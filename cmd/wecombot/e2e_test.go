@@ -41,6 +41,8 @@ type env struct {
 	// simulator is wecom.simulator: api_base is the simulator, and the
 	// panel has its chat page.
 	simulator bool
+	// moreBots is YAML appended to bots: (each line indented for it).
+	moreBots string
 }
 
 func newEnv(t testing.TB, respond func(llmtest.Request) llmtest.Reply) *env {
@@ -82,7 +84,7 @@ bots:
     secret: %q
     token: %q
     encoding_aes_key: %q
-`, e.dbPath, e.simSrv.URL, e.simulator, e.llmSrv.URL+"/v1", testAdminPW, testCorp, testAgent, testSecret, testToken, e.aesKey)
+%s`, e.dbPath, e.simSrv.URL, e.simulator, e.llmSrv.URL+"/v1", testAdminPW, testCorp, testAgent, testSecret, testToken, e.aesKey, e.moreBots)
 	cfg, err := ParseConfig([]byte(yml), func(k string) (string, bool) {
 		if k == "TEST_LLM_KEY" {
 			return "sk-test-key", true

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 )
 
 func TestMaskedConfig(t *testing.T) {
@@ -139,5 +141,93 @@ func TestPanelNeverShowsSecrets(t *testing.T) {
 	post("/admin/logout", nil)
 	if len(seen) < 18 {
 		t.Fatalf("only %d responses checked", len(seen))
+	}
+}
+
+// TestPanelWithAnAIBot: a service with an app and an AI bot in callback
+// mode, wired as serve wires it, shows the AI bot by kind and mode in
+// /api/bots (no token) and on the dashboard, is ready, refuses a token
+// refresh or a send through the AI bot with 409, and shows none of its
+// secrets.
+func TestPanelWithAnAIBot(t *testing.T) {
+	const aiToken = "aibotCallbackTokenNeverShown"
+	aiKey := wecomsim.NewEncodingAESKey()
+	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
+	e := prepareEnv(t, sim.Handler(), respond)
+	e.sim = sim
+	e.moreBots = fmt.Sprintf("  - name: assistant\n    kind: aibot\n    token: %q\n    encoding_aes_key: %q\n", aiToken, aiKey)
+	e.start()
+	base := "http://" + e.m.Addr
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// call answers a request to the API (basic auth) or the panel.
+	call := func(method, path string, form url.Values) (int, string) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, base+path, body)
+		req.SetBasicAuth("admin", testAdminPW)
+		req.Header.Set("Accept-Language", "en")
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for name, secret := range map[string]string{"AI bot token": aiToken, "AI bot AES key": aiKey, "app secret": testSecret} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("%s %s shows the %s", method, path, name)
+			}
+		}
+		return resp.StatusCode, string(b)
+	}
+
+	status, body := call("GET", "/api/bots", nil)
+	var out struct {
+		Bots []map[string]json.RawMessage `json:"bots"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); status != 200 || err != nil || len(out.Bots) != 2 {
+		t.Fatalf("/api/bots: %d %v\n%s", status, err, body)
+	}
+	app, ai := out.Bots[0], out.Bots[1]
+	if string(app["kind"]) != `"app"` || app["token"] == nil {
+		t.Errorf("the app's entry: %s", body)
+	}
+	if string(ai["kind"]) != `"aibot"` || string(ai["mode"]) != `"callback"` || ai["token"] != nil || ai["connection"] != nil {
+		t.Errorf("the AI bot's entry: %s", body)
+	}
+	// Ready once the app's first token is in; the AI bot needs none.
+	var ready string
+	eventually.True(t, func() bool {
+		status, body := call("GET", "/readyz", nil)
+		ready = body
+		return status == 200
+	}, "the service to be ready")
+	if !strings.Contains(ready, `"assistant":"callback"`) {
+		t.Errorf("/readyz: %s", ready)
+	}
+	if status, body := call("POST", "/api/bots/assistant/token/refresh", nil); status != http.StatusConflict || !strings.Contains(body, "no access token") {
+		t.Errorf("a token refresh of the AI bot: %d %s", status, body)
+	}
+
+	// The panel, logged in with a session (call's client keeps the cookie).
+	if status, _ := call("POST", "/admin/login", url.Values{"username": {"admin"}, "password": {testAdminPW}}); status != http.StatusSeeOther {
+		t.Fatalf("login: %d", status)
+	}
+	if status, body := call("GET", "/admin/", nil); status != 200 || !strings.Contains(body, `id="bot-assistant"`) ||
+		!strings.Contains(body, "/wecom/assistant/callback") || strings.Count(body, `class="refresh"`) != 1 {
+		t.Errorf("dashboard: %d\n%s", status, body)
+	}
+	if status, body := call("GET", "/admin/send", nil); status != 200 || strings.Contains(body, "<option>assistant</option>") {
+		t.Errorf("the send form offers the callback AI bot: %d", status)
+	}
+	status, body = call("POST", "/admin/send", url.Values{"bot": {"assistant"}, "user": {"zhangsan"}, "text": {"hi"}})
+	if status != http.StatusConflict || !strings.Contains(body, "cannot send first") {
+		t.Errorf("a send through the callback AI bot: %d\n%s", status, body)
 	}
 }
