@@ -24,17 +24,19 @@ func (c *Client) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, min(c.timeout, probeTimeout))
 	defer cancel()
 	req := openai.ChatCompletionRequest{
-		Model:     c.model,
-		Messages:  []openai.ChatCompletionMessage{{Role: RoleUser, Content: "ping"}},
-		MaxTokens: 1,
+		Model:    c.model,
+		Messages: []openai.ChatCompletionMessage{{Role: RoleUser, Content: "ping"}},
 	}
+	// max_tokens, deprecated by OpenAI, is what every compatible provider
+	// knows; max_completion_tokens only where max_tokens is refused.
+	req.MaxTokens = 1 //lint:ignore SA1019 see above
 	ctx, retryAfter := withRetryAfter(ctx)
 	_, err := c.api.CreateChatCompletion(ctx, req)
 	if errors.Is(err, openai.ErrReasoningModelMaxTokensDeprecated) {
 		// go-openai refuses max_tokens for the reasoning models it knows,
 		// before sending; they take max_completion_tokens instead, which
 		// older compatible providers may not know.
-		req.MaxTokens, req.MaxCompletionTokens = 0, 1
+		req.MaxTokens, req.MaxCompletionTokens = 0, 1 //lint:ignore SA1019 see above
 		_, err = c.api.CreateChatCompletion(ctx, req)
 	}
 	if err != nil {
