@@ -12,5 +12,6 @@
 // The package must not store anything, run the pipeline or call the model:
 // the cursor, the msgid dedupe, the one-puller-per-account lease, the outbox
 // and the choice of what to answer belong to the caller. It holds no
-// package-level mutable state and imports no other package of this module.
+// package-level mutable state and imports no other package of this module
+// (its tests use wxcrypto for the callback vector and wecomsim to play WeCom).
 package kf
