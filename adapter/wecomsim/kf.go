@@ -92,16 +92,11 @@ type KFSent struct {
 	Code     string // the event code, for OnEvent
 }
 
-// KFCustomer is what kf/customer/batchget tells about a customer.
-type KFCustomer struct {
-	ExternalUserID string
-	Nickname       string
-}
-
 type kfState struct {
 	accounts  map[string]*kfAccount
 	callbacks map[int64]*Callback // per AgentID
 	cursors   map[string]kfCursor
+	cursorOf  map[kfCursor]string
 	codes     map[string]*kfCode
 	nicknames map[string]string
 	sent      []KFSent
@@ -149,6 +144,7 @@ func newKFState(accounts []KFAccount, apps []App) *kfState {
 		accounts:  make(map[string]*kfAccount),
 		callbacks: make(map[int64]*Callback),
 		cursors:   make(map[string]kfCursor),
+		cursorOf:  make(map[kfCursor]string),
 		codes:     make(map[string]*kfCode),
 		nicknames: make(map[string]string),
 		syncCalls: make(map[string]int),
@@ -361,7 +357,7 @@ func (s *Server) KFLastToken(openKfID string) string {
 }
 
 // KFEmptyPagesNext makes the next n sync_msg calls answer an empty page with
-// has_more=1 (and a fresh cursor at the same place), which WeCom documents
+// has_more=1 (and a cursor at the same place), which WeCom documents
 // as possible: a puller that stops on an empty msg_list loses messages.
 func (s *Server) KFEmptyPagesNext(n int) {
 	s.mu.Lock()

@@ -112,10 +112,17 @@ func (s *Server) kfSyncMsgLocked(app int, body []byte) (map[string]any, int, str
 	return answer, 0, ""
 }
 
-// kfCursorLocked issues an opaque cursor for pos.
+// kfCursorLocked returns the opaque cursor for pos, the same one each time,
+// so that the cursors a long simulation hands out stay as many as the
+// messages it stored.
 func (s *Server) kfCursorLocked(account string, pos int) string {
+	at := kfCursor{account: account, pos: pos}
+	if c, ok := s.kf.cursorOf[at]; ok {
+		return c
+	}
 	c := randomString(15) // 20 characters, like WeCom's "4gw7MepFLfgF2VC5npN"
-	s.kf.cursors[c] = kfCursor{account: account, pos: pos}
+	s.kf.cursors[c] = at
+	s.kf.cursorOf[at] = c
 	return c
 }
 
