@@ -4,6 +4,8 @@
 // signed callbacks to our service the way WeCom's servers do. For the AI bot
 // (智能机器人), AIBotCallback plays API mode (callbacks, then polling of a
 // streamed answer), and Server serves response_url and the long connection.
+// For 微信客服 (kf.go), Server keeps accounts and customers, announces their
+// news to the app's callback and serves sync_msg, send_msg and friends.
 //
 // It exists so the service's end-to-end tests, and the demo and simulate
 // commands, run against WeCom's actual behaviour, unpleasant parts included:

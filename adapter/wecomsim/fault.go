@@ -6,14 +6,15 @@ import (
 	"time"
 )
 
-// FailNext makes the next n calls to api (APIGetToken or APISend) answer
+// FailNext makes the next n calls to api (APIGetToken, APISend or one of
+// the APIKF… names) answer
 // errcode with errmsg, whatever they carry. Calls queue: FailNext(send, -1,
 // …, 2) then FailNext(send, 45009, …, 1) fails three sends in that order.
 // An unknown api panics, because a typo would otherwise let a test pass
 // without injecting anything.
 func (s *Server) FailNext(api string, errcode int, errmsg string, n int) {
-	if api != APIGetToken && api != APISend {
-		panic(fmt.Sprintf("wecomsim: FailNext: unknown api %q (want %q or %q)", api, APIGetToken, APISend))
+	if api != APIGetToken && api != APISend && !isKFAPI(api) {
+		panic(fmt.Sprintf("wecomsim: FailNext: unknown api %q (want %q, %q or a kf API)", api, APIGetToken, APISend))
 	}
 	if n <= 0 {
 		return

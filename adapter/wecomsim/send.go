@@ -88,13 +88,8 @@ type dupKey struct {
 //     would hide.
 //   - a duplicate-check drop is answered like a delivery, with a new msgid.
 func (s *Server) send(w http.ResponseWriter, r *http.Request, body []byte) {
-	if r.Method != http.MethodPost {
-		s.reject(w, r, 43003, "require POST method")
-		return
-	}
-	app, errcode, errmsg := s.checkToken(r)
-	if errcode != 0 {
-		s.reject(w, r, errcode, errmsg)
+	app, ok := s.postWithToken(w, r)
+	if !ok {
 		return
 	}
 

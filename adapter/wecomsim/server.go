@@ -39,6 +39,9 @@ type Options struct {
 	// AIBots are the AI bots that may subscribe on the long connection.
 	AIBots []AIBot
 
+	// KFAccounts are the 微信客服 accounts managed by API; see kf.go.
+	KFAccounts []KFAccount
+
 	// TokenLifetime defaults to 7200s. gettoken reports it in whole seconds.
 	TokenLifetime time.Duration
 
@@ -90,6 +93,7 @@ type Server struct {
 	down          bool
 	latency       time.Duration
 	ai            *aibotState // the AI bot side: response_urls and long connections
+	kf            *kfState    // the 微信客服 side: accounts, customers, cursors
 }
 
 type token struct {
@@ -131,11 +135,13 @@ func New(opts Options) *Server {
 		invalidUsers:  make(map[string]bool),
 		faults:        make(map[string][]fault),
 		ai:            newAIBotState(opts.AIBots),
+		kf:            newKFState(opts.KFAccounts, apps),
 	}
 }
 
-// Handler serves GET .../cgi-bin/gettoken and POST .../cgi-bin/message/send
-// under any path prefix, so it can sit behind httptest.NewServer or be mounted
+// Handler serves GET .../cgi-bin/gettoken, POST .../cgi-bin/message/send and
+// the kf APIs (kf/sync_msg, kf/send_msg, kf/send_msg_on_event,
+// kf/customer/batchget) under any path prefix, so it can sit behind httptest.NewServer or be mounted
 // inside a bigger mux. It also serves the read-only InfoPath and
 // DeliveredPath, which WeCom does not have, and the AI bot's
 // AIBotResponsePath and AIBotWSPath.
@@ -153,15 +159,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		api = APIGetToken
 	case strings.HasSuffix(r.URL.Path, "/cgi-bin/message/send"):
 		api = APISend
+	case kfAPI(r.URL.Path) != "":
+		api = kfAPI(r.URL.Path)
 	default:
 		http.NotFound(w, r)
 		return
 	}
 
 	s.mu.Lock()
-	if api == APIGetToken {
+	switch api {
+	case APIGetToken:
 		s.totalFetches++
-	} else {
+	case APISend:
 		s.sendCalls++
 	}
 	latency := s.latency
@@ -198,10 +207,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if api == APIGetToken {
+	switch api {
+	case APIGetToken:
 		s.getToken(w, r)
-	} else {
+	case APISend:
 		s.send(w, r, body)
+	default:
+		s.serveKF(w, r, api, body)
 	}
 }
 

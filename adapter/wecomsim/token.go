@@ -85,3 +85,19 @@ func (s *Server) checkToken(r *http.Request) (app int, errcode int, errmsg strin
 	}
 	return t.app, 0, ""
 }
+
+// postWithToken refuses what every POST API refuses first, in WeCom's
+// order: another method (43003), then the access token (see checkToken). It
+// returns the token's app, or false once it has answered.
+func (s *Server) postWithToken(w http.ResponseWriter, r *http.Request) (int, bool) {
+	if r.Method != http.MethodPost {
+		s.reject(w, r, 43003, "require POST method")
+		return -1, false
+	}
+	app, errcode, errmsg := s.checkToken(r)
+	if errcode != 0 {
+		s.reject(w, r, errcode, errmsg)
+		return -1, false
+	}
+	return app, true
+}

@@ -37,6 +37,8 @@ type refMessage struct {
 	Scale        string   `xml:"Scale"`
 	Label        string   `xml:"Label"`
 	AgentID      int64    `xml:"AgentID"`
+	Token        string   `xml:"Token"`
+	OpenKfID     string   `xml:"OpenKfId"`
 }
 
 func (r refMessage) message() Message {
@@ -46,7 +48,7 @@ func (r refMessage) message() Message {
 		PicURL: r.PicURL, MediaID: r.MediaID, Format: r.Format, ThumbMediaID: r.ThumbMediaID,
 		Title: r.Title, Description: r.Description, URL: r.URL,
 		LocationX: r.LocationX, LocationY: r.LocationY, Scale: r.Scale, Label: r.Label,
-		AgentID: r.AgentID,
+		AgentID: r.AgentID, Token: r.Token, OpenKfID: r.OpenKfID,
 	}
 }
 

@@ -32,6 +32,12 @@ type Message struct {
 	Label     string
 
 	AgentID int64
+
+	// Token and OpenKfID come with Event "kf_msg_or_event" (微信客服): the
+	// account with news and the Token for kf/sync_msg, valid 10 minutes.
+	// That callback has no FromUserName and no MsgId.
+	Token    string
+	OpenKfID string
 }
 
 // ParseMessage reads the decrypted XML of an app callback. Malformed XML, or
@@ -111,6 +117,10 @@ func parseMessage(plain []byte) (Message, error) {
 			dst = &m.Label
 		case "AgentID":
 			num = &m.AgentID
+		case "Token":
+			dst = &m.Token
+		case "OpenKfId":
+			dst = &m.OpenKfID
 		}
 		t, err := r.content(name, childEmpty, dst != nil || num != nil)
 		if err != nil {

@@ -233,3 +233,43 @@ func TestErrorsDoNotLeakContent(t *testing.T) {
 		}
 	}
 }
+
+// TestKFCallbackVector is the 微信客服 callback of KF.md §2, made with the
+// official @wecom/crypto: receive id is the CorpID, as for any app callback,
+// and the plaintext carries Token and OpenKfId but no FromUserName or MsgId.
+func TestKFCallbackVector(t *testing.T) {
+	const (
+		timestamp = "1764000100"
+		nonce     = "5523841"
+		signature = "903330e05cf0b5defae2a7852e9f7870081b01ea"
+		encrypt   = "h7zgTn55k0uAk8B3o5+JLVdfxBQvS8qKJc8HAgJjiHVoqWEFaidmudZlQnLJRqNZwxQhF3jCORZhv/Y7CJKaxLjvPPp0U5EioFMovt32BB5ptAUCGLpI7Fpp+dfPckvZUYW5q/eG4JUzdJ2vasoVNUZqKlyj20hZx+PkcU1g+WsIVS/Zdg8daMEZwUMGqw2V8ogTUKhw0yCynIMPk06KgZw3Bb3TyB/l6yvCutc3u57bcwzKynD81pKU+6Lcr5orrr+ZCqIU3T1ZvLzkj0iVMg1hrHF9SN4OW/tJlrcMhiSpaRmWjs7l8qOHXYRLREvUODwiRtr77iIHhC7FdGG9ezekw7Hr0J1BT6PiM3mysJLsa76B9z8OLI7eoz2qdO4ulJmp/0QvcLeacCiC2NReFCJxSii2nv4bKjROdALhvkGxtZqnK8ArocGeCW5Bvy5Lk1ExB4KV3ceLgIxb7L+F3rCA7XQ7/pbsuEMmXxLJwUZtvfZWSZKpxYtWlAz54vge"
+	)
+	c, err := New(testToken, testKey, testCorp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Verify(signature, timestamp, nonce, encrypt); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	plain, err := c.Decrypt(encrypt)
+	if err != nil {
+		t.Fatalf("Decrypt: %v", err)
+	}
+	m, err := ParseMessage(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Message{ToUserName: testCorp, CreateTime: 1764000100, MsgType: "event", Event: "kf_msg_or_event",
+		Token: "ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR", OpenKfID: "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"}
+	if m != want {
+		t.Errorf("ParseMessage =\n%+v\nwant\n%+v", m, want)
+	}
+	// The AI bot's receive id "" (or another corp's) must not open it.
+	other, err := New(testToken, testKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Decrypt(encrypt); !errors.Is(err, ErrReceiveID) {
+		t.Errorf("Decrypt with receive id \"\" = %v, want ErrReceiveID", err)
+	}
+}
