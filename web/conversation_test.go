@@ -18,7 +18,7 @@ func TestConversationPages(t *testing.T) {
 	rec := e.get("/admin/conversations", s)
 	wantStatus(t, rec, 200)
 	wantBody(t, rec, `href="/admin/conversations/helpdesk/zhangsan"`, `href="/admin/conversations/helpdesk/lisi"`,
-		"2026-03-02 10:32:00", "2 messages", "still there?", `id="users-sales"`, "Nobody has written to this bot yet.")
+		"2026-03-02 10:32:00", "2 messages", "1 message</span>", "still there?", `id="users-sales"`, "Nobody has written to this bot yet.")
 	if i, j := strings.Index(rec.Body.String(), "/helpdesk/lisi"), strings.Index(rec.Body.String(), "/helpdesk/zhangsan"); i > j {
 		t.Error("the most recent user is not first")
 	}
