@@ -57,6 +57,9 @@ type AdminConfig struct {
 type ConfigReport struct {
 	Text     string
 	Problems []string
+	// EchoModel: the service answers with the offline echo model (the
+	// demo without a model key); Text shows the llm section as it runs.
+	EchoModel bool
 }
 
 // Options are the dependencies of a Server.
