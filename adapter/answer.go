@@ -113,13 +113,13 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 		return a, p.cfg.Replies.TextOnly
 	}
 	text := strings.TrimSpace(m.Content)
-	switch strings.ToLower(text) {
-	case "":
+	switch {
+	case text == "":
 		return a, p.cfg.Replies.Empty
-	case "/reset", "/new":
+	case IsResetCommand(text):
 		a.ResetConversation = true
 		return a, p.cfg.Replies.Reset
-	case "/help":
+	case strings.EqualFold(text, "/help"):
 		return a, p.cfg.Replies.Help
 	}
 	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.LLM.Stream {
@@ -228,4 +228,11 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 		case <-p.clock.After(pauses.NextBackOff()):
 		}
 	}
+}
+
+// IsResetCommand says whether a user's text is a command that starts the
+// conversation afresh: /reset or /new, in any case, spaces around ignored.
+func IsResetCommand(text string) bool {
+	t := strings.TrimSpace(text)
+	return strings.EqualFold(t, "/reset") || strings.EqualFold(t, "/new")
 }

@@ -79,11 +79,12 @@ func TestPipelineCommandsAndNonText(t *testing.T) {
 			{"voice", "", []string{"text only"}, false},
 			{"location", "", []string{"text only"}, false},
 		}
-		for _, tt := range tests {
+		for i, tt := range tests {
+			u := fmt.Sprint("u", i) // each case starts from its own conversation
 			// A conversation to keep or clear.
-			e.done(e.text("u", "hello"))
+			e.done(e.text(u, "hello"))
 			calls := e.llm.calls.Load()
-			id := e.send(Inbound{UserID: "u", MsgType: tt.msgType, Content: tt.content})
+			id := e.send(Inbound{UserID: u, MsgType: tt.msgType, Content: tt.content})
 			e.done(id)
 			if got := e.parts(id); !slices.Equal(got, tt.parts) {
 				t.Errorf("%s %q: parts %q, want %q", tt.msgType, tt.content, got, tt.parts)
@@ -91,14 +92,11 @@ func TestPipelineCommandsAndNonText(t *testing.T) {
 			if n := e.llm.calls.Load() - calls; n != 0 {
 				t.Errorf("%s %q reached the LLM", tt.msgType, tt.content)
 			}
-			if h := e.history("u"); (len(h) == 0) != tt.reset {
+			if h := e.history(u); (len(h) == 0) != tt.reset {
 				t.Errorf("%s %q: history %q, reset %v", tt.msgType, tt.content, h, tt.reset)
 			}
 			if m := e.deliver(id); m.State != storage.MessageAnswered {
 				t.Errorf("%s %q: delivered, state %q, want answered", tt.msgType, tt.content, m.State)
-			}
-			if err := e.db.ResetConversation(t.Context(), "b", "u"); err != nil {
-				t.Fatal(err)
 			}
 		}
 	})

@@ -2,9 +2,13 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // Conversation roles.
@@ -65,9 +69,27 @@ func (d *DB) History(ctx context.Context, bot, user string, pairs int) ([]Turn, 
 	return out, nil
 }
 
-// ResetConversation forgets the conversation of user with bot.
+// EventAdminReset is the event a reset from the admin panel is stored as:
+// a message of the user, ignored (it needs no answer), so that the user's
+// messages show where the model's context started afresh, as a /reset does.
+const EventAdminReset = "admin_reset"
+
+// ResetConversation forgets the conversation of user with bot, and stores
+// the reset among the user's messages (EventAdminReset).
 func (d *DB) ResetConversation(ctx context.Context, bot, user string) error {
-	if err := d.db.WithContext(ctx).Where("bot = ? AND user_id = ?", bot, user).Delete(&turnRow{}).Error; err != nil {
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	row := messageRow{
+		Bot: bot, DedupeKey: EventAdminReset + ":" + hex.EncodeToString(nonce[:]), UserID: user,
+		MsgType: "event", Event: EventAdminReset, ReceivedAt: utc(d.now()), State: MessageIgnored,
+	}
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Where("bot = ? AND user_id = ?", bot, user).Delete(&turnRow{}).Error; err != nil {
+			return err
+		}
+		return tx.Create(&row).Error
+	})
+	if err != nil {
 		return fmt.Errorf("storage: reset conversation %s/%s: %w", bot, user, err)
 	}
 	return nil

@@ -121,6 +121,23 @@ func testHistoryIsolationAndReset(t *testing.T) {
 	want[[2]string{"a", "u"}] = ""
 	check("after reset of a/u")
 
+	// The reset is kept among a/u's messages, as an ignored event; twice
+	// at the same instant is two resets.
+	must(t, db.ResetConversation(ctx, "a", "u"))
+	msgs, err := db.LatestMessages(ctx, MessageFilter{Bot: "a", UserID: "u"})
+	must(t, err)
+	resets := 0
+	for _, m := range msgs {
+		if m.Event == EventAdminReset {
+			resets++
+			if m.MsgType != "event" || m.State != MessageIgnored {
+				t.Errorf("reset stored as %+v", m.Message)
+			}
+		}
+	}
+	if resets != 2 {
+		t.Errorf("%d resets stored, want 2", resets)
+	}
 	must(t, db.ResetConversation(ctx, "nobody", "u")) // nothing to forget is fine
 	say(t, db, "a", "u", "again", "4")
 	want[[2]string{"a", "u"}] = "u:again a:4"

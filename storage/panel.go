@@ -163,7 +163,8 @@ type MessageFilter struct {
 	Bot      string
 	UserID   string
 	States   []string
-	BeforeID int64 // only messages older than this one (paging)
+	BeforeID int64   // only messages older than this one (paging)
+	IDs      []int64 // only these messages (the panel refreshing its pending rows); none: all
 	Limit    int
 }
 
@@ -189,6 +190,9 @@ func (d *DB) LatestMessages(ctx context.Context, f MessageFilter) ([]MessageWith
 	}
 	if f.BeforeID > 0 {
 		q = q.Where("id < ?", f.BeforeID)
+	}
+	if len(f.IDs) > 0 {
+		q = q.Where("id IN ?", f.IDs)
 	}
 	var rows []messageRow
 	if err := q.Order("id DESC").Limit(limitOrAll(f.Limit)).Find(&rows).Error; err != nil {

@@ -191,6 +191,7 @@ func testLatestMessages(t *testing.T) {
 		{"pending", MessageFilter{States: []string{MessageReceived, MessageAnswering}}, []int64{p.ID}},
 		{"limit", MessageFilter{Limit: 2}, []int64{p.ID, f.ID}},
 		{"before", MessageFilter{BeforeID: f.ID}, []int64{a.ID}},
+		{"ids", MessageFilter{IDs: []int64{a.ID, p.ID}}, []int64{p.ID, a.ID}},
 		{"nothing", MessageFilter{Bot: "nobody"}, []int64{}},
 	}
 	for _, c := range cases {

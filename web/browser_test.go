@@ -37,10 +37,31 @@ const (
 	browserAISecret = "browser-aibot-SECRET-never-shown"
 )
 
-// echoLLM answers every conversation with its last user message.
-type echoLLM struct{}
+// Texts the browser test's model treats apart.
+const (
+	textModelDown = "model down" // the model is unreachable for it
+	textHold      = "hold on"    // its answer waits for browserLLM.release
+)
 
-func (echoLLM) Complete(_ context.Context, msgs []llm.Message) (string, error) {
+// browserLLM answers every conversation with its last user message, except
+// textModelDown, which it sends to a model API nobody listens on (the real
+// client's failure), and textHold, whose answer waits for release.
+type browserLLM struct {
+	down    *llm.Client
+	release chan struct{}
+}
+
+func (l browserLLM) Complete(ctx context.Context, msgs []llm.Message) (string, error) {
+	switch last := msgs[len(msgs)-1].Content; last {
+	case textModelDown:
+		return l.down.Complete(ctx, msgs)
+	case textHold:
+		select {
+		case <-l.release:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
 	return "echo: " + msgs[len(msgs)-1].Content, nil
 }
 
@@ -54,12 +75,15 @@ type browserEnv struct {
 	url string
 	cb  *wecomsim.Callback
 	id  int64
+	llm browserLLM
 }
 
 func newBrowserEnv(t *testing.T) *browserEnv {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
-	e := &browserEnv{t: t, id: 7450000000000000000}
+	e := &browserEnv{t: t, id: 7450000000000000000, llm: browserLLM{release: make(chan struct{}),
+		// Port 1 on the loopback: the dial is refused at once.
+		down: llm.New(llm.Config{BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Model: "m", Timeout: config.Duration(5 * time.Second)})}}
 	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret}},
 		AIBots: []wecomsim.AIBot{{BotID: browserBotID, Secret: browserAISecret}}})
 	simSrv := httptest.NewServer(e.sim.Handler())
@@ -81,7 +105,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 		Pipeline: adapter.PipelineConfig{LLM: adapter.LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: adapter.Replies{Unavailable: "unavailable"},
 			Exclusive: true},
 		Outbox: adapter.OutboxConfig{GiveUpAfter: time.Hour},
-		Store:  db, LLM: echoLLM{}, Log: quiet,
+		Store:  db, LLM: e.llm, Log: quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +260,12 @@ func TestBrowser(t *testing.T) {
 	if turns, err := e.db.Conversation(t.Context(), "helpdesk", "zhangsan", 0); err != nil || len(turns) != 0 {
 		t.Fatalf("after the reset: %v, %v", turns, err)
 	}
+	// What was said stays on the page, with the reset marked after it.
+	do("see the reset marker", visible("#exchanges .reset-marker.reset-admin"))
+	if x := text("#exchanges"); !strings.Contains(x, "hello bot") || !strings.Contains(x, "echo: hello bot") ||
+		strings.Index(x, "echo: hello bot") > strings.Index(x, "reset here from the panel") {
+		t.Fatalf("the conversation after the reset %q", x)
+	}
 
 	do("send a message", click(`nav a[href="/admin/send"]`), visible("#send-form"),
 		chromedp.SetValue(chromedp.CSS("#send-bot"), "helpdesk"),
@@ -264,6 +294,41 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("the re-send reached WeCom as %+v", got)
 	}
 
+	// A pending row on Messages turns answered in place, without a reload.
+	e.say("zhaoliu", textHold)
+	var holdID int64
+	eventually.True(t, func() bool {
+		ms, err := e.db.LatestMessages(t.Context(), storage.MessageFilter{UserID: "zhaoliu"})
+		if err == nil && len(ms) == 1 {
+			holdID = ms[0].ID
+		}
+		return holdID != 0
+	}, "zhaoliu's message to be stored")
+	row := fmt.Sprintf("#msg-%d", holdID)
+	do("see the pending row", chromedp.Navigate(e.url+"/admin/messages"), visible(row+".status-pending"))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.loaded = "once"`)); err != nil {
+		t.Fatal(err)
+	}
+	close(e.llm.release)
+	do("see it answered in place", visible(row+".status-answered"))
+	if x := text(row); !strings.Contains(x, "echo: "+textHold) {
+		t.Fatalf("the refreshed row %q", x)
+	}
+	if s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.loaded || ""`)); err != nil || s != "once" {
+		t.Fatalf("the page was reloaded (%q, %v)", s, err)
+	}
+
+	// The model fails: its card says so.
+	e.say("zhaoliu", textModelDown)
+	eventually.True(t, func() bool {
+		for _, b := range e.app.Bots() {
+			if b.Name == "helpdesk" && b.LLM.State == adapter.ModelFailing {
+				return true
+			}
+		}
+		return false
+	}, "the helpdesk model to be failing")
+
 	// Every page on a 375 px phone: nothing wider than the screen.
 	do("narrow the viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 	for _, p := range []string{"/admin/", "/admin/conversations", "/admin/conversations/helpdesk/zhangsan",
@@ -280,6 +345,46 @@ func TestBrowser(t *testing.T) {
 			screenshot("wecombot-dashboard-375.png")
 		}
 	}
+
+	// The dashboard and Messages in Chinese at 375 px (CI installs a CJK
+	// font so that the screenshots are readable).
+	do("open the dashboard in Chinese", chromedp.Navigate(e.url+"/admin/?lang=zh"), visible("#model-helpdesk.state-failing"))
+	if s := text("#model-helpdesk [data-test=model-state]"); s != "故障" {
+		t.Errorf("the failing model's state in Chinese %q", s)
+	}
+	if s := text("#model-helpdesk .cause"); s != "无法连接模型 API。" {
+		t.Errorf("the failing model's cause in Chinese %q", s)
+	}
+	screenshot("wecombot-dashboard-zh-375.png")
+	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"), visible("article.status-failed"))
+	if s := text(".filters button"); s != "筛选" {
+		t.Errorf("the filter button in Chinese %q", s)
+	}
+	for _, p := range []string{"/admin/", "/admin/messages", "/admin/conversations/helpdesk/zhangsan"} {
+		do("open "+p+" in Chinese", chromedp.Navigate(e.url+p), visible("main"))
+		if width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || width > 375 {
+			t.Errorf("%s in Chinese is %d px wide at a 375 px viewport (%v)", p, width, err)
+		}
+	}
+	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"))
+	// The filter bar: its fields and button are of one height.
+	heights, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`[...document.querySelectorAll(".filters select, .filters input, .filters button")].map(el => el.getBoundingClientRect().height)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range heights {
+		if len(heights) != 4 || h != heights[0] {
+			t.Errorf("the filter bar's controls are of heights %v, want 4 of one", heights)
+			break
+		}
+	}
+	screenshot("wecombot-messages-zh-375.png")
+	do("open the conversation in Chinese", chromedp.Navigate(e.url+"/admin/conversations/helpdesk/zhangsan"), visible("#exchanges .reset-marker"))
+	if s := text("#exchanges .reset-marker"); !strings.Contains(s, "模型上下文在此由管理面板重置") {
+		t.Errorf("the reset marker in Chinese %q", s)
+	}
+	screenshot("wecombot-conversation-zh-375.png")
+	do("back to English", chromedp.Navigate(e.url+"/admin/?lang=en"), visible("main"))
 
 	do("log out", click("#logout"), visible("#password"))
 	b.Check()

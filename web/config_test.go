@@ -1,13 +1,30 @@
 package web
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestConfigPage(t *testing.T) {
 	e := newPanelEnv(t)
 	s := e.login()
 	rec := e.get("/admin/config", s)
 	wantStatus(t, rec, 200)
-	wantBody(t, rec, "password: &#39;******&#39;", "The configuration has 1 problem(s):", "config: llm.model: is empty")
+	wantBody(t, rec, "password: &#39;******&#39;", "The configuration has 1 problem:", "config: llm.model: is empty")
 	e.report.Problems = nil
 	wantBody(t, e.get("/admin/config", s), `id="check-ok"`, "Configuration OK.")
+}
+
+// TestConfigPageEchoModel: a service on the echo model says so at the top
+// of the configuration page, in the admin's language; any other does not.
+func TestConfigPageEchoModel(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	if strings.Contains(e.get("/admin/config", s).Body.String(), `id="echo-model"`) {
+		t.Error("a service on a real model says it runs the echo model")
+	}
+	e.report.EchoModel = true
+	wantBody(t, e.get("/admin/config", s), `<p class="notice" id="echo-model">This demo answers with the offline echo model`)
+	wantBody(t, e.do(request{method: "GET", path: "/admin/config", cookie: s, header: map[string]string{"Accept-Language": "zh"}}),
+		"本演示使用离线回声模型回复")
 }

@@ -16,11 +16,13 @@ type Conversations interface {
 	ConversationUsers(ctx context.Context, bot string, limit int) ([]storage.UserSummary, error)
 	Conversation(ctx context.Context, bot, user string, limit int) ([]storage.Turn, error)
 	ResetConversation(ctx context.Context, bot, user string) error
+	LatestMessages(ctx context.Context, f storage.MessageFilter) ([]storage.MessageWithReply, error)
 }
 
 const (
-	usersShown = 200
-	turnsShown = 200
+	usersShown     = 200
+	turnsShown     = 200
+	exchangesShown = 200
 )
 
 // conversationHandler lists users, shows one conversation and resets it.
@@ -58,9 +60,30 @@ func (h *conversationHandler) list(c *gin.Context) {
 
 type conversationData struct {
 	Bot, User string
-	Turns     []storage.Turn
-	CanSend   bool // the bot can write to the user first (canSend)
+	// Exchanges are what the user sent and what came back, oldest first:
+	// the whole conversation as the user saw it, across resets.
+	Exchanges []exchange
+	// Turns are the model's context now: what it is sent before the
+	// user's next message.
+	Turns   []storage.Turn
+	CanSend bool // the bot can write to the user first (canSend)
 }
+
+// exchange is one message of the user with its answer.
+type exchange struct {
+	storage.MessageWithReply
+	Status string
+	Cause  string // see messageRow
+	// Reset is how the model's context was started afresh after this
+	// message: resetByUser (/reset, /new), resetByAdmin (the panel's
+	// Reset conversation, storage.EventAdminReset), or "".
+	Reset string
+}
+
+const (
+	resetByUser  = "user"
+	resetByAdmin = "admin"
+)
 
 func (h *conversationHandler) show(c *gin.Context) {
 	bot, user := c.Param("bot"), c.Param("user")
@@ -69,12 +92,38 @@ func (h *conversationHandler) show(c *gin.Context) {
 		h.render.fail(c, err)
 		return
 	}
-	turns, err := h.store.Conversation(c.Request.Context(), bot, user, turnsShown)
+	ctx := c.Request.Context()
+	msgs, err := h.store.LatestMessages(ctx, storage.MessageFilter{Bot: bot, UserID: user, Limit: exchangesShown})
 	if err != nil {
 		h.render.fail(c, err)
 		return
 	}
-	h.render.page(c, http.StatusOK, "conversation", conversationData{Bot: bot, User: user, Turns: turns, CanSend: canSend(b)})
+	turns, err := h.store.Conversation(ctx, bot, user, turnsShown)
+	if err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	data := conversationData{Bot: bot, User: user, Turns: turns, CanSend: canSend(b)}
+	for i := len(msgs) - 1; i >= 0; i-- { // newest first: turned oldest first
+		data.Exchanges = append(data.Exchanges, exchangeOf(msgs[i]))
+	}
+	h.render.page(c, http.StatusOK, "conversation", data)
+}
+
+func exchangeOf(m storage.MessageWithReply) exchange {
+	x := exchange{MessageWithReply: m, Status: statusOfState(m.State)}
+	if m.Error != "" {
+		x.Cause, _ = adapter.ParseFailure(m.Error)
+	}
+	switch {
+	case m.MsgType == "event" && m.Event == storage.EventAdminReset:
+		x.Reset = resetByAdmin
+	case m.MsgType == "text" && adapter.IsResetCommand(m.Content) && (len(m.Parts) > 0 || m.State == storage.MessageAnswered):
+		// The reset is stored with its reply (storage.SaveAnswer): a
+		// /reset not answered yet has not reset anything.
+		x.Reset = resetByUser
+	}
+	return x
 }
 
 // reset forgets the conversation: the user's next message starts afresh,

@@ -28,7 +28,7 @@ func TestDashboard(t *testing.T) {
 		`<dd class="refresh-count">3</dd>`, "from gettoken",
 		`id="bot-sales"`, ">error<", "errcode 60020", "add it to the app&#39;s trusted IPs (企业可信IP)", "203.0.113.7",
 		`id="count-received">3<`, `id="count-answered">1<`, `id="count-failed">1<`, `id="count-pending">1<`,
-		"<svg", `class="bar-msg"`, "10:00 — 3 messages, 1 answers", "messages (4)", "answers (1)",
+		"<svg", `class="bar-msg"`, "10:00 — 3 messages, 1 answer", "messages (4)", "answers (1)",
 		"Refresh token", `action="/admin/bots/helpdesk/token/refresh"`,
 		// The model cards: working, and failing with what to do.
 		`id="model-helpdesk"`, `<span class="badge state-ok" data-test="model-state">ok</span>`, `<code>gpt-test</code>`,

@@ -54,6 +54,38 @@ func (t translator) T(key string, args ...any) string {
 	return s
 }
 
+// N is the text of key for the count n, formatted with n and then args.
+// English has two forms: key+".one" for 1, key for any other count;
+// Chinese has one, key. Every count a template shows goes through N (a
+// test checks that each such key has its English ".one").
+func (t translator) N(key string, n any, args ...any) string {
+	if t.code == langEN && isOne(n) {
+		if _, ok := t.dict[key+pluralOne]; ok {
+			key += pluralOne
+		}
+	}
+	return t.T(key, append([]any{n}, args...)...)
+}
+
+// pluralOne ends the key of the English singular (translator.N).
+const pluralOne = ".one"
+
+func isOne(n any) bool {
+	switch v := n.(type) {
+	case int:
+		return v == 1
+	case int64:
+		return v == 1
+	case int32:
+		return v == 1
+	case uint:
+		return v == 1
+	case uint64:
+		return v == 1
+	}
+	return false
+}
+
 // Code is the language's code, for <html lang>.
 func (t translator) Code() string {
 	if t.code == langZH {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -49,6 +50,13 @@ func TestLanguage(t *testing.T) {
 func TestDictionariesMatch(t *testing.T) {
 	d := loadDicts()
 	for k := range d[langEN] {
+		if base, ok := strings.CutSuffix(k, pluralOne); ok {
+			// English's singular: Chinese has one form, the base key's.
+			if _, ok := d[langEN][base]; !ok {
+				t.Errorf("en has %q but not %q", k, base)
+			}
+			continue
+		}
 		if _, ok := d[langZH][k]; !ok {
 			t.Errorf("zh lacks %q", k)
 		}
@@ -90,6 +98,66 @@ func TestCausesTranslated(t *testing.T) {
 	for _, key := range keys {
 		if _, ok := d[langEN][key]; !ok {
 			t.Errorf("no text for %q", key)
+		}
+	}
+}
+
+// TestPluralKeys: every count the templates show goes through .L.N with a
+// key that has its English singular, and no template formats a count with
+// .L.T (a "%d" text reached by T).
+func TestPluralKeys(t *testing.T) {
+	d := loadDicts()
+	files, err := assets.ReadDir("templates")
+	must(t, err)
+	nKey := regexp.MustCompile(`\.L\.N "([^"]+)"`)
+	tKey := regexp.MustCompile(`\.L\.T "([^"]+)"`)
+	found := 0
+	for _, f := range files {
+		b, err := assets.ReadFile("templates/" + f.Name())
+		must(t, err)
+		for _, m := range nKey.FindAllStringSubmatch(string(b), -1) {
+			found++
+			if _, ok := d[langEN][m[1]+pluralOne]; !ok {
+				t.Errorf("%s: %q has no English singular %q", f.Name(), m[1], m[1]+pluralOne)
+			}
+		}
+		if f.Name() == "chat.html" {
+			continue // the chat page's step details ("%d characters", "%d part(s)") are its own
+		}
+		for _, m := range tKey.FindAllStringSubmatch(string(b), -1) {
+			if strings.Contains(d[langEN][m[1]], "%d") {
+				t.Errorf("%s: %q formats a count with .L.T, not .L.N", f.Name(), m[1])
+			}
+		}
+	}
+	if found < 5 {
+		t.Errorf("%d plural keys in the templates, want at least 5", found)
+	}
+}
+
+func TestPlurals(t *testing.T) {
+	d := loadDicts()
+	en, zh := translator{code: langEN, dict: d[langEN]}, translator{code: langZH, dict: d[langZH]}
+	tests := []struct {
+		tr   translator
+		key  string
+		n    any
+		want string
+	}{
+		{en, "users.messages", int64(1), "1 message"},
+		{en, "users.messages", int64(0), "0 messages"},
+		{en, "users.messages", int64(4), "4 messages"},
+		{en, "part.attempts", 1, "1 attempt"},
+		{en, "part.attempts", 3, "3 attempts"},
+		{en, "config.problems", 1, "The configuration has 1 problem:"},
+		{en, "config.problems", 2, "The configuration has 2 problems:"},
+		{zh, "users.messages", int64(1), "1 条消息"},
+		{zh, "part.attempts", 1, "已尝试 1 次"},
+		{zh, "config.problems", 3, "配置有 3 个问题："},
+	}
+	for _, tt := range tests {
+		if got := tt.tr.N(tt.key, tt.n); got != tt.want {
+			t.Errorf("%s N(%q, %v) = %q, want %q", tt.tr.code, tt.key, tt.n, got, tt.want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -113,29 +114,9 @@ func (h *messageHandler) list(c *gin.Context) {
 		h.render.fail(c, err)
 		return
 	}
-	ids := make([]int64, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.ID
-	}
-	streams, err := h.store.AIBotStreamsOf(c.Request.Context(), ids)
-	if err != nil {
+	if data.Messages, err = h.rows(c.Request.Context(), msgs); err != nil {
 		h.render.fail(c, err)
 		return
-	}
-	for _, m := range msgs {
-		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
-		if f := streams[m.ID].Feedback; f.Type == feedbackAccurate || f.Type == feedbackInaccurate {
-			row.Feedback = &f
-		}
-		if m.Error != "" {
-			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
-		}
-		for _, p := range m.Parts {
-			if p.State == storage.OutboxFailed {
-				row.CanResend = true
-			}
-		}
-		data.Messages = append(data.Messages, row)
 	}
 	q := url.Values{}
 	for k, v := range map[string]string{"bot": data.Bot, "user": data.User, "status": data.Status} {
@@ -149,6 +130,64 @@ func (h *messageHandler) list(c *gin.Context) {
 		data.Older = "/admin/messages?" + q.Encode()
 	}
 	h.render.page(c, http.StatusOK, "messages", data)
+}
+
+// rows are msgs as the page shows them.
+func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithReply) ([]messageRow, error) {
+	ids := make([]int64, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	streams, err := h.store.AIBotStreamsOf(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var rows []messageRow
+	for _, m := range msgs {
+		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
+		if f := streams[m.ID].Feedback; f.Type == feedbackAccurate || f.Type == feedbackInaccurate {
+			row.Feedback = &f
+		}
+		if m.Error != "" {
+			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
+		}
+		for _, p := range m.Parts {
+			if p.State == storage.OutboxFailed {
+				row.CanResend = true
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// fragment answers the rows of the messages ?ids=3,7 (at most a page's) as
+// the Messages page shows them, for app.js to replace its pending rows
+// with until they are final. ?back is the page the re-send forms return to.
+func (h *messageHandler) fragment(c *gin.Context) {
+	var ids []int64
+	for _, s := range strings.Split(c.Query("ids"), ",") {
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || id <= 0 || len(ids) == messagesShown {
+			h.render.fail(c, invalid("bad_message_id"))
+			return
+		}
+		ids = append(ids, id)
+	}
+	msgs, err := h.store.LatestMessages(c.Request.Context(), storage.MessageFilter{IDs: ids})
+	if err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	data := messagesData{Back: c.Query("back")}
+	if !strings.HasPrefix(data.Back, "/admin/messages") {
+		data.Back = "/admin/messages"
+	}
+	if data.Messages, err = h.rows(c.Request.Context(), msgs); err != nil {
+		h.render.fail(c, err)
+		return
+	}
+	h.render.fragment(c, "messages", "rows", data)
 }
 
 // resend puts the failed parts of a message's answer back in the outbox.

@@ -190,3 +190,50 @@ func TestMessagesAIBot(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageRowsFragment: the rows endpoint the Messages page polls
+// answers the asked messages as the page shows them, without the layout,
+// behind the login; a pending row comes back final once it is.
+func TestMessageRowsFragment(t *testing.T) {
+	e := newPanelEnv(t)
+	answered, failed, pending := e.seed()
+	s := e.login()
+
+	page := e.get("/admin/messages", s)
+	wantBody(t, page, `data-rows="/admin/messages/rows"`, `<article class="card msg status-pending" data-id="`+itoa(pending)+`" id="msg-`+itoa(pending)+`">`)
+
+	path := "/admin/messages/rows?ids=" + itoa(pending) + "," + itoa(failed) + "&back=" + url.QueryEscape("/admin/messages?status=pending")
+	rec := e.get(path, s)
+	wantStatus(t, rec, 200)
+	body := rec.Body.String()
+	if strings.Contains(body, "<html") || strings.Contains(body, "msg-"+itoa(answered)) {
+		t.Fatalf("the fragment is more than the asked rows:\n%s", body)
+	}
+	wantBody(t, rec, `id="msg-`+itoa(pending)+`"`, "status-pending", "The answer is being prepared.",
+		`id="msg-`+itoa(failed)+`"`, `name="back" value="/admin/messages?status=pending"`)
+
+	// The pending message is answered: its row comes back answered.
+	must(t, e.db.SaveAnswer(t.Context(), storage.Answer{MessageID: pending, Bot: "helpdesk", UserID: "lisi", Parts: []string{"yes, here"}}))
+	parts, err := e.db.DueParts(t.Context(), e.now, 10)
+	must(t, err)
+	for _, p := range parts {
+		if p.MessageID == pending {
+			must(t, e.db.MarkSent(t.Context(), p.ID, "w1"))
+		}
+	}
+	rec = e.get("/admin/messages/rows?ids="+itoa(pending), s)
+	wantBody(t, rec, `class="card msg status-answered" data-id="`+itoa(pending)+`"`, "yes, here")
+	if strings.Contains(rec.Body.String(), "status-pending") {
+		t.Errorf("an answered row still pending:\n%s", rec.Body)
+	}
+	// In the admin's language; a back outside Messages is not kept.
+	zh := e.do(request{method: "GET", path: "/admin/messages/rows?ids=" + itoa(failed) + "&back=https://evil.example/", cookie: s,
+		header: map[string]string{"Accept-Language": "zh"}})
+	wantBody(t, zh, "重新发送", `name="back" value="/admin/messages"`)
+
+	wantStatus(t, e.get("/admin/messages/rows?ids=x", s), http.StatusBadRequest)
+	wantStatus(t, e.get("/admin/messages/rows?ids=", s), http.StatusBadRequest)
+	if rec := e.get(path, ""); rec.Code == 200 {
+		t.Errorf("rows without a login: %d", rec.Code)
+	}
+}

@@ -111,6 +111,27 @@ type view struct {
 
 // page renders template name with data, in the admin's language.
 func (r *renderer) page(c *gin.Context, status int, name string, data any) {
+	r.execute(c, status, name, "layout", r.view(c, name, data))
+}
+
+// fragment renders the block of page name with data, without the layout:
+// a part of a page that a script replaces in place.
+func (r *renderer) fragment(c *gin.Context, name, block string, data any) {
+	r.execute(c, http.StatusOK, name, block, r.view(c, name, data))
+}
+
+func (r *renderer) execute(c *gin.Context, status int, name, block string, v view) {
+	var buf bytes.Buffer
+	if err := r.pages[name].ExecuteTemplate(&buf, block, v); err != nil {
+		r.log.Error("admin panel: render", "page", name, "block", block, "err", err)
+		c.String(http.StatusInternalServerError, "internal error")
+		return
+	}
+	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+}
+
+// view is what the templates of page name receive for data.
+func (r *renderer) view(c *gin.Context, name string, data any) view {
 	l := r.lang(c)
 	v := view{
 		L: l, Page: name, Nav: strings.TrimSuffix(name, "s"), Authed: c.GetBool(ctxAuthed), Chat: r.chat,
@@ -127,13 +148,7 @@ func (r *renderer) page(c *gin.Context, status int, name string, data any) {
 		u.RawQuery = q.Encode()
 		v.LangURL[code] = u.RequestURI()
 	}
-	var buf bytes.Buffer
-	if err := r.pages[name].ExecuteTemplate(&buf, "layout", v); err != nil {
-		r.log.Error("admin panel: render", "page", name, "err", err)
-		c.String(http.StatusInternalServerError, "internal error")
-		return
-	}
-	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+	return v
 }
 
 // static serves the embedded styles and script. Their URLs carry the asset

@@ -57,6 +57,9 @@ type AdminConfig struct {
 type ConfigReport struct {
 	Text     string
 	Problems []string
+	// EchoModel: the service answers with the offline echo model (the
+	// demo without a model key); Text shows the llm section as it runs.
+	EchoModel bool
 }
 
 // Options are the dependencies of a Server.
@@ -170,6 +173,7 @@ func (s *Server) panelRoutes(r gin.IRouter) {
 	p.GET("/conversations/:bot/:user", s.conversation.show)
 	p.POST("/conversations/:bot/:user/reset", s.conversation.reset)
 	p.GET("/messages", s.message.list)
+	p.GET("/messages/rows", s.message.fragment)
 	p.POST("/messages/:id/resend", s.message.resend)
 	p.GET("/send", s.send.form)
 	p.POST("/send", s.send.submit)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -80,5 +82,51 @@ func TestDemoCommandPrintsThePanelAndStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("demo did not stop")
+	}
+}
+
+// TestDemoConfigurationShowsTheModelItRuns: without a key the demo answers
+// with the echo model, and its configuration page says so instead of
+// showing a model it never calls; with a key it shows the real one.
+func TestDemoConfigurationShowsTheModelItRuns(t *testing.T) {
+	for _, key := range []string{"", "SK-DEMO-secret"} {
+		d, err := startDemo(context.Background(), demoOptions{
+			Addr: "127.0.0.1:0", Log: io.Discard,
+			Getenv: func(k string) string {
+				if k == "OPENAI_API_KEY" {
+					return key
+				}
+				return ""
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		jar, _ := cookiejar.New(nil)
+		p := &panelClient{t: t, base: "http://" + d.Main.Addr, client: &http.Client{Jar: jar}}
+		if code, body := p.do(p.client.PostForm(p.base+"/admin/login?lang=en", url.Values{"username": {"admin"}, "password": {d.Password}})); code != http.StatusOK {
+			t.Fatalf("login: %d\n%s", code, body)
+		}
+		_, page := p.get("/admin/config?lang=en")
+		echo := []string{`id="echo-model"`, "offline echo model", "model: offline echo model", `api_key: &#34;&#34;`}
+		real := []string{"model: gpt-4o-mini", "api_key: &#39;******&#39;"}
+		want, not := echo, real
+		if key != "" {
+			want, not = real, echo
+		}
+		for _, s := range want {
+			if !strings.Contains(page, s) {
+				t.Errorf("key %q: the configuration page lacks %q:\n%s", key, s, page)
+			}
+		}
+		for _, s := range not {
+			if strings.Contains(page, s) {
+				t.Errorf("key %q: the configuration page shows %q:\n%s", key, s, page)
+			}
+		}
+		if strings.Contains(page, "SK-DEMO-secret") {
+			t.Error("the configuration page shows the key")
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/web"
 )
 
@@ -25,10 +26,18 @@ func secretKey(k string) bool {
 }
 
 // panelConfig is the admin panel's configuration page: cfg with every
-// secret masked, and what `wecombot check` says of it.
-func panelConfig(cfg *Config) web.ConfigReport {
-	var r web.ConfigReport
-	text, err := maskedConfig(cfg)
+// secret masked, and what `wecombot check` says of it. With echo (the demo
+// without a model key), the service answers with llm.Echo: the llm section
+// is shown as that model runs, which calls no API with no key.
+func panelConfig(cfg *Config, echo bool) web.ConfigReport {
+	r := web.ConfigReport{EchoModel: echo}
+	shown := cfg
+	if echo {
+		c := *cfg
+		c.LLM.Model, c.LLM.BaseURL, c.LLM.APIKey = llm.EchoModel, "", ""
+		shown = &c
+	}
+	text, err := maskedConfig(shown)
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}

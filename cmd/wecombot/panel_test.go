@@ -27,7 +27,7 @@ bots:
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := panelConfig(cfg)
+	r := panelConfig(cfg, false)
 	for _, s := range []string{"PROXY-PW-secret", "SK-LLM-secret", "ADMIN-PW-secret", "APP-SECRET-1", "APP-SECRET-2",
 		"CB-TOKEN-1", "CB-TOKEN-2", keys[0], keys[1]} {
 		if strings.Contains(r.Text, s) {
@@ -49,12 +49,12 @@ bots:
 
 	// An unset secret shows as unset: a mask would say one is set.
 	cfg.LLM.APIKey = ""
-	if r := panelConfig(cfg); strings.Count(r.Text, "'******'") != 7 || !strings.Contains(r.Text, `api_key: ""`) {
+	if r := panelConfig(cfg, false); strings.Count(r.Text, "'******'") != 7 || !strings.Contains(r.Text, `api_key: ""`) {
 		t.Errorf("an empty api_key is not shown as empty:\n%s", r.Text)
 	}
 
 	cfg.LLM.Model = ""
-	if r := panelConfig(cfg); len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "llm.model") {
+	if r := panelConfig(cfg, false); len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "llm.model") {
 		t.Errorf("check result %v, want the empty llm.model", r.Problems)
 	}
 }

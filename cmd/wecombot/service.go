@@ -156,7 +156,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Bots:      app,
 		Outbox:    app,
 		Store:     db,
-		Config:    func() web.ConfigReport { return panelConfig(cfg) },
+		Config:    func() web.ConfigReport { return panelConfig(cfg, model == llm.EchoModel) },
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Log:       m.Log,
 		Now:       m.Clock.Now,

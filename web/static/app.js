@@ -1,5 +1,6 @@
-// wecombot admin panel: the token countdown and confirm dialogs. Everything
-// works without it; it only adds comfort.
+// wecombot admin panel: the token countdown, confirm dialogs, and the
+// Messages page's pending rows kept up to date. Everything works without
+// it; it only adds comfort.
 (function () {
   "use strict";
   function clock(s) {
@@ -18,6 +19,33 @@
       var timer = setInterval(function () { if (!tick()) clearInterval(timer); }, 1000);
     }
   });
+  // Messages: rows still pending (received, answering, streaming) are asked
+  // for again every few seconds (data-rows answers them as rendered) and
+  // replaced in place, until none is pending. It stops on any error (the
+  // session ended, the server went away): a reload shows the truth.
+  var list = document.querySelector("[data-rows]");
+  if (list && window.fetch) {
+    var every = Number(list.dataset.every) || 2000;
+    var poll = function () {
+      var ids = [];
+      list.querySelectorAll("article.status-pending[data-id]").forEach(function (a) { ids.push(a.dataset.id); });
+      if (!ids.length) return;
+      var url = list.dataset.rows + "?ids=" + ids.join(",") + "&back=" + encodeURIComponent(location.pathname + location.search);
+      fetch(url, { credentials: "same-origin", redirect: "error" }).then(function (r) {
+        if (!r.ok) throw new Error("rows: " + r.status);
+        return r.text();
+      }).then(function (html) {
+        var t = document.createElement("template");
+        t.innerHTML = html;
+        t.content.querySelectorAll("article[id]").forEach(function (a) {
+          var old = document.getElementById(a.id);
+          if (old) old.replaceWith(a);
+        });
+        setTimeout(poll, every);
+      }).catch(function () {});
+    };
+    setTimeout(poll, every);
+  }
   // Forms with data-confirm ask first (reset conversation, re-send). Forms
   // with data-busy say so on their button while the answer is awaited
   // (the chat page waits for the bot).
