@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,24 +15,45 @@ import (
 
 // fakeSimulator answers Chat with what the test sets and records the calls.
 type fakeSimulator struct {
-	chat  func(ctx context.Context, bot, user, text string) (ChatTrace, error)
+	chat  func(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error)
+	fail  func(n int) error
 	calls []string
 }
 
 var _ Simulator = (*fakeSimulator)(nil)
 
-func (f *fakeSimulator) Chat(ctx context.Context, bot, user, text string) (ChatTrace, error) {
-	f.calls = append(f.calls, bot+"/"+user+": "+text)
-	return f.chat(ctx, bot, user, text)
+func (f *fakeSimulator) Chat(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error) {
+	call := req.Bot + "/" + req.User + ": " + req.Text
+	if req.Group != "" {
+		call += " in " + req.Group
+	}
+	if req.Welcome {
+		call += "(welcome)"
+	}
+	f.calls = append(f.calls, call)
+	return f.chat(ctx, req, update)
+}
+
+func (f *fakeSimulator) FailSends(_ context.Context, n int) error {
+	f.calls = append(f.calls, "fail "+strconv.Itoa(n))
+	if f.fail == nil {
+		return nil
+	}
+	return f.fail(n)
 }
 
 // echoTrace is a full exchange whose answer echoes the text.
-func echoTrace(_ context.Context, bot, _, text string) (ChatTrace, error) {
+func echoTrace(_ context.Context, req ChatRequest, _ func(ChatTrace)) (ChatTrace, error) {
 	return ChatTrace{
-		Path: "/wecom/" + bot + "/callback", CipherLen: 344, CipherPrefix: "q3J8UmVYcG9zZWQrQ2lwaGVy", Signature: "0c1f9a7be2d4",
+		Path: "/wecom/" + req.Bot + "/callback", CipherLen: 344, CipherPrefix: "q3J8UmVYcG9zZWQrQ2lwaGVy", Signature: "0c1f9a7be2d4",
 		Encrypted: 420 * time.Microsecond, Status: 200, Answered: 3 * time.Millisecond,
-		Answer: []string{"echo: " + text, "part two"}, Delivered: 87 * time.Millisecond, Total: 91 * time.Millisecond,
+		Answer: []string{"echo: " + req.Text, "part two"}, Delivered: 87 * time.Millisecond, Total: 91 * time.Millisecond,
 	}, nil
+}
+
+// traceOf answers every exchange with t.
+func traceOf(t ChatTrace) func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
+	return func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) { return t, nil }
 }
 
 func newChatEnv(t *testing.T, sim *fakeSimulator) *panelEnv {
@@ -82,20 +104,20 @@ func TestChatPage(t *testing.T) {
 		"Answer delivered to message/send (2 part(s))", "87 ms", "Total", "91 ms",
 		`<div class="text answer">echo: &lt;b&gt;你好&lt;/b&gt;</div>`, `<div class="text answer">part two</div>`)
 
-	// The newest exchange comes first; refused and unanswered ones say so.
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
-		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Total: chatTimeout}, nil
-	}
+	// The newest exchange comes last, like a chat app; refused and
+	// unanswered ones say so.
+	sim.chat = traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Total: chatTimeout})
 	e.now = e.now.Add(time.Minute)
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"anyone?"}}), http.StatusSeeOther)
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
-		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 403}, nil
-	}
+	sim.chat = traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 403})
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"forged"}}), http.StatusSeeOther)
 	body := e.get("/admin/chat", s).Body.String()
 	refused, unanswered, first := strings.Index(body, "forged"), strings.Index(body, "anyone?"), strings.Index(body, "你好")
-	if refused < 0 || unanswered < refused || first < unanswered {
-		t.Fatalf("history not newest first:\n%s", body)
+	if first < 0 || unanswered < first || refused < unanswered {
+		t.Fatalf("history not oldest first:\n%s", body)
+	}
+	if form := strings.Index(body, `id="chat-form"`); form < refused {
+		t.Fatalf("the input is above the log:\n%s", body)
 	}
 	if !strings.Contains(body, "No answer within 60 s.") || !strings.Contains(body, "POST /wecom/helpdesk/callback answered 403") ||
 		!strings.Contains(body, "The service refused the callback") {
@@ -108,7 +130,7 @@ func TestChatPage(t *testing.T) {
 	for range chatsKept {
 		wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"again"}}), http.StatusSeeOther)
 	}
-	if n := strings.Count(e.get("/admin/chat", s).Body.String(), `<li class="exchange">`); n != chatsKept {
+	if n := strings.Count(e.get("/admin/chat", s).Body.String(), `<li class="exchange" id="exchange-`); n != chatsKept {
 		t.Fatalf("%d exchanges kept, want %d", n, chatsKept)
 	}
 }
@@ -167,7 +189,7 @@ func TestChatValidation(t *testing.T) {
 	}
 
 	// A callback that could not be sent is an error page, its details logged only.
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+	sim.chat = func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
 		return ChatTrace{}, errors.New("demo chat: dial tcp 127.0.0.1:1: connection refused")
 	}
 	rec = e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}})
@@ -175,7 +197,7 @@ func TestChatValidation(t *testing.T) {
 	if strings.Contains(rec.Body.String(), "connection refused") {
 		t.Fatalf("the error page shows the error: %s", rec.Body)
 	}
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+	sim.chat = func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
 		return ChatTrace{}, adapter.ErrUnknownBot
 	}
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"sales"}, "user": {"u"}, "text": {"x"}}), http.StatusNotFound)
@@ -183,9 +205,9 @@ func TestChatValidation(t *testing.T) {
 
 func TestChatWaitsWithADeadline(t *testing.T) {
 	var deadline time.Time
-	sim := &fakeSimulator{chat: func(ctx context.Context, bot, user, text string) (ChatTrace, error) {
+	sim := &fakeSimulator{chat: func(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error) {
 		deadline, _ = ctx.Deadline()
-		return echoTrace(ctx, bot, user, text)
+		return echoTrace(ctx, req, update)
 	}}
 	e := newChatEnv(t, sim)
 	s := e.login()

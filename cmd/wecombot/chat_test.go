@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/web"
 )
 
 // startTestDemo is `wecombot demo` on port 0 with the echo model.
@@ -31,7 +32,7 @@ func TestDemoChatAsAWeComUser(t *testing.T) {
 	d := startTestDemo(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	trace, err := d.Chat.Chat(ctx, demoBot, "xiaoming", "演示聊天 one")
+	trace, err := d.Chat.Chat(ctx, web.ChatRequest{Bot: demoBot, User: "xiaoming", Text: "演示聊天 one"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,18 +58,18 @@ func TestDemoChatAsAWeComUser(t *testing.T) {
 		t.Errorf("total %v, want encrypting %v + until delivered %v", trace.Total, trace.Encrypted, trace.Delivered)
 	}
 	// The next exchange gets its own answer, not the previous one's.
-	trace, err = d.Chat.Chat(ctx, demoBot, "xiaoming", "two")
+	trace, err = d.Chat.Chat(ctx, web.ChatRequest{Bot: demoBot, User: "xiaoming", Text: "two"}, nil)
 	if err != nil || len(trace.Answer) != 1 || !strings.Contains(trace.Answer[0], "你说：two") {
 		t.Fatalf("second answer %q, %v", trace.Answer, err)
 	}
-	if _, err := d.Chat.Chat(ctx, "nobody", "xiaoming", "x"); !errors.Is(err, adapter.ErrUnknownBot) {
+	if _, err := d.Chat.Chat(ctx, web.ChatRequest{Bot: "nobody", User: "xiaoming", Text: "x"}, nil); !errors.Is(err, adapter.ErrUnknownBot) {
 		t.Fatalf("unknown bot: %v", err)
 	}
 	// An answer WeCom refuses to deliver never comes: the trace says so when ctx ends.
 	d.Sim.SetInvalidUser("ghost")
 	short, cancelShort := context.WithTimeout(ctx, time.Second)
 	defer cancelShort()
-	trace, err = d.Chat.Chat(short, demoBot, "ghost", "anyone?")
+	trace, err = d.Chat.Chat(short, web.ChatRequest{Bot: demoBot, User: "ghost", Text: "anyone?"}, nil)
 	if err != nil || trace.Status != http.StatusOK || len(trace.Answer) != 0 || trace.Delivered != 0 || trace.Total < 900*time.Millisecond {
 		t.Fatalf("unanswered exchange: %+v, %v", trace, err)
 	}

@@ -32,6 +32,13 @@ func newSimBot(name, corpID string, agentID int64) adapter.BotConfig {
 		Secret: randomHex(16), Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey()}
 }
 
+// newSimAIBot is an AI bot in callback mode that exists only in the
+// simulator (demo), with fresh secrets and a bot id that looks like one.
+func newSimAIBot(name string) adapter.BotConfig {
+	return adapter.BotConfig{Name: name, Kind: adapter.KindAIBot, Mode: adapter.ModeCallback,
+		Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey(), BotID: "aib" + randomHex(12)}
+}
+
 // simApp is the simulator's side of bot b: what gettoken checks.
 func simApp(b adapter.BotConfig) wecomsim.App {
 	return wecomsim.App{CorpID: b.CorpID, AgentID: b.AgentID, Secret: b.Secret}
@@ -43,6 +50,15 @@ func simCallback(b adapter.BotConfig, base string) *wecomsim.Callback {
 	return &wecomsim.Callback{
 		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
 		Token: b.Token, EncodingAESKey: b.EncodingAESKey, CorpID: b.CorpID,
+	}
+}
+
+// simAIBotCallback is WeCom's door to AI bot b on the service at base; sim,
+// served at simURL, issues the messages' response_urls (nil: none).
+func simAIBotCallback(b adapter.BotConfig, base string, sim *wecomsim.Server, simURL string) *wecomsim.AIBotCallback {
+	return &wecomsim.AIBotCallback{
+		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
+		Token: b.Token, EncodingAESKey: b.EncodingAESKey, BotID: b.BotID, Sim: sim, SimURL: simURL,
 	}
 }
 
