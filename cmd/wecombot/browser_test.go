@@ -13,7 +13,8 @@ import (
 
 // TestDemoChatInBrowser types a message on the demo's "chat as a WeCom
 // user" page in headless Chromium and sees the echo model's answer come
-// back through the simulator, then checks the page at 375 px. The rest of
+// back through the simulator, then talks to the AI bot and sees its
+// stream end in place, then checks the page at 375 px. The rest of
 // the panel is driven by web's TestBrowser.
 func TestDemoChatInBrowser(t *testing.T) {
 	d := startTestDemo(t)
@@ -44,8 +45,41 @@ func TestDemoChatInBrowser(t *testing.T) {
 		t.Fatalf("the answer did not go to wangwu at the simulator: %+v", got)
 	}
 
+	// As a user of the AI bot, in its group: the page stays (no reload: the
+	// mark set on window survives), and the stream grows in place until
+	// the final answer, which is in view without scrolling.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
+		t.Fatal(err)
+	}
+	do("chat with the AI bot", chromedp.WaitEnabled(chromedp.CSS("#chat-send")), chromedp.SetValue(chromedp.CSS("#chat-bot"), demoAIBot), chromedp.SetValue(chromedp.CSS("#chat-where"), "group"),
+		chromedp.SendKeys(chromedp.CSS("#chat-text"), "streamed in a browser"), click("#chat-send"),
+		visible("#exchanges > li:last-child .answer.stream"))
+	do("wait for the end of the stream", chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	final := text("#exchanges > li:last-child .answer.stream")
+	if !strings.Contains(final, "demo model") || !strings.Contains(final, "streamed in a browser") || strings.Contains(final, "@"+demoAIBot) {
+		t.Fatalf("streamed answer on the page %q", final)
+	}
+	if steps := text("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/assistant/callback answered 200") ||
+		!strings.Contains(steps, "Stream finished; WeCom polled") {
+		t.Fatalf("AI bot steps on the page %q", steps)
+	}
+	inView := `(function () {
+		var log = document.getElementById("chat-log").getBoundingClientRect();
+		var last = document.querySelector("#exchanges > li:last-child").getBoundingClientRect();
+		return last.bottom <= log.bottom + 1 && last.bottom > log.top && log.bottom <= window.innerHeight;
+	})()`
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded === true && `+inView)); err != nil || !ok {
+		t.Fatalf("the page reloaded or the newest exchange is out of view (%v)", err)
+	}
+	if v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#chat-text"))); err != nil || v != "" {
+		t.Fatalf("the text field keeps %q (%v) after sending", v, err)
+	}
+
 	do("narrow the viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		chromedp.Reload(), visible("#exchanges"))
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](inView)); err != nil || !ok {
+		t.Fatalf("at 375 px the newest exchange is out of view (%v)", err)
+	}
 	width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
 	if err != nil {
 		t.Fatal(err)
