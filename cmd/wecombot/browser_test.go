@@ -74,6 +74,9 @@ func TestDemoChatInBrowser(t *testing.T) {
 	if v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#chat-text"))); err != nil || v != "" {
 		t.Fatalf("the text field keeps %q (%v) after sending", v, err)
 	}
+	if u, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.search`)); err != nil || !strings.Contains(u, "bot="+demoAIBot) || !strings.Contains(u, "chat=group") {
+		t.Fatalf("the address %q (%v) does not keep the bot and chat for a reload", u, err)
+	}
 
 	do("narrow the viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		chromedp.Reload(), visible("#exchanges"))

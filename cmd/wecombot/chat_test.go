@@ -104,15 +104,30 @@ func TestDemoChatPage(t *testing.T) {
 			t.Errorf("the chat page lacks %q", want)
 		}
 	}
-	bot := d.Main.Config.Bots[0]
-	for name, secret := range map[string]string{"callback token": bot.Token, "AES key": bot.EncodingAESKey, "app secret": bot.Secret,
-		"access token": d.Sim.CurrentToken(demoAgent)} {
-		if secret == "" || strings.Contains(got, secret) {
-			t.Errorf("the chat page shows the %s (or it is empty)", name)
+	// The AI bot, as the page's script posts: the answer comes back as
+	// JSON, and so does the polling.
+	req, _ := http.NewRequest(http.MethodPost, base+"/admin/chat",
+		strings.NewReader(url.Values{"bot": {demoAIBot}, "user": {"lisi"}, "text": {"hello AI bot"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	posted := page(client.Do(req))
+	polled := page(client.Get(base + "/admin/chat?format=json&lang=en"))
+	for _, want := range []string{`"stream":"【演示模型 / demo model】你说：hello AI bot`, `"finished":true`, `"done":true`, "Stream finished; WeCom polled"} {
+		if !strings.Contains(posted, want) || !strings.Contains(polled, want) {
+			t.Errorf("the script's answer or the polling lacks %q", want)
+		}
+	}
+	app, ai := d.Main.Config.Bots[0], d.Main.Config.Bots[1]
+	for name, secret := range map[string]string{"callback token": app.Token, "AES key": app.EncodingAESKey, "app secret": app.Secret,
+		"access token": d.Sim.CurrentToken(demoAgent), "AI bot token": ai.Token, "AI bot AES key": ai.EncodingAESKey} {
+		for what, body := range map[string]string{"page": got, "JSON": polled} {
+			if secret == "" || strings.Contains(body, secret) {
+				t.Errorf("the chat %s shows the %s (or it is empty)", what, name)
+			}
 		}
 	}
 	if t.Failed() {
-		t.Logf("page:\n%s", got)
+		t.Logf("page:\n%s\nJSON:\n%s", got, polled)
 	}
 }
 

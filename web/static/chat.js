@@ -53,6 +53,10 @@
           if (!r.ok) throw new Error(s && s.error || r.statusText);
           show(s);
           if (!(e.submitter && e.submitter.value === "welcome")) text.value = "";
+          // A reload keeps the bot, the user and the chat just used.
+          var q = new URLSearchParams();
+          ["bot", "user", "chat"].forEach(function (k) { if (body.get(k)) q.set(k, body.get(k)); });
+          history.replaceState(null, "", location.pathname + "?" + q);
         });
       })
       .catch(function (err) { alertBox(err.message); })
