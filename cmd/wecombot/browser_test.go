@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -21,7 +22,17 @@ func TestDemoChatInBrowser(t *testing.T) {
 	base := "http://" + d.Main.Addr
 
 	b := webtest.Start(t, 1280, 900)
-	ctx, do, text := b.Ctx, b.Do, b.Text
+	ctx, do := b.Ctx, b.Do
+	// read returns the text of sel in one script: the page's refreshes
+	// replace the log's nodes, which a read in several steps can lose.
+	read := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector(`+strconv.Quote(sel)+`).textContent`))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
 	visible := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
 	click := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
 
@@ -33,11 +44,12 @@ func TestDemoChatInBrowser(t *testing.T) {
 		t.Fatalf("default user %q (%v), want demo-user", u, err)
 	}
 	do("chat as wangwu", chromedp.Clear(chromedp.CSS("#chat-user")), chromedp.SendKeys(chromedp.CSS("#chat-user"), "wangwu"),
-		chromedp.SendKeys(chromedp.CSS("#chat-text"), "typed in a browser"), click("#chat-send"), visible("#exchanges .answer"))
-	if a := text("#exchanges .answer"); !strings.Contains(a, "demo model") || !strings.Contains(a, "typed in a browser") {
+		chromedp.SendKeys(chromedp.CSS("#chat-text"), "typed in a browser"), click("#chat-send"), visible("#exchanges .answer"),
+		chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	if a := read("#exchanges .answer"); !strings.Contains(a, "demo model") || !strings.Contains(a, "typed in a browser") {
 		t.Fatalf("answer on the page %q", a)
 	}
-	if steps := text("#exchanges .steps"); !strings.Contains(steps, "POST /wecom/demo/callback answered 200") ||
+	if steps := read("#exchanges .steps"); !strings.Contains(steps, "POST /wecom/demo/callback answered 200") ||
 		!strings.Contains(steps, "Answer delivered to message/send") || !strings.Contains(steps, " ms") {
 		t.Fatalf("steps on the page %q", steps)
 	}
@@ -51,15 +63,17 @@ func TestDemoChatInBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
 		t.Fatal(err)
 	}
-	do("chat with the AI bot", chromedp.WaitEnabled(chromedp.CSS("#chat-send")), chromedp.SetValue(chromedp.CSS("#chat-bot"), demoAIBot), chromedp.SetValue(chromedp.CSS("#chat-where"), "group"),
+	do("chat with the AI bot", chromedp.WaitEnabled(chromedp.CSS("#chat-send")),
+		chromedp.SetValue(chromedp.CSS("#chat-bot"), demoAIBot), chromedp.SetValue(chromedp.CSS("#chat-where"), "group"),
 		chromedp.SendKeys(chromedp.CSS("#chat-text"), "streamed in a browser"), click("#chat-send"),
-		visible("#exchanges > li:last-child .answer.stream"))
+		// The demo's model streams for about two seconds: part of the
+		// answer shows while the exchange is still pending.
+		visible("#exchanges > li.pending:last-child .answer.stream"))
 	do("wait for the end of the stream", chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
-	final := text("#exchanges > li:last-child .answer.stream")
-	if !strings.Contains(final, "demo model") || !strings.Contains(final, "streamed in a browser") || strings.Contains(final, "@"+demoAIBot) {
+	if final := read("#exchanges > li:last-child .answer.stream"); !strings.Contains(final, "demo model") || !strings.Contains(final, "streamed in a browser") || strings.Contains(final, "@"+demoAIBot) {
 		t.Fatalf("streamed answer on the page %q", final)
 	}
-	if steps := text("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/assistant/callback answered 200") ||
+	if steps := read("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/assistant/callback answered 200") ||
 		!strings.Contains(steps, "Stream finished; WeCom polled") {
 		t.Fatalf("AI bot steps on the page %q", steps)
 	}

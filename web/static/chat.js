@@ -7,10 +7,15 @@
   var log = document.getElementById("chat-log"), form = document.getElementById("chat-form");
   if (!log || !form || !window.fetch) return;
   var send = document.getElementById("chat-send"), label = send.textContent, text = document.getElementById("chat-text");
-  var timer = null, busy = false, polling = false;
+  var timer = null, busy = false, polling = false, shown = null;
 
+  // The log is replaced only when it changed, so that what the reader has
+  // selected or scrolled to stays put between refreshes.
   function show(state) {
-    if (state && typeof state.html === "string") log.innerHTML = state.html;
+    if (state && typeof state.html === "string" && state.html !== shown) {
+      log.innerHTML = state.html;
+      shown = state.html;
+    }
   }
   function poll() {
     if (polling) return;
