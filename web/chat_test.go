@@ -271,7 +271,7 @@ func TestChatPolling(t *testing.T) {
 	st := state()
 	if !st.Pending || len(st.Exchanges) != 1 || st.Exchanges[0].Stream != "第一段" || st.Exchanges[0].Done ||
 		st.Exchanges[0].Group != chatGroup || !strings.Contains(st.HTML, `<li class="exchange pending"`) ||
-		!strings.Contains(st.HTML, "Waiting for the answer…") || !strings.Contains(st.HTML, "Streaming: WeCom polled 0 times so far") {
+		!strings.Contains(st.HTML, "Waiting for the answer…") || !strings.Contains(st.HTML, "Streaming; polls by WeCom so far: 0") {
 		t.Fatalf("while streaming: %+v", st)
 	}
 	close(release)
@@ -285,7 +285,7 @@ func TestChatPolling(t *testing.T) {
 		x.Text != "讲个长故事" || x.Status != 200 {
 		t.Fatalf("after: %+v", st)
 	}
-	for _, want := range []string{"Stream finished; WeCom polled 2 times", "The rest went through response_url (parts: 1)",
+	for _, want := range []string{"Stream finished; polls by WeCom: 2", "The rest went through response_url (parts: 1)",
 		`<div class="text answer stream">第一段，第二段</div>`, `<div class="text answer later">the rest via response_url</div>`,
 		"group " + chatGroup, "Total"} {
 		if !strings.Contains(st.HTML, want) {

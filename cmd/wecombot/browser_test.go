@@ -74,7 +74,7 @@ func TestDemoChatInBrowser(t *testing.T) {
 		t.Fatalf("streamed answer on the page %q", final)
 	}
 	if steps := read("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/assistant/callback answered 200") ||
-		!strings.Contains(steps, "Stream finished; WeCom polled") {
+		!strings.Contains(steps, "Stream finished; polls by WeCom:") {
 		t.Fatalf("AI bot steps on the page %q", steps)
 	}
 	inView := `(function () {

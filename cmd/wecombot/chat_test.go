@@ -112,7 +112,7 @@ func TestDemoChatPage(t *testing.T) {
 	req.Header.Set("Accept", "application/json")
 	posted := page(client.Do(req))
 	polled := page(client.Get(base + "/admin/chat?format=json&lang=en"))
-	for _, want := range []string{`"stream":"【演示模型 / demo model】你说：hello AI bot`, `"finished":true`, `"done":true`, "Stream finished; WeCom polled"} {
+	for _, want := range []string{`"stream":"【演示模型 / demo model】你说：hello AI bot`, `"finished":true`, `"done":true`, "Stream finished; polls by WeCom:"} {
 		if !strings.Contains(posted, want) || !strings.Contains(polled, want) {
 			t.Errorf("the script's answer or the polling lacks %q", want)
 		}
