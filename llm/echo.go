@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -12,7 +13,15 @@ const EchoModel = "offline echo model"
 
 // Echo is the offline demo model: it answers deterministically, says that
 // it is a demo, and needs no key or network.
-type Echo struct{}
+type Echo struct {
+	// Pace, when set, makes Stream send the answer in echoPieces pieces
+	// this far apart, so that the demo's AI bot shows its stream growing
+	// as a real model's would. Complete never waits.
+	Pace time.Duration
+}
+
+// echoPieces is how many pieces a paced Stream sends.
+const echoPieces = 4
 
 // Complete answers the last user message.
 func (Echo) Complete(_ context.Context, msgs []Message) (string, error) {

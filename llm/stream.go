@@ -77,14 +77,34 @@ func streamErr(ctx context.Context, err error) error {
 	return err
 }
 
-// Stream answers like Complete, in one piece.
+// Stream answers like Complete: in one piece, or, with a Pace, in
+// echoPieces pieces Pace apart.
 func (e Echo) Stream(ctx context.Context, msgs []Message, onDelta func(string) error) (string, error) {
 	answer, err := e.Complete(ctx, msgs)
 	if err != nil {
 		return "", err
 	}
-	if err := onDelta(answer); err != nil {
-		return "", err
+	if e.Pace <= 0 {
+		if err := onDelta(answer); err != nil {
+			return "", err
+		}
+		return answer, nil
+	}
+	runes := []rune(answer)
+	size := (len(runes) + echoPieces - 1) / echoPieces
+	for i := 0; i < len(runes); i += size {
+		if i > 0 {
+			t := time.NewTimer(e.Pace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return "", ctx.Err()
+			}
+		}
+		if err := onDelta(string(runes[i:min(i+size, len(runes))])); err != nil {
+			return "", err
+		}
 	}
 	return answer, nil
 }

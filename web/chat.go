@@ -1,10 +1,13 @@
 package web
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,23 +22,49 @@ const (
 	chatTimeout = 60 * time.Second
 	// chatsKept is how many exchanges the page keeps per login session.
 	chatsKept = 10
+	// chatMaxFailures caps "fail the next N message/send calls": enough to
+	// exhaust a few retries, too few to leave the simulator failing for long.
+	chatMaxFailures = 20
+	// chatGroup is the group chat the page talks in as an AI bot user.
+	chatGroup = "wrdemogroup"
 )
 
+// ErrChatUnsupported is a Simulator's answer to what its simulator cannot
+// do (fail the sends of a simulator in another process).
+var ErrChatUnsupported = errors.New("web: not supported by this simulator")
+
 // Simulator plays WeCom for a user of a bot (demo mode, or a service whose
-// api_base is the simulator): it sends text as an encrypted, signed
-// callback, the way WeCom does, and catches the answer where WeCom would
-// receive it (message/send).
+// api_base is the simulator): it sends what the user does as an encrypted,
+// signed callback, the way WeCom does, and catches the answer where WeCom
+// would receive it (message/send for an app; the passive replies, the
+// stream's refreshes and response_url for an AI bot).
 type Simulator interface {
-	// Chat waits for the answer until ctx ends. An exchange that got no
-	// answer, or whose callback the service refused, is a trace, not an
-	// error; an error means the callback could not be sent.
-	Chat(ctx context.Context, bot, user, text string) (ChatTrace, error)
+	// Chat waits for the answer until ctx ends, calling update (from the
+	// caller's goroutine) each time the trace grows: a part delivered, a
+	// stream refreshed. An exchange that got no answer, or whose callback
+	// the service refused, is a trace, not an error; an error means the
+	// callback could not be sent.
+	Chat(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error)
+	// FailSends makes the simulator's message/send refuse the next n calls
+	// with a retryable error, so the outbox's retries and the Messages
+	// page's Re-send can be seen.
+	FailSends(ctx context.Context, n int) error
+}
+
+// ChatRequest is what the user does: send Text, or open the chat (Welcome:
+// the app's enter_agent, the AI bot's enter_chat event).
+type ChatRequest struct {
+	Bot, User, Text string
+	// Group is the group chat an AI bot user talks in, @mentioning the bot;
+	// "" is the single chat. Apps have no groups.
+	Group   string
+	Welcome bool
 }
 
 // ChatTrace is one exchange, step by step, as WeCom would see it.
 type ChatTrace struct {
 	// The callback as it went out: where it was posted, the length and
-	// first characters of its base64 <Encrypt>, and its msg_signature.
+	// first characters of its base64 ciphertext, and its msg_signature.
 	Path         string
 	CipherLen    int
 	CipherPrefix string
@@ -43,17 +72,33 @@ type ChatTrace struct {
 	Encrypted    time.Duration // encrypting, signing and sending the callback
 	Status       int           // the service's HTTP answer to the callback
 	Answered     time.Duration // from sending the callback to that answer
-	// Answer is what the user received at message/send, part by part;
-	// empty when nothing arrived in time.
+	// Answer is what the user received as whole messages: an app's parts
+	// at message/send, an AI bot's text reply (the welcome); empty when
+	// nothing arrived in time.
 	Answer []string
+	// AIBot marks an AI bot's exchange, whose answer is Stream: its
+	// content as of the latest refresh, Refreshes of which WeCom polled,
+	// until Finished. Later is what went through response_url afterwards
+	// (the part of a long answer beyond the stream's limit).
+	AIBot     bool
+	Stream    string
+	Refreshes int
+	Finished  bool
+	Later     []string
 	// Delivered runs from sending the callback to the last part: the
 	// service may send the answer before its 200 reached WeCom.
 	Delivered time.Duration
 	Total     time.Duration
+	// Done is set on the trace Chat returns: nothing more will come.
+	Done bool
 }
 
+// answered reports whether anything reached the user.
+func (t ChatTrace) answered() bool { return len(t.Answer) > 0 || t.Stream != "" || len(t.Later) > 0 }
+
 // chatHandler is the panel's "chat as a WeCom user" page. It is routed only
-// when a Simulator is wired.
+// when a Simulator is wired. GET with format=json is the page's own
+// polling: the exchanges as JSON and as the HTML that replaces the log.
 type chatHandler struct {
 	render   *renderer
 	bots     Bots
@@ -62,7 +107,8 @@ type chatHandler struct {
 	now      func() time.Time
 
 	mu      sync.Mutex
-	history map[string][]chatExchange // by session id, newest first
+	lastID  int
+	history map[string][]chatExchange // by session id, oldest first
 }
 
 func newChatHandler(r *renderer, bots Bots, sim Simulator, ss *sessions, now func() time.Time) *chatHandler {
@@ -71,67 +117,188 @@ func newChatHandler(r *renderer, bots Bots, sim Simulator, ss *sessions, now fun
 
 // chatExchange is one message typed on the page and what became of it.
 type chatExchange struct {
+	ID              int
 	At              time.Time
 	Bot, User, Text string
+	Group           string
+	Welcome         bool
 	Trace           ChatTrace
 }
 
 type chatData struct {
 	Bot, User, Text string
+	Chat            string // "" single chat, "group"
 	BotNames        []string
 	Error           string // message key
 	History         []chatExchange
-	Timeout         int // seconds
+	Pending         bool // an exchange is still under way
+	Timeout         int  // seconds
+	MaxFailures     int
+}
+
+// chatJSON is the page's polling answer.
+type chatJSON struct {
+	Pending   bool            `json:"pending"`
+	HTML      string          `json:"html"`
+	Exchanges []chatJSONEntry `json:"exchanges"`
+}
+
+type chatJSONEntry struct {
+	ID        int      `json:"id"`
+	Bot       string   `json:"bot"`
+	User      string   `json:"user"`
+	Text      string   `json:"text"`
+	Group     string   `json:"group,omitempty"`
+	Welcome   bool     `json:"welcome,omitempty"`
+	Status    int      `json:"status"`
+	Answer    []string `json:"answer"`
+	Stream    string   `json:"stream,omitempty"`
+	Refreshes int      `json:"refreshes,omitempty"`
+	Finished  bool     `json:"finished,omitempty"`
+	Later     []string `json:"later,omitempty"`
+	Done      bool     `json:"done"`
 }
 
 func (h *chatHandler) form(c *gin.Context) {
-	data := chatData{Bot: c.Query("bot"), User: c.Query("user")}
+	data := chatData{Bot: c.Query("bot"), User: c.Query("user"), Chat: c.Query("chat")}
 	if data.User == "" {
 		data.User = "demo-user"
+	}
+	if c.Query("format") == "json" {
+		h.showJSON(c, data)
+		return
 	}
 	h.show(c, http.StatusOK, data)
 }
 
-func (h *chatHandler) show(c *gin.Context, status int, data chatData) {
+func (h *chatHandler) fill(c *gin.Context, data *chatData) {
 	data.BotNames = botNames(h.bots)
 	data.Timeout = int(chatTimeout.Seconds())
+	data.MaxFailures = chatMaxFailures
 	h.mu.Lock()
 	data.History = slices.Clone(h.history[c.GetString(ctxSession)])
 	h.mu.Unlock()
+	for _, x := range data.History {
+		data.Pending = data.Pending || !x.Trace.Done
+	}
+}
+
+func (h *chatHandler) show(c *gin.Context, status int, data chatData) {
+	h.fill(c, &data)
 	h.render.page(c, status, "chat", data)
 }
 
-// submit sends the text as the user, waits for the answer and shows the
-// trace on the page it redirects to.
+// showJSON answers the page's polling with the exchanges and the log's
+// HTML, rendered by the same template as the page.
+func (h *chatHandler) showJSON(c *gin.Context, data chatData) {
+	h.fill(c, &data)
+	var buf bytes.Buffer
+	v := view{L: h.render.lang(c), Page: "chat", Data: data}
+	if err := h.render.pages["chat"].ExecuteTemplate(&buf, "exchanges", v); err != nil {
+		h.render.failJSON(c, err)
+		return
+	}
+	out := chatJSON{Pending: data.Pending, HTML: buf.String(), Exchanges: []chatJSONEntry{}}
+	for _, x := range data.History {
+		t := x.Trace
+		out.Exchanges = append(out.Exchanges, chatJSONEntry{ID: x.ID, Bot: x.Bot, User: x.User, Text: x.Text, Group: x.Group,
+			Welcome: x.Welcome, Status: t.Status, Answer: append([]string{}, t.Answer...), Stream: t.Stream, Refreshes: t.Refreshes,
+			Finished: t.Finished, Later: t.Later, Done: t.Done})
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, out)
+}
+
+// submit does what the form asks: action "" sends the text as the user,
+// "welcome" opens the chat, "fail" makes the next message/send calls
+// fail. A send waits for the answer, recording its progress for the
+// polling page, then redirects to the page (or, for the page's script,
+// answers like the polling).
 func (h *chatHandler) submit(c *gin.Context) {
-	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text")}
-	err := validateSend(sendData{Bot: data.Bot, User: data.User, Text: data.Text}, false)
+	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text"), Chat: c.PostForm("chat")}
+	q := url.Values{"bot": {data.Bot}, "user": {data.User}}
+	if data.Chat == "group" {
+		q.Set("chat", "group")
+	}
+	back := "/admin/chat?" + q.Encode()
+	action := c.PostForm("action")
+	if action == "fail" {
+		n, err := strconv.Atoi(c.PostForm("n"))
+		if err != nil || n < 1 || n > chatMaxFailures {
+			h.refuse(c, data, invalid("chat_fail_n"))
+			return
+		}
+		if err := h.sim.FailSends(c.Request.Context(), n); errors.Is(err, ErrChatUnsupported) {
+			h.refuse(c, data, invalid("chat_fail_unsupported"))
+			return
+		} else if err != nil {
+			h.render.fail(c, err)
+			return
+		}
+		redirect(c, back, "/admin/chat", "chat_failing")
+		return
+	}
+	req := ChatRequest{Bot: data.Bot, User: data.User, Text: data.Text, Welcome: action == "welcome"}
+	if data.Chat == "group" {
+		req.Group = chatGroup
+	}
+	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
+	if req.Welcome {
+		check.Text, req.Text, req.Group = "enter", "", ""
+	}
+	err := validateSend(check, false)
 	if err == nil && knownBot(h.bots, data.Bot) != nil {
 		err = invalid("chat_unknown_bot")
 	}
 	if err != nil {
-		_, data.Error = statusOf(err)
-		h.show(c, http.StatusBadRequest, data)
+		h.refuse(c, data, err)
 		return
 	}
 	// A slow model may take longer than the server's write timeout.
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(chatTimeout + 10*time.Second))
 	ctx, cancel := context.WithTimeout(c.Request.Context(), chatTimeout)
 	defer cancel()
-	at := h.now()
-	trace, err := h.sim.Chat(ctx, data.Bot, data.User, data.Text)
+	session := c.GetString(ctxSession)
+	id := h.remember(session, chatExchange{At: h.now(), Bot: req.Bot, User: req.User, Text: req.Text, Group: req.Group, Welcome: req.Welcome})
+	trace, err := h.sim.Chat(ctx, req, func(t ChatTrace) { h.update(session, id, t) })
+	trace.Done = true
+	h.update(session, id, trace)
 	if err != nil {
-		h.render.fail(c, err)
+		h.forget(session, id)
+		if wantsJSON(c) {
+			h.render.failJSON(c, err)
+		} else {
+			h.render.fail(c, err)
+		}
 		return
 	}
-	h.remember(c.GetString(ctxSession), chatExchange{At: at, Bot: data.Bot, User: data.User, Text: data.Text, Trace: trace})
-	q := url.Values{"bot": {data.Bot}, "user": {data.User}}
-	redirect(c, "/admin/chat?"+q.Encode(), "/admin/chat", "")
+	if wantsJSON(c) {
+		h.showJSON(c, data)
+		return
+	}
+	redirect(c, back, "/admin/chat", "")
 }
 
-// remember keeps x first in the session's history and forgets the
-// histories of sessions that ended.
-func (h *chatHandler) remember(session string, x chatExchange) {
+// refuse shows the form again with the problem, or, for the page's
+// script, the problem in its language.
+func (h *chatHandler) refuse(c *gin.Context, data chatData, err error) {
+	status, key := statusOf(err)
+	if wantsJSON(c) {
+		c.AbortWithStatusJSON(status, gin.H{"error": h.render.lang(c).T(key)})
+		return
+	}
+	data.Error = key
+	h.show(c, status, data)
+}
+
+// wantsJSON tells the page's script from a plain form post.
+func wantsJSON(c *gin.Context) bool {
+	return strings.Contains(c.GetHeader("Accept"), "application/json")
+}
+
+// remember appends x to the session's history, keeping the last few, and
+// forgets the histories of sessions that ended. It returns x's id.
+func (h *chatHandler) remember(session string, x chatExchange) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id := range h.history {
@@ -139,6 +306,27 @@ func (h *chatHandler) remember(session string, x chatExchange) {
 			delete(h.history, id)
 		}
 	}
-	kept := append([]chatExchange{x}, h.history[session]...)
-	h.history[session] = kept[:min(len(kept), chatsKept)]
+	h.lastID++
+	x.ID = h.lastID
+	kept := append(h.history[session], x)
+	h.history[session] = kept[max(0, len(kept)-chatsKept):]
+	return x.ID
+}
+
+// update replaces the trace of exchange id, if the session still keeps it.
+func (h *chatHandler) update(session string, id int, t ChatTrace) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, x := range h.history[session] {
+		if x.ID == id {
+			h.history[session][i].Trace = t
+		}
+	}
+}
+
+// forget drops exchange id: its callback could not be sent.
+func (h *chatHandler) forget(session string, id int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.history[session] = slices.DeleteFunc(h.history[session], func(x chatExchange) bool { return x.ID == id })
 }

@@ -2,9 +2,12 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,24 +17,45 @@ import (
 
 // fakeSimulator answers Chat with what the test sets and records the calls.
 type fakeSimulator struct {
-	chat  func(ctx context.Context, bot, user, text string) (ChatTrace, error)
+	chat  func(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error)
+	fail  func(n int) error
 	calls []string
 }
 
 var _ Simulator = (*fakeSimulator)(nil)
 
-func (f *fakeSimulator) Chat(ctx context.Context, bot, user, text string) (ChatTrace, error) {
-	f.calls = append(f.calls, bot+"/"+user+": "+text)
-	return f.chat(ctx, bot, user, text)
+func (f *fakeSimulator) Chat(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error) {
+	call := req.Bot + "/" + req.User + ": " + req.Text
+	if req.Group != "" {
+		call += " in " + req.Group
+	}
+	if req.Welcome {
+		call += "(welcome)"
+	}
+	f.calls = append(f.calls, call)
+	return f.chat(ctx, req, update)
+}
+
+func (f *fakeSimulator) FailSends(_ context.Context, n int) error {
+	f.calls = append(f.calls, "fail "+strconv.Itoa(n))
+	if f.fail == nil {
+		return nil
+	}
+	return f.fail(n)
 }
 
 // echoTrace is a full exchange whose answer echoes the text.
-func echoTrace(_ context.Context, bot, _, text string) (ChatTrace, error) {
+func echoTrace(_ context.Context, req ChatRequest, _ func(ChatTrace)) (ChatTrace, error) {
 	return ChatTrace{
-		Path: "/wecom/" + bot + "/callback", CipherLen: 344, CipherPrefix: "q3J8UmVYcG9zZWQrQ2lwaGVy", Signature: "0c1f9a7be2d4",
+		Path: "/wecom/" + req.Bot + "/callback", CipherLen: 344, CipherPrefix: "q3J8UmVYcG9zZWQrQ2lwaGVy", Signature: "0c1f9a7be2d4",
 		Encrypted: 420 * time.Microsecond, Status: 200, Answered: 3 * time.Millisecond,
-		Answer: []string{"echo: " + text, "part two"}, Delivered: 87 * time.Millisecond, Total: 91 * time.Millisecond,
+		Answer: []string{"echo: " + req.Text, "part two"}, Delivered: 87 * time.Millisecond, Total: 91 * time.Millisecond,
 	}, nil
+}
+
+// traceOf answers every exchange with t.
+func traceOf(t ChatTrace) func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
+	return func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) { return t, nil }
 }
 
 func newChatEnv(t *testing.T, sim *fakeSimulator) *panelEnv {
@@ -82,20 +106,20 @@ func TestChatPage(t *testing.T) {
 		"Answer delivered to message/send (2 part(s))", "87 ms", "Total", "91 ms",
 		`<div class="text answer">echo: &lt;b&gt;你好&lt;/b&gt;</div>`, `<div class="text answer">part two</div>`)
 
-	// The newest exchange comes first; refused and unanswered ones say so.
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
-		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Total: chatTimeout}, nil
-	}
+	// The newest exchange comes last, like a chat app; refused and
+	// unanswered ones say so.
+	sim.chat = traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Total: chatTimeout})
 	e.now = e.now.Add(time.Minute)
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"anyone?"}}), http.StatusSeeOther)
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
-		return ChatTrace{Path: "/wecom/helpdesk/callback", Status: 403}, nil
-	}
+	sim.chat = traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 403})
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"forged"}}), http.StatusSeeOther)
 	body := e.get("/admin/chat", s).Body.String()
 	refused, unanswered, first := strings.Index(body, "forged"), strings.Index(body, "anyone?"), strings.Index(body, "你好")
-	if refused < 0 || unanswered < refused || first < unanswered {
-		t.Fatalf("history not newest first:\n%s", body)
+	if first < 0 || unanswered < first || refused < unanswered {
+		t.Fatalf("history not oldest first:\n%s", body)
+	}
+	if form := strings.Index(body, `id="chat-form"`); form < refused {
+		t.Fatalf("the input is above the log:\n%s", body)
 	}
 	if !strings.Contains(body, "No answer within 60 s.") || !strings.Contains(body, "POST /wecom/helpdesk/callback answered 403") ||
 		!strings.Contains(body, "The service refused the callback") {
@@ -108,7 +132,7 @@ func TestChatPage(t *testing.T) {
 	for range chatsKept {
 		wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"lisi"}, "text": {"again"}}), http.StatusSeeOther)
 	}
-	if n := strings.Count(e.get("/admin/chat", s).Body.String(), `<li class="exchange">`); n != chatsKept {
+	if n := strings.Count(e.get("/admin/chat", s).Body.String(), `<li class="exchange" id="exchange-`); n != chatsKept {
 		t.Fatalf("%d exchanges kept, want %d", n, chatsKept)
 	}
 }
@@ -167,7 +191,7 @@ func TestChatValidation(t *testing.T) {
 	}
 
 	// A callback that could not be sent is an error page, its details logged only.
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+	sim.chat = func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
 		return ChatTrace{}, errors.New("demo chat: dial tcp 127.0.0.1:1: connection refused")
 	}
 	rec = e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}})
@@ -175,7 +199,7 @@ func TestChatValidation(t *testing.T) {
 	if strings.Contains(rec.Body.String(), "connection refused") {
 		t.Fatalf("the error page shows the error: %s", rec.Body)
 	}
-	sim.chat = func(context.Context, string, string, string) (ChatTrace, error) {
+	sim.chat = func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
 		return ChatTrace{}, adapter.ErrUnknownBot
 	}
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"sales"}, "user": {"u"}, "text": {"x"}}), http.StatusNotFound)
@@ -183,9 +207,9 @@ func TestChatValidation(t *testing.T) {
 
 func TestChatWaitsWithADeadline(t *testing.T) {
 	var deadline time.Time
-	sim := &fakeSimulator{chat: func(ctx context.Context, bot, user, text string) (ChatTrace, error) {
+	sim := &fakeSimulator{chat: func(ctx context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error) {
 		deadline, _ = ctx.Deadline()
-		return echoTrace(ctx, bot, user, text)
+		return echoTrace(ctx, req, update)
 	}}
 	e := newChatEnv(t, sim)
 	s := e.login()
@@ -193,5 +217,121 @@ func TestChatWaitsWithADeadline(t *testing.T) {
 	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u"}, "text": {"x"}}), http.StatusSeeOther)
 	if deadline.Before(start.Add(chatTimeout)) || deadline.After(time.Now().Add(chatTimeout)) {
 		t.Fatalf("Chat's deadline %v after the post, want %v", deadline.Sub(start), chatTimeout)
+	}
+}
+
+// TestChatPolling: while an exchange runs, the page's JSON shows it
+// pending with the stream so far, in the log's HTML too; once Chat returns,
+// done. The script's own post gets the same JSON instead of a redirect.
+func TestChatPolling(t *testing.T) {
+	grown, release := make(chan struct{}), make(chan struct{})
+	sim := &fakeSimulator{chat: func(_ context.Context, req ChatRequest, update func(ChatTrace)) (ChatTrace, error) {
+		t := ChatTrace{Path: "/wecom/assistant/callback", Status: 200, AIBot: true, Stream: "第一段"}
+		update(t)
+		close(grown)
+		<-release
+		t.Stream, t.Refreshes, t.Finished = "第一段，第二段", 2, true
+		t.Later = []string{"the rest via response_url"}
+		return t, nil
+	}}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	state := func() chatJSON {
+		t.Helper()
+		rec := e.get("/admin/chat?format=json", s)
+		wantStatus(t, rec, http.StatusOK)
+		if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("Cache-Control %q", cc)
+		}
+		var out chatJSON
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%v: %s", err, rec.Body)
+		}
+		return out
+	}
+	if st := state(); st.Pending || len(st.Exchanges) != 0 || !strings.Contains(st.HTML, `id="exchanges-empty"`) {
+		t.Fatalf("before: %+v", st)
+	}
+
+	// The script's post, run by hand: e.do keeps a log of responses that is
+	// not for two goroutines.
+	form := url.Values{"bot": {"sales"}, "user": {"xiaoming"}, "text": {"讲个长故事"}, "chat": {"group"}}
+	req := httptest.NewRequest(http.MethodPost, "http://example.com/admin/chat", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: s})
+	posted := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.h.ServeHTTP(posted, req)
+	}()
+	<-grown
+	st := state()
+	if !st.Pending || len(st.Exchanges) != 1 || st.Exchanges[0].Stream != "第一段" || st.Exchanges[0].Done ||
+		st.Exchanges[0].Group != chatGroup || !strings.Contains(st.HTML, `<li class="exchange pending"`) ||
+		!strings.Contains(st.HTML, "Waiting for the answer…") || !strings.Contains(st.HTML, "Streaming; polls by WeCom so far: 0") {
+		t.Fatalf("while streaming: %+v", st)
+	}
+	close(release)
+	<-done
+	if posted.Code != http.StatusOK || posted.Header().Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Fatalf("the script's post: %d %s", posted.Code, posted.Body)
+	}
+	st = state()
+	x := st.Exchanges[0]
+	if st.Pending || !x.Done || !x.Finished || x.Stream != "第一段，第二段" || x.Refreshes != 2 || len(x.Later) != 1 ||
+		x.Text != "讲个长故事" || x.Status != 200 {
+		t.Fatalf("after: %+v", st)
+	}
+	for _, want := range []string{"Stream finished; polls by WeCom: 2", "The rest went through response_url (parts: 1)",
+		`<div class="text answer stream">第一段，第二段</div>`, `<div class="text answer later">the rest via response_url</div>`,
+		"group " + chatGroup, "Total"} {
+		if !strings.Contains(st.HTML, want) {
+			t.Errorf("the log lacks %q:\n%s", want, st.HTML)
+		}
+	}
+	// The page renders the log the same way, and asks the script to poll
+	// only while something is pending.
+	page := e.get("/admin/chat?bot=sales&user=xiaoming&chat=group", s).Body.String()
+	if !strings.Contains(page, `<div class="text answer stream">第一段，第二段</div>`) || strings.Contains(page, "data-pending") ||
+		!strings.Contains(page, `<option value="group" selected>`) || !strings.Contains(page, `src="/admin/static/chat.js?v=`) {
+		t.Fatalf("page:\n%s", page)
+	}
+	if sim.calls[0] != "sales/xiaoming: 讲个长故事 in "+chatGroup {
+		t.Fatalf("calls %v", sim.calls)
+	}
+}
+
+// TestChatWelcomeAndFailingSends: the welcome button needs no text; the
+// failing control takes 1..chatMaxFailures and says what it did.
+func TestChatWelcomeAndFailingSends(t *testing.T) {
+	sim := &fakeSimulator{chat: traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200, Answer: []string{"欢迎！"}})}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	wantRedirect(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u1"}, "action": {"welcome"}, "chat": {"group"}}),
+		"/admin/chat?bot=helpdesk&chat=group&user=u1")
+	wantBody(t, e.get("/admin/chat", s), "<em>opened the chat</em>", `<div class="text answer">欢迎！</div>`)
+	sim.chat = traceOf(ChatTrace{Path: "/wecom/helpdesk/callback", Status: 200})
+	wantStatus(t, e.post("/admin/chat", s, url.Values{"bot": {"helpdesk"}, "user": {"u1"}, "action": {"welcome"}}), http.StatusSeeOther)
+	wantBody(t, e.get("/admin/chat", s), "No welcome: replies.welcome is empty.")
+
+	wantRedirect(t, e.post("/admin/chat", s, url.Values{"action": {"fail"}, "n": {"3"}, "bot": {"helpdesk"}, "user": {"u1"}}),
+		"/admin/chat?bot=helpdesk&flash=chat_failing&user=u1")
+	wantBody(t, e.get("/admin/chat?flash=chat_failing", s), "The simulator will refuse the next message/send calls.")
+	for _, n := range []string{"0", "21", "x", ""} {
+		rec := e.post("/admin/chat", s, url.Values{"action": {"fail"}, "n": {n}})
+		wantStatus(t, rec, http.StatusBadRequest)
+		wantBody(t, rec, "Enter a number from 1 to 20.")
+	}
+	sim.fail = func(int) error { return ErrChatUnsupported }
+	rec := e.do(request{method: http.MethodPost, path: "/admin/chat", cookie: s, form: url.Values{"action": {"fail"}, "n": {"1"}},
+		header: map[string]string{"Accept": "application/json"}})
+	wantStatus(t, rec, http.StatusBadRequest)
+	wantBody(t, rec, `{"error":"Only the demo's own simulator can fail sends."}`)
+	want := []string{"helpdesk/u1: (welcome)", "helpdesk/u1: (welcome)", "fail 3", "fail 1"}
+	if strings.Join(sim.calls, "|") != strings.Join(want, "|") {
+		t.Fatalf("calls %q, want %q", sim.calls, want)
 	}
 }

@@ -56,7 +56,7 @@ func newRenderer(loc *time.Location, now func() time.Time, log *slog.Logger) *re
 		panic(err) // the embed directive guarantees the folder
 	}
 	h := sha256.New()
-	for _, f := range []string{"static/app.css", "static/app.js"} {
+	for _, f := range []string{"static/app.css", "static/app.js", "static/chat.js"} {
 		b, err := assets.ReadFile(f)
 		if err != nil {
 			panic(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -13,14 +14,25 @@ import (
 
 // TestDemoChatInBrowser types a message on the demo's "chat as a WeCom
 // user" page in headless Chromium and sees the echo model's answer come
-// back through the simulator, then checks the page at 375 px. The rest of
+// back through the simulator, then talks to the AI bot and sees its
+// stream end in place, then checks the page at 375 px. The rest of
 // the panel is driven by web's TestBrowser.
 func TestDemoChatInBrowser(t *testing.T) {
 	d := startTestDemo(t)
 	base := "http://" + d.Main.Addr
 
 	b := webtest.Start(t, 1280, 900)
-	ctx, do, text := b.Ctx, b.Do, b.Text
+	ctx, do := b.Ctx, b.Do
+	// read returns the text of sel in one script: the page's refreshes
+	// replace the log's nodes, which a read in several steps can lose.
+	read := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector(`+strconv.Quote(sel)+`).textContent`))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
 	visible := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
 	click := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
 
@@ -32,11 +44,12 @@ func TestDemoChatInBrowser(t *testing.T) {
 		t.Fatalf("default user %q (%v), want demo-user", u, err)
 	}
 	do("chat as wangwu", chromedp.Clear(chromedp.CSS("#chat-user")), chromedp.SendKeys(chromedp.CSS("#chat-user"), "wangwu"),
-		chromedp.SendKeys(chromedp.CSS("#chat-text"), "typed in a browser"), click("#chat-send"), visible("#exchanges .answer"))
-	if a := text("#exchanges .answer"); !strings.Contains(a, "demo model") || !strings.Contains(a, "typed in a browser") {
+		chromedp.SendKeys(chromedp.CSS("#chat-text"), "typed in a browser"), click("#chat-send"), visible("#exchanges .answer"),
+		chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	if a := read("#exchanges .answer"); !strings.Contains(a, "demo model") || !strings.Contains(a, "typed in a browser") {
 		t.Fatalf("answer on the page %q", a)
 	}
-	if steps := text("#exchanges .steps"); !strings.Contains(steps, "POST /wecom/demo/callback answered 200") ||
+	if steps := read("#exchanges .steps"); !strings.Contains(steps, "POST /wecom/demo/callback answered 200") ||
 		!strings.Contains(steps, "Answer delivered to message/send") || !strings.Contains(steps, " ms") {
 		t.Fatalf("steps on the page %q", steps)
 	}
@@ -44,8 +57,46 @@ func TestDemoChatInBrowser(t *testing.T) {
 		t.Fatalf("the answer did not go to wangwu at the simulator: %+v", got)
 	}
 
+	// As a user of the AI bot, in its group: the page stays (no reload: the
+	// mark set on window survives), and the stream grows in place until
+	// the final answer, which is in view without scrolling.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
+		t.Fatal(err)
+	}
+	do("chat with the AI bot", chromedp.WaitEnabled(chromedp.CSS("#chat-send")),
+		chromedp.SetValue(chromedp.CSS("#chat-bot"), demoAIBot), chromedp.SetValue(chromedp.CSS("#chat-where"), "group"),
+		chromedp.SendKeys(chromedp.CSS("#chat-text"), "streamed in a browser"), click("#chat-send"),
+		// The demo's model streams for about two seconds: part of the
+		// answer shows while the exchange is still pending.
+		visible("#exchanges > li.pending:last-child .answer.stream"))
+	do("wait for the end of the stream", chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	if final := read("#exchanges > li:last-child .answer.stream"); !strings.Contains(final, "demo model") || !strings.Contains(final, "streamed in a browser") || strings.Contains(final, "@"+demoAIBot) {
+		t.Fatalf("streamed answer on the page %q", final)
+	}
+	if steps := read("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/assistant/callback answered 200") ||
+		!strings.Contains(steps, "Stream finished; polls by WeCom:") {
+		t.Fatalf("AI bot steps on the page %q", steps)
+	}
+	inView := `(function () {
+		var log = document.getElementById("chat-log").getBoundingClientRect();
+		var last = document.querySelector("#exchanges > li:last-child").getBoundingClientRect();
+		return last.bottom <= log.bottom + 1 && last.bottom > log.top && log.bottom <= window.innerHeight;
+	})()`
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded === true && `+inView)); err != nil || !ok {
+		t.Fatalf("the page reloaded or the newest exchange is out of view (%v)", err)
+	}
+	if v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#chat-text"))); err != nil || v != "" {
+		t.Fatalf("the text field keeps %q (%v) after sending", v, err)
+	}
+	if u, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.search`)); err != nil || !strings.Contains(u, "bot="+demoAIBot) || !strings.Contains(u, "chat=group") {
+		t.Fatalf("the address %q (%v) does not keep the bot and chat for a reload", u, err)
+	}
+
 	do("narrow the viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		chromedp.Reload(), visible("#exchanges"))
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](inView)); err != nil || !ok {
+		t.Fatalf("at 375 px the newest exchange is out of view (%v)", err)
+	}
 	width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
 	if err != nil {
 		t.Fatal(err)

@@ -30,14 +30,16 @@ const (
 // is the simulator: in-process in demo mode, or a separate `wecombot
 // simulate` that wecom.api_base points at (wecom.simulator: true). It
 // plays WeCom's side in full, through the same doors as WeCom: an
-// encrypted callback to the service, the answer caught at the simulator's
-// message/send. The answer is told apart only by its recipient, its app
-// and its order, so exchanges run one at a time.
+// encrypted callback to the service, an app's answer caught at the
+// simulator's message/send, an AI bot's as WeCom polls its stream. An app's
+// answer is told apart only by its recipient, its app and its order, so
+// app exchanges run one at a time; an AI bot's comes back on its own
+// callbacks.
 type simChat struct {
 	from deliveries
 	bots map[string]adapter.BotConfig
 
-	turn chan struct{} // held for an exchange
+	turn chan struct{} // held for an app exchange
 
 	mu      sync.Mutex
 	service string // the service's base URL, set once it listens
@@ -46,13 +48,18 @@ type simChat struct {
 
 var _ web.Simulator = (*simChat)(nil)
 
-// deliveries is where the chat reads what the simulator delivered.
+// deliveries is the simulator behind the chat.
 type deliveries interface {
 	// Count is the number of messages delivered so far.
 	Count(ctx context.Context) (int, error)
 	// After waits, until ctx ends, for deliveries past the first n and
 	// returns them; on ctx's end, with what it has and ctx's error.
 	After(ctx context.Context, n int) ([]wecomsim.Sent, error)
+	// FailSends makes the next n message/send calls fail.
+	FailSends(ctx context.Context, n int) error
+	// ResponseURLs is the simulator that issues AI bots' response_urls
+	// and where it is served; nil when the chat cannot issue them.
+	ResponseURLs() (*wecomsim.Server, string)
 }
 
 func newSimChat(from deliveries, bots []adapter.BotConfig) *simChat {
@@ -70,32 +77,68 @@ func (d *simChat) setService(base string) {
 	d.service = strings.TrimRight(base, "/")
 }
 
-// Chat sends text from user to the bot and waits, until ctx ends, for the
-// parts of the answer delivered to that user.
-func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTrace, error) {
-	b, ok := d.bots[bot]
-	if !ok {
-		return web.ChatTrace{}, fmt.Errorf("simulator chat: bot %s is not on the simulator: %w", bot, adapter.ErrUnknownBot)
+// serviceBase is the service's base URL, once it listens.
+func (d *simChat) serviceBase() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.service == "" {
+		return "", fmt.Errorf("simulator chat: the service is not listening yet")
 	}
+	return d.service, nil
+}
+
+// FailSends makes the simulator's next n message/send calls fail.
+func (d *simChat) FailSends(ctx context.Context, n int) error {
+	if err := d.from.FailSends(ctx, n); err != nil {
+		return fmt.Errorf("simulator chat: %w", err)
+	}
+	return nil
+}
+
+// Chat plays req on the bot and waits, until ctx ends, for the answer,
+// calling update as it grows.
+func (d *simChat) Chat(ctx context.Context, req web.ChatRequest, update func(web.ChatTrace)) (web.ChatTrace, error) {
+	b, ok := d.bots[req.Bot]
+	if !ok {
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: bot %s is not on the simulator: %w", req.Bot, adapter.ErrUnknownBot)
+	}
+	if update == nil {
+		update = func(web.ChatTrace) {}
+	}
+	chat := d.chatApp
+	if b.Kind == adapter.KindAIBot {
+		chat = d.chatAIBot
+	}
+	t, err := chat(ctx, b, req, update)
+	t.Done = err == nil
+	return t, err
+}
+
+// chatApp sends a text (or enter_agent) to an app and collects the parts
+// of the answer delivered to that user at message/send.
+func (d *simChat) chatApp(ctx context.Context, b adapter.BotConfig, req web.ChatRequest, update func(web.ChatTrace)) (web.ChatTrace, error) {
 	select {
 	case d.turn <- struct{}{}:
 		defer func() { <-d.turn }()
 	case <-ctx.Done():
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: waiting for the previous exchange: %w", ctx.Err())
 	}
-	d.mu.Lock()
-	if d.service == "" {
-		d.mu.Unlock()
-		return web.ChatTrace{}, fmt.Errorf("simulator chat: the service is not listening yet")
+	service, err := d.serviceBase()
+	if err != nil {
+		return web.ChatTrace{}, err
 	}
+	d.mu.Lock()
 	d.msgID++
-	msgID, service := d.msgID, d.service
+	msgID := d.msgID
 	d.mu.Unlock()
 	seen, err := d.from.Count(ctx)
 	if err != nil {
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: asking the simulator: %w", err)
 	}
-	plain := wecomsim.TextXML(b.CorpID, user, text, msgID, time.Now().Unix(), b.AgentID)
+	plain := wecomsim.TextXML(b.CorpID, req.User, req.Text, msgID, time.Now().Unix(), b.AgentID)
+	if req.Welcome {
+		plain = wecomsim.EventXML(b.CorpID, req.User, "enter_agent", time.Now().Unix(), b.AgentID)
+	}
 	w := &wire{next: http.DefaultTransport}
 	cb := simCallback(b, service)
 	cb.HTTPClient = &http.Client{Transport: w, Timeout: 5 * time.Second} // WeCom's timeout
@@ -105,22 +148,22 @@ func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTra
 	if err != nil {
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: %w", err)
 	}
-	t := web.ChatTrace{
-		Path: w.path, CipherLen: len(w.encrypt), CipherPrefix: w.encrypt[:min(len(w.encrypt), cipherShown)], Signature: w.signature,
-		Encrypted: w.sent.Sub(start), Status: status, Answered: w.answered.Sub(w.sent),
-	}
-	end := w.answered // a refused callback gets no answer
+	first := w.first()
+	t := first.trace(start)
+	t.Status = status
+	end := first.answered // a refused callback gets no answer
 	if status == http.StatusOK {
-		parts := d.answer(ctx, user, b.AgentID, seen)
+		update(t)
+		parts := d.answer(ctx, req.User, b.AgentID, seen, func(parts []wecomsim.Sent) {
+			t.Answer = append(t.Answer, parts[len(parts)-1].Content)
+			t.Delivered = parts[len(parts)-1].At.Sub(first.sent)
+			update(t)
+		})
 		end = time.Now()
-		for _, p := range parts {
-			t.Answer = append(t.Answer, p.Content)
-		}
 		if len(parts) > 0 {
 			// The simulator stamps each part as message/send receives it;
 			// the quiet wait after the last one is not the service's time.
 			end = parts[len(parts)-1].At
-			t.Delivered = end.Sub(w.sent)
 		}
 	}
 	t.Total = end.Sub(start)
@@ -128,9 +171,10 @@ func (d *simChat) Chat(ctx context.Context, bot, user, text string) (web.ChatTra
 }
 
 // answer collects what is delivered to user of the app agentID after the
-// first seen deliveries: it waits for a first part until ctx ends, then for
-// more until chatQuiet passes without one.
-func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen int) []wecomsim.Sent {
+// first seen deliveries, calling got with the parts so far after each: it
+// waits for a first part until ctx ends, then for more until chatQuiet
+// passes without one.
+func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen int, got func([]wecomsim.Sent)) []wecomsim.Sent {
 	var parts []wecomsim.Sent
 	for {
 		wait, cancel := ctx, context.CancelFunc(func() {})
@@ -142,6 +186,7 @@ func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen i
 		for _, s := range sent {
 			if strings.EqualFold(s.ToUser, user) && s.AgentID == agentID {
 				parts = append(parts, s)
+				got(parts)
 			}
 		}
 		seen += len(sent)
@@ -151,8 +196,92 @@ func (d *simChat) answer(ctx context.Context, user string, agentID int64, seen i
 	}
 }
 
-// localDeliveries reads an in-process simulator (demo mode).
-type localDeliveries struct{ sim *wecomsim.Server }
+// chatAIBot posts a message (or enter_chat) to an AI bot in callback mode
+// and follows WeCom's polling of the stream, then what the service posts
+// to the message's response_url.
+func (d *simChat) chatAIBot(ctx context.Context, b adapter.BotConfig, req web.ChatRequest, update func(web.ChatTrace)) (web.ChatTrace, error) {
+	service, err := d.serviceBase()
+	if err != nil {
+		return web.ChatTrace{}, err
+	}
+	w := &wire{next: http.DefaultTransport}
+	sim, simURL := d.from.ResponseURLs()
+	cb := simAIBotCallback(b, service, sim, simURL)
+	cb.HTTPClient = &http.Client{Transport: w, Timeout: 5 * time.Second}
+	var msg wecomsim.AIBotBody
+	switch {
+	case req.Welcome:
+		msg = wecomsim.AIBotEnterChat(b.BotID, req.User, time.Now())
+	case req.Group != "":
+		msg = wecomsim.AIBotGroupText(b.BotID, req.Group, req.User, b.Name, req.Text)
+	default:
+		msg = wecomsim.AIBotText(b.BotID, req.User, req.Text)
+	}
+	start := time.Now()
+	ex := cb.Start(ctx, msg)
+	for over := false; !over; {
+		changed := ex.Changed()
+		select {
+		case <-ex.Done():
+			over = true
+		case <-changed:
+			if t := aiBotTrace(ex, w, sim, start); t.Path != "" {
+				update(t)
+			}
+		}
+	}
+	t := aiBotTrace(ex, w, sim, start)
+	if t.Path == "" {
+		return web.ChatTrace{}, fmt.Errorf("simulator chat: %w", ex.Err())
+	}
+	if last, _ := ex.Last(); sim != nil && ex.ResponseURL != "" && last.Finish {
+		// The rest of a long answer goes to response_url once the stream
+		// ends; it is not told apart from "nothing more", so wait a little.
+		update(t)
+		quiet, cancel := context.WithTimeout(ctx, chatQuiet)
+		_ = sim.AIBotWait(quiet, func() bool { return len(sim.AIBotResponses(ex.MsgID)) > 0 })
+		cancel()
+		t = aiBotTrace(ex, w, sim, start)
+	}
+	t.Total = time.Since(start)
+	return t, nil
+}
+
+// aiBotTrace is an AI bot exchange so far; its Path is empty until the
+// service answered the message.
+func aiBotTrace(ex *wecomsim.AIBotExchange, w *wire, sim *wecomsim.Server, start time.Time) web.ChatTrace {
+	first := w.first()
+	t := first.trace(start)
+	t.AIBot = true
+	last := first.answered
+	replies := ex.Replies()
+	for _, r := range replies {
+		switch {
+		case r.MsgType == "stream":
+			t.Stream, t.Finished, last = r.Content, r.Finish, r.At
+			if r.Refresh {
+				t.Refreshes++
+			}
+		case r.MsgType == "text" && !r.Refresh:
+			t.Answer, last = append(t.Answer, r.Content), r.At
+		}
+	}
+	if sim != nil {
+		for _, r := range sim.AIBotResponses(ex.MsgID) {
+			if r.ErrCode == 0 {
+				t.Later, last = append(t.Later, r.Content), r.At
+			}
+		}
+	}
+	t.Delivered = last.Sub(first.sent)
+	return t
+}
+
+// localDeliveries reads an in-process simulator (demo mode) served at url.
+type localDeliveries struct {
+	sim *wecomsim.Server
+	url string
+}
 
 func (l localDeliveries) Count(context.Context) (int, error) { return l.sim.DeliveredCount(), nil }
 
@@ -160,6 +289,14 @@ func (l localDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, err
 	sent, err := l.sim.WaitDelivered(ctx, n+1)
 	return sent[min(n, len(sent)):], err
 }
+
+// FailSends answers errcode -1 (system busy), which the outbox retries.
+func (l localDeliveries) FailSends(_ context.Context, n int) error {
+	l.sim.FailNext(wecomsim.APISend, -1, "system busy (injected from the chat page)", n)
+	return nil
+}
+
+func (l localDeliveries) ResponseURLs() (*wecomsim.Server, string) { return l.sim, l.url }
 
 // remoteDeliveries reads a simulator in another process (`wecombot
 // simulate`) through its inspection endpoints under base, the api_base.
@@ -205,6 +342,13 @@ func (r remoteDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, er
 	}
 }
 
+// FailSends is not offered: the simulator's endpoints are read-only.
+func (r remoteDeliveries) FailSends(context.Context, int) error { return web.ErrChatUnsupported }
+
+// ResponseURLs: a simulator in another process cannot be asked to issue
+// them, so AI bot messages from the chat carry none.
+func (r remoteDeliveries) ResponseURLs() (*wecomsim.Server, string) { return nil, "" }
+
 func (r remoteDeliveries) get(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+path, nil)
 	if err != nil {
@@ -235,34 +379,79 @@ func serviceURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// wire is the chat's transport: it notes the callback as it goes out (the
-// envelope's <Encrypt>, the signature), when it went and when the service
-// answered.
+// wire is the chat's transport: it notes the first request as it goes out
+// (the envelope's ciphertext, the signature), when it went and when the
+// service answered; later ones (an AI bot's refreshes) pass through.
 type wire struct {
-	next      http.RoundTripper
+	next http.RoundTripper
+
+	mu    sync.Mutex
+	taken bool
+	seen  wireRecord
+}
+
+// wireRecord is the callback that opened an exchange.
+type wireRecord struct {
 	sent      time.Time
 	answered  time.Time // the answer's headers arrived
+	status    int
 	path      string
 	encrypt   string
 	signature string
 }
 
 func (w *wire) RoundTrip(r *http.Request) (*http.Response, error) {
-	w.sent = time.Now()
-	w.path = r.URL.Path
-	w.signature = r.URL.Query().Get("msg_signature")
+	w.mu.Lock()
+	first := !w.taken
+	w.taken = true
+	w.mu.Unlock()
+	if !first {
+		return w.next.RoundTrip(r)
+	}
+	rec := wireRecord{sent: time.Now(), path: r.URL.Path, signature: r.URL.Query().Get("msg_signature")}
 	if r.GetBody != nil { // a copy: the request itself is sent untouched
 		if body, err := r.GetBody(); err == nil {
-			var env struct {
-				Encrypt string `xml:"Encrypt"`
-			}
 			b, _ := io.ReadAll(body)
-			if xml.Unmarshal(b, &env) == nil {
-				w.encrypt = env.Encrypt
-			}
+			rec.encrypt = envelopeCipher(b)
 		}
 	}
 	resp, err := w.next.RoundTrip(r)
-	w.answered = time.Now()
+	if err != nil {
+		return resp, err
+	}
+	rec.answered, rec.status = time.Now(), resp.StatusCode
+	w.mu.Lock()
+	w.seen = rec
+	w.mu.Unlock()
 	return resp, err
+}
+
+// first is the first request's record, once its answer came; its path is
+// empty before.
+func (w *wire) first() wireRecord {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.seen
+}
+
+// trace starts a ChatTrace from the callback, for an exchange begun at start.
+func (r wireRecord) trace(start time.Time) web.ChatTrace {
+	return web.ChatTrace{Path: r.path, CipherLen: len(r.encrypt), CipherPrefix: r.encrypt[:min(len(r.encrypt), cipherShown)],
+		Signature: r.signature, Encrypted: r.sent.Sub(start), Status: r.status, Answered: r.answered.Sub(r.sent)}
+}
+
+// envelopeCipher is the ciphertext of a callback body: an app's XML
+// <Encrypt>, an AI bot's JSON "encrypt".
+func envelopeCipher(b []byte) string {
+	var x struct {
+		Encrypt string `xml:"Encrypt"`
+	}
+	if xml.Unmarshal(b, &x) == nil && x.Encrypt != "" {
+		return x.Encrypt
+	}
+	var j struct {
+		Encrypt string `json:"encrypt"`
+	}
+	_ = json.Unmarshal(b, &j)
+	return j.Encrypt
 }

@@ -20,6 +20,12 @@ const (
 	demoCorp  = "wwdemo0000000001"
 	demoAgent = 1000002
 	demoBot   = "demo"
+	// demoAIBot is the AI bot in callback mode beside the app.
+	demoAIBot = "assistant"
+	// demoPace spaces the pieces of the echo model's answer, so the AI
+	// bot's stream is seen growing on the chat page (WeCom polls about
+	// once a second).
+	demoPace = 700 * time.Millisecond
 )
 
 // demo is the service wired to an in-process WeCom simulator, with a
@@ -29,7 +35,8 @@ type demo struct {
 	Main     *Main
 	Sim      *wecomsim.Server
 	Callback *wecomsim.Callback
-	Chat     *simChat // the panel's "chat as a WeCom user"
+	AIBot    *wecomsim.AIBotCallback // WeCom's door to the AI bot, issuing response_urls
+	Chat     *simChat                // the panel's "chat as a WeCom user"
 	Password string
 	Model    string
 
@@ -57,6 +64,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		}
 	}()
 	bot := newSimBot(demoBot, demoCorp, demoAgent)
+	aiBot := newSimAIBot(demoAIBot)
 	d.Password = randomHex(6)
 	d.Sim = wecomsim.New(wecomsim.Options{
 		Apps: []wecomsim.App{simApp(bot)},
@@ -75,7 +83,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	cfg.WeCom.Simulator = true // what the panel's configuration page shows; Main.Simulator below is the chat
 	cfg.Admin.Password = d.Password
 	cfg.Replies.Welcome = "欢迎使用 wecombot 演示！直接发送文字即可。/ Welcome to the wecombot demo."
-	cfg.Bots = []adapter.BotConfig{bot}
+	cfg.Bots = []adapter.BotConfig{bot, aiBot}
 	useReal := false
 	if o.ConfigPath != "" {
 		// Only the llm section of the given file is used; its other
@@ -100,17 +108,18 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		return nil, fmt.Errorf("demo configuration: %v", problems)
 	}
 	d.Main = NewMain(&cfg, o.Log)
-	d.Chat = newSimChat(localDeliveries{d.Sim}, cfg.Bots)
+	d.Chat = newSimChat(localDeliveries{sim: d.Sim, url: simURL}, cfg.Bots)
 	d.Main.Simulator = d.Chat
 	d.Model = cfg.LLM.Model
 	if !useReal {
-		d.Main.LLM = llm.Echo{}
+		d.Main.LLM = llm.Echo{Pace: demoPace}
 		d.Model = "offline echo model"
 	}
 	if err := d.Main.Open(ctx); err != nil {
 		return nil, err
 	}
 	d.Callback = simCallback(bot, "http://"+d.Main.Addr)
+	d.AIBot = simAIBotCallback(aiBot, "http://"+d.Main.Addr, d.Sim, simURL)
 	ok = true
 	return d, nil
 }
@@ -145,10 +154,12 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) int {
 	fmt.Fprintf(stdout, `wecombot demo is running (model: %s)
   admin panel:   %s/admin/   login: admin / %s
   admin API:     curl -u admin:%s %s/api/bots
-  callback URL:  %s
-  WeCom simulator (gettoken, message/send): %s
+  callback URLs: %s (self-built app %q)
+                 %s (AI bot %q, callback mode)
+  chat as a user: %s/admin/chat
+  WeCom simulator (gettoken, message/send, response_url): %s
 Press Ctrl+C to stop; the demo database is thrown away.
-`, d.Model, base, d.Password, d.Password, base, d.Callback.URL, d.Main.Config.WeCom.APIBase)
+`, d.Model, base, d.Password, d.Password, base, d.Callback.URL, demoBot, d.AIBot.URL, demoAIBot, base, d.Main.Config.WeCom.APIBase)
 	// A first message, so there is something to see at once.
 	xml := wecomsim.TextXML(demoCorp, "demo-user", "你好，wecombot！", time.Now().UnixNano(), time.Now().Unix(), demoAgent)
 	if status, _, err := d.Callback.Post(ctx, xml); err != nil || status != http.StatusOK {

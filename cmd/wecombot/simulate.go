@@ -32,6 +32,13 @@ func newSimBot(name, corpID string, agentID int64) adapter.BotConfig {
 		Secret: randomHex(16), Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey()}
 }
 
+// newSimAIBot is an AI bot in callback mode that exists only in the
+// simulator (demo), with fresh secrets and a bot id that looks like one.
+func newSimAIBot(name string) adapter.BotConfig {
+	return adapter.BotConfig{Name: name, Kind: adapter.KindAIBot, Mode: adapter.ModeCallback,
+		Token: randomHex(8), EncodingAESKey: wecomsim.NewEncodingAESKey(), BotID: "aib" + randomHex(12)}
+}
+
 // simApp is the simulator's side of bot b: what gettoken checks.
 func simApp(b adapter.BotConfig) wecomsim.App {
 	return wecomsim.App{CorpID: b.CorpID, AgentID: b.AgentID, Secret: b.Secret}
@@ -43,6 +50,15 @@ func simCallback(b adapter.BotConfig, base string) *wecomsim.Callback {
 	return &wecomsim.Callback{
 		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
 		Token: b.Token, EncodingAESKey: b.EncodingAESKey, CorpID: b.CorpID,
+	}
+}
+
+// simAIBotCallback is WeCom's door to AI bot b on the service at base; sim,
+// served at simURL, issues the messages' response_urls (nil: none).
+func simAIBotCallback(b adapter.BotConfig, base string, sim *wecomsim.Server, simURL string) *wecomsim.AIBotCallback {
+	return &wecomsim.AIBotCallback{
+		URL:   strings.TrimRight(base, "/") + "/wecom/" + b.Name + "/callback",
+		Token: b.Token, EncodingAESKey: b.EncodingAESKey, BotID: b.BotID, Sim: sim, SimURL: simURL,
 	}
 }
 
@@ -68,7 +84,9 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 	var apps []wecomsim.App
 	var bot *adapter.BotConfig
 	for i, b := range o.Config.Bots {
-		apps = append(apps, simApp(b))
+		if b.Kind != adapter.KindAIBot {
+			apps = append(apps, simApp(b))
+		}
 		if b.Name == o.Bot || (o.Bot == "" && i == 0) {
 			bot = &o.Config.Bots[i]
 		}
@@ -82,10 +100,11 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		return fmt.Errorf("simulate: %w", err)
 	}
 	defer srv.Close()
+	if bot.Kind == adapter.KindAIBot {
+		return simulateAIBot(ctx, o, *bot, sim, simURL)
+	}
 	cb := simCallback(*bot, o.Service)
-	fmt.Fprintf(o.Out, "WeCom simulator on %s; in the service's configuration:\n"+
-		"  wecom:\n    api_base: %q\n    simulator: true   # the panel's \"chat as a WeCom user\" page\n"+
-		"callbacks go to %s\ntype lines as \"user: text\"\n", simURL, simURL, cb.URL)
+	printSimulatorHeader(o.Out, simURL, "callbacks go to "+cb.URL)
 
 	// Print answers as they arrive.
 	printed := atomic.Int64{}
@@ -103,9 +122,69 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		}
 	}()
 
-	lines := bufio.NewScanner(o.In)
 	msgID := time.Now().UnixNano()
 	posted := int64(0)
+	readLines(ctx, o, func(user, text string) {
+		msgID++
+		start := time.Now()
+		status, body, err := cb.Post(ctx, wecomsim.TextXML(bot.CorpID, user, text, msgID, time.Now().Unix(), bot.AgentID))
+		if err != nil {
+			fmt.Fprintf(o.Out, "!! callback failed: %v\n", err)
+			return
+		}
+		fmt.Fprintf(o.Out, "-> %s: %s (callback %d %q in %s)\n", user, text, status, body, time.Since(start).Round(time.Millisecond))
+		posted++
+	})
+	// Input closed: wait a little for the answers still on their way.
+	deadline := time.Now().Add(30 * time.Second)
+	for ctx.Err() == nil && printed.Load() < posted && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// simulateAIBot is runSimulate for an AI bot in callback mode: each line
+// is a message whose stream is polled to the end, then printed with what
+// came through its response_url.
+func simulateAIBot(ctx context.Context, o simulateOptions, bot adapter.BotConfig, sim *wecomsim.Server, simURL string) error {
+	cb := simAIBotCallback(bot, o.Service, sim, simURL)
+	printSimulatorHeader(o.Out, simURL, "AI bot "+bot.Name+": callbacks go to "+cb.URL+", response_urls to the simulator")
+	readLines(ctx, o, func(user, text string) {
+		start := time.Now()
+		ex := cb.Post(ctx, wecomsim.AIBotText(bot.BotID, user, text))
+		last, ok := ex.Last()
+		if !ok {
+			fmt.Fprintf(o.Out, "!! callback failed: %v\n", ex.Err())
+			return
+		}
+		fmt.Fprintf(o.Out, "-> %s: %s (%d replies in %s)\n", user, text, len(ex.Replies()), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(o.Out, "<- %s: %s\n", user, last.Content)
+		// The rest of a long answer follows the stream's end.
+		quiet, cancel := context.WithTimeout(ctx, chatQuiet)
+		_ = sim.AIBotWait(quiet, func() bool { return len(sim.AIBotResponses(ex.MsgID)) > 0 })
+		cancel()
+		for _, r := range sim.AIBotResponses(ex.MsgID) {
+			fmt.Fprintf(o.Out, "<- %s (response_url): %s\n", user, r.Content)
+		}
+		if err := ex.Err(); err != nil {
+			fmt.Fprintf(o.Out, "!! %v\n", err)
+		}
+	})
+	return nil
+}
+
+// printSimulatorHeader says where the simulator listens, what the
+// service's configuration needs, and where callbacks go.
+func printSimulatorHeader(out io.Writer, simURL, callbacks string) {
+	fmt.Fprintf(out, "WeCom simulator on %s; in the service's configuration:\n"+
+		"  wecom:\n    api_base: %q\n    simulator: true   # the panel's \"chat as a WeCom user\" page\n"+
+		"%s\ntype lines as \"user: text\"\n", simURL, simURL, callbacks)
+}
+
+// readLines calls send with each input line "user: text" until the input
+// ends or ctx does, and complains about other lines.
+func readLines(ctx context.Context, o simulateOptions, send func(user, text string)) {
+	lines := bufio.NewScanner(o.In)
 	for lines.Scan() && ctx.Err() == nil {
 		user, text, ok := strings.Cut(lines.Text(), ":")
 		user, text = strings.TrimSpace(user), strings.TrimSpace(text)
@@ -113,20 +192,6 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 			fmt.Fprintln(o.Out, `!! expected "user: text"`)
 			continue
 		}
-		msgID++
-		start := time.Now()
-		status, body, err := cb.Post(ctx, wecomsim.TextXML(bot.CorpID, user, text, msgID, time.Now().Unix(), bot.AgentID))
-		if err != nil {
-			fmt.Fprintf(o.Out, "!! callback failed: %v\n", err)
-			continue
-		}
-		fmt.Fprintf(o.Out, "-> %s: %s (callback %d %q in %s)\n", user, text, status, body, time.Since(start).Round(time.Millisecond))
-		posted++
+		send(user, text)
 	}
-	// Input closed: wait a little for the answers still on their way.
-	deadline := time.Now().Add(30 * time.Second)
-	for ctx.Err() == nil && printed.Load() < posted && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/internal/eventually"
+	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
@@ -30,19 +31,8 @@ log: {level: error}
 bots:
   - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q}
 `, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey())
-	cfg, err := ParseConfig([]byte(yml), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, feed := io.Pipe()
-	out := &syncBuffer{}
-	done := make(chan error, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go func() {
-		done <- runSimulate(ctx, simulateOptions{Config: cfg, Listen: simAddr, Service: "http://" + svcAddr, In: in, Out: out})
-	}()
-	eventually.True(t, func() bool { return strings.Contains(out.String(), "type lines") }, "simulate printed no prompt: %v", later(out.String))
+	cfg, feed, out, done := startSimulate(t, yml, simAddr, svcAddr)
+	ctx := t.Context()
 	m := NewMain(cfg, io.Discard)
 	if err := m.Open(ctx); err != nil {
 		t.Fatal(err)
@@ -67,4 +57,63 @@ bots:
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
 	}
+}
+
+func TestSimulateDrivesAnAIBot(t *testing.T) {
+	simAddr, svcAddr := freeAddr(t), freeAddr(t)
+	yml := fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: "http://%s"}
+admin: {password: pw}
+log: {level: error}
+bots:
+  - {name: helper, kind: aibot, mode: callback, bot_id: aibdev, token: tk, encoding_aes_key: %q}
+`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, wecomsim.NewEncodingAESKey())
+	cfg, feed, out, done := startSimulate(t, yml, simAddr, svcAddr)
+	ctx := t.Context()
+	m := NewMain(cfg, io.Discard)
+	m.LLM = llm.Echo{}
+	if err := m.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	fmt.Fprintln(feed, "alice: "+strings.Repeat("长", 7000))
+	feed.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		fmt.Sprintf("AI bot helper: callbacks go to http://%s/wecom/helper/callback", svcAddr),
+		"<- alice: 【演示模型 / demo model】你说：长长",
+		"<- alice (response_url): 长",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%.600s", want, got)
+		}
+	}
+	if strings.Contains(got, "!!") {
+		t.Errorf("simulate reported a problem:\n%.2000s", got)
+	}
+}
+
+// startSimulate runs `wecombot simulate` for the configuration yml until
+// the returned input is closed, and waits for its prompt.
+func startSimulate(t *testing.T, yml, simAddr, svcAddr string) (*Config, *io.PipeWriter, *syncBuffer, <-chan error) {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, feed := io.Pipe()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	go func() {
+		done <- runSimulate(ctx, simulateOptions{Config: cfg, Listen: simAddr, Service: "http://" + svcAddr, In: in, Out: out})
+	}()
+	eventually.True(t, func() bool { return strings.Contains(out.String(), "type lines") }, "simulate printed no prompt: %v", later(out.String))
+	return cfg, feed, out, done
 }
