@@ -103,7 +103,7 @@ func TestChatPage(t *testing.T) {
 		"2026-03-02 10:30:00 · sales", "&lt;b&gt;你好&lt;/b&gt;",
 		"Callback encrypted and signed", "344 characters of ciphertext", "<code>q3J8UmVYcG9zZWQrQ2lwaGVy…</code>", "<code>0c1f9a7be2d4</code>",
 		"0.42 ms", "POST /wecom/sales/callback answered 200", "3.0 ms",
-		"Answer delivered to message/send (2 part(s))", "87 ms", "Total", "91 ms",
+		"Answer delivered to message/send (2 parts)", "87 ms", "Total", "91 ms",
 		`<div class="text answer">echo: &lt;b&gt;你好&lt;/b&gt;</div>`, `<div class="text answer">part two</div>`)
 
 	// The newest exchange comes last, like a chat app; refused and

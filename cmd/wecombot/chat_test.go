@@ -99,7 +99,7 @@ func TestDemoChatPage(t *testing.T) {
 	}
 	got := page(client.PostForm(base+"/admin/chat", url.Values{"bot": {demoBot}, "user": {"lisi"}, "text": {"hello from the page"}}))
 	for _, want := range []string{"Callback encrypted and signed", "POST /wecom/demo/callback answered 200",
-		"Answer delivered to message/send (1 part(s))", "demo model", "你说：hello from the page"} {
+		"Answer delivered to message/send (1 part)", "demo model", "你说：hello from the page"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the chat page lacks %q", want)
 		}

@@ -126,7 +126,7 @@ func TestChatPageForAServiceOnTheSimulator(t *testing.T) {
 	}
 	page := chat("lisi", "hello simulator")
 	for _, want := range []string{"Callback encrypted and signed", "POST /wecom/helpdesk/callback answered 200",
-		"Answer delivered to message/send (1 part(s))", "echo: hello simulator"} {
+		"Answer delivered to message/send (1 part)", "echo: hello simulator"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the chat page lacks %q", want)
 		}
