@@ -93,8 +93,6 @@ type ChatTrace struct {
 	Done bool
 }
 
-// answered reports whether anything reached the user.
-func (t ChatTrace) answered() bool { return len(t.Answer) > 0 || t.Stream != "" || len(t.Later) > 0 }
 
 // chatHandler is the panel's "chat as a WeCom user" page. It is routed only
 // when a Simulator is wired. GET with format=json is the page's own
