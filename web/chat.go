@@ -93,7 +93,6 @@ type ChatTrace struct {
 	Done bool
 }
 
-
 // chatHandler is the panel's "chat as a WeCom user" page. It is routed only
 // when a Simulator is wired. GET with format=json is the page's own
 // polling: the exchanges as JSON and as the HTML that replaces the log.
