@@ -64,7 +64,6 @@ type App struct {
 	bots     map[string]*bot      // self-built apps
 	aibots   map[string]*aibotBot // AI bots in callback mode
 	wsbots   map[string]*wsBot    // AI bots on the long connection
-	repliers map[string]Replier   // every bot's channel, for the outbox
 	order    []string
 	cfgs     map[string]BotConfig
 	pipeline *Pipeline
@@ -94,7 +93,7 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
-	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{}, repliers: map[string]Replier{},
+	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{},
 		cfgs: map[string]BotConfig{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		var err error
@@ -111,6 +110,7 @@ func New(o Options) (*App, error) {
 	}
 	a.outbox = NewOutbox(o.Outbox, o.Store, a.deliver, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
+	a.pipeline.parts.send = a.sendApp
 	for name, b := range a.aibots {
 		a.pipeline.UseReplier(name, b)
 	}
@@ -140,9 +140,6 @@ func (a *App) addApp(bc BotConfig, o Options, api *apiClient) error {
 	})
 	b := &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}
 	a.bots[bc.Name] = b
-	a.repliers[bc.Name] = &partsReplier{send: func(ctx context.Context, p storage.OutboxPart, dupCheck time.Duration) (string, error) {
-		return b.sendText(ctx, p.UserID, p.Content, dupCheck)
-	}}
 	return nil
 }
 
@@ -156,7 +153,6 @@ func (a *App) addAIBot(bc BotConfig, o Options) error {
 		}
 		w := newWSBot(b, o.WeCom.AIBotWSURL, o.Store, o.Leases)
 		a.wsbots[bc.Name] = w
-		a.repliers[bc.Name] = w
 		return nil
 	}
 	codec, err := aibot.NewCodec(bc.Token, bc.EncodingAESKey)
@@ -165,18 +161,23 @@ func (a *App) addAIBot(bc BotConfig, o Options) error {
 	}
 	b.codec = codec
 	a.aibots[bc.Name] = b
-	a.repliers[bc.Name] = b
 	return nil
 }
 
 // deliver sends a part from the outbox through its bot's channel.
 func (a *App) deliver(ctx context.Context, part storage.OutboxPart, dupCheck time.Duration) (string, error) {
-	r, ok := a.repliers[part.Bot]
+	return a.pipeline.replier(part.Bot).Deliver(ctx, part, dupCheck)
+}
+
+// sendApp sends a part through message/send of the app it belongs to: the
+// Deliver of every bot whose channel is parts.
+func (a *App) sendApp(ctx context.Context, part storage.OutboxPart, dupCheck time.Duration) (string, error) {
+	b, ok := a.bots[part.Bot]
 	if !ok {
 		// A bot removed from the config with replies still queued.
 		return "", &APIError{API: "message/send", Code: codeNoValidReceiver, Msg: "bot " + part.Bot + " is no longer configured"}
 	}
-	return r.Deliver(ctx, part, dupCheck)
+	return b.sendText(ctx, part.UserID, part.Content, dupCheck)
 }
 
 // Start loads the persisted tokens, starts their refresh loops and the

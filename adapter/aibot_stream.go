@@ -168,8 +168,7 @@ func (r *streamReply) Shown() bool { return r.stored > 0 || r.cut }
 func (r *streamReply) Finish(ctx context.Context, text string, failed bool) ([]string, error) {
 	if failed {
 		// A notice after whatever was shown.
-		shown, _ := aibot.Cut(r.text.String(), aibot.MaxStreamBytes)
-		shown = shown[:r.stored]
+		shown := r.text.String()[:r.stored]
 		if !r.cut {
 			err := finishStream(ctx, r.b.store, r.m.Bot, r.s.StreamID, shown, text)
 			if !errors.Is(err, storage.ErrStreamFinished) {

@@ -166,13 +166,10 @@ func (r *wsReply) Interrupted(_ context.Context, notice string) ([]string, error
 // sendParts is text as aibot_send_msg markdown messages, each within
 // WeCom's limit.
 func sendParts(text string) []string {
-	var parts []string
-	for strings.TrimSpace(text) != "" {
-		var head string
-		head, text = aibot.Cut(text, aibot.MaxStreamBytes)
-		parts = append(parts, head)
+	if strings.TrimSpace(text) == "" {
+		return nil
 	}
-	return parts
+	return Split(text, aibot.MaxStreamBytes)
 }
 
 // Deliver sends a part as markdown with aibot_send_msg to the chat it

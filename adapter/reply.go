@@ -45,7 +45,7 @@ type Reply interface {
 var errReplyGone = errors.New("adapter: reply is gone")
 
 // partsReplier replies with parts of at most maxPartBytes, each sent on its
-// own through send (a self-built app's message/send). A streamed answer's
+// own through send (a self-built app's message/send; the App sets it). A streamed answer's
 // parts are stored as its paragraphs complete (streamSplitter), so the user
 // reads the start while the model writes the rest.
 type partsReplier struct {
