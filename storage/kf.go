@@ -1,0 +1,158 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// A 微信客服 (kf) account is pulled, not pushed: the service reads its
+// messages page by page with a cursor. The cursor and the messages of a
+// page are stored in one transaction, so a crash leaves either both or
+// neither: a page is never skipped, and one read twice is deduped by the
+// messages' unique key. The cursor has no expiry: losing it would replay up
+// to 3 days of history.
+
+// KFAccount is what the service keeps of one kf account of a bot.
+type KFAccount struct {
+	Bot      string
+	OpenKfID string
+	// Cursor is the next_cursor of the last page stored; "" before the
+	// first page. It never goes back to "".
+	Cursor string
+	// StartedAt is when the service first pulled the account: messages
+	// sent before it are history, stored and not answered.
+	StartedAt time.Time
+	// LastPullAt and LastError are the end and the failure ("" if none) of
+	// the last pull.
+	LastPullAt time.Time
+	LastError  string
+}
+
+type kfAccountRow struct {
+	ID         int64     `gorm:"primaryKey;autoIncrement"`
+	Bot        string    `gorm:"size:64;not null;uniqueIndex:idx_kf_accounts_key,priority:1"`
+	OpenKfID   string    `gorm:"column:open_kfid;size:128;not null;uniqueIndex:idx_kf_accounts_key,priority:2"`
+	Cursor     string    `gorm:"column:next_cursor;size:128;not null;default:''"`
+	StartedAt  time.Time `gorm:"not null"`
+	LastPullAt *time.Time
+	LastError  string
+}
+
+func (kfAccountRow) TableName() string { return "kf_accounts" }
+
+func (r kfAccountRow) account() KFAccount {
+	a := KFAccount{Bot: r.Bot, OpenKfID: r.OpenKfID, Cursor: r.Cursor, StartedAt: r.StartedAt, LastError: r.LastError}
+	if r.LastPullAt != nil {
+		a.LastPullAt = *r.LastPullAt
+	}
+	return a
+}
+
+// StartKFAccount returns the account, stored with StartedAt now if it was
+// not yet: the first call for an account fixes when the service started
+// answering it, whatever instance makes it.
+func (d *DB) StartKFAccount(ctx context.Context, bot, openKfID string) (KFAccount, error) {
+	if bot == "" || openKfID == "" {
+		return KFAccount{}, errors.New("storage: start kf account: bot and open_kfid are required")
+	}
+	row := kfAccountRow{Bot: bot, OpenKfID: openKfID, StartedAt: utc(d.now())}
+	err := d.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns: []clause.Column{{Name: "bot"}, {Name: "open_kfid"}}, DoNothing: true,
+	}).Create(&row).Error
+	if err != nil {
+		return KFAccount{}, fmt.Errorf("storage: start kf account %s/%s: %w", bot, openKfID, err)
+	}
+	return d.KFAccount(ctx, bot, openKfID)
+}
+
+// KFAccount returns the account, or ErrNotFound.
+func (d *DB) KFAccount(ctx context.Context, bot, openKfID string) (KFAccount, error) {
+	var rows []kfAccountRow
+	if err := d.db.WithContext(ctx).Where("bot = ? AND open_kfid = ?", bot, openKfID).Limit(1).Find(&rows).Error; err != nil {
+		return KFAccount{}, fmt.Errorf("storage: get kf account %s/%s: %w", bot, openKfID, err)
+	}
+	if len(rows) == 0 {
+		return KFAccount{}, ErrNotFound
+	}
+	return rows[0].account(), nil
+}
+
+// KFAccounts returns the accounts of bot, by open_kfid.
+func (d *DB) KFAccounts(ctx context.Context, bot string) ([]KFAccount, error) {
+	var rows []kfAccountRow
+	if err := d.db.WithContext(ctx).Where("bot = ?", bot).Order("open_kfid").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("storage: list kf accounts of %s: %w", bot, err)
+	}
+	out := make([]KFAccount, len(rows))
+	for i, r := range rows {
+		out[i] = r.account()
+	}
+	return out, nil
+}
+
+// StoreKFPage stores the messages of one page of the account and, unless
+// cursor is "", the cursor to read the next page from, in one transaction.
+// Messages already stored (same bot and dedupe key) are left as they are.
+// It returns the messages that were new, with their ids. The account must
+// have been started (StartKFAccount).
+func (d *DB) StoreKFPage(ctx context.Context, bot, openKfID, cursor string, msgs []Message) ([]Message, error) {
+	now := utc(d.now())
+	var added []Message
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		added = added[:0]
+		for _, m := range msgs {
+			if m.DedupeKey == "" {
+				return errors.New("a message without dedupe key")
+			}
+			if m.State == "" {
+				m.State = MessageReceived
+			}
+			if m.ReceivedAt.IsZero() {
+				m.ReceivedAt = now
+			}
+			var ids []int64
+			err := tx.Raw("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, event, content, create_time, received_at, state, error, attempts, answered_at) "+
+				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (bot, dedupe_key) DO NOTHING RETURNING id",
+				bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime, utc(m.ReceivedAt), m.State, m.Error, time.Time{}).
+				Scan(&ids).Error
+			if err != nil {
+				return err
+			}
+			if len(ids) == 1 {
+				m.ID, m.Bot = ids[0], bot
+				added = append(added, m)
+			}
+		}
+		if cursor == "" {
+			return nil
+		}
+		res := tx.Exec("UPDATE kf_accounts SET next_cursor = ? WHERE bot = ? AND open_kfid = ?", cursor, bot, openKfID)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: store kf page of %s/%s: %w", bot, openKfID, err)
+	}
+	return added, nil
+}
+
+// SetKFPull records the end of a pull of the account and its failure
+// ("" if none).
+func (d *DB) SetKFPull(ctx context.Context, bot, openKfID, failure string) error {
+	err := d.db.WithContext(ctx).Exec("UPDATE kf_accounts SET last_pull_at = ?, last_error = ? WHERE bot = ? AND open_kfid = ?",
+		utc(d.now()), failure, bot, openKfID).Error
+	if err != nil {
+		return fmt.Errorf("storage: record kf pull of %s/%s: %w", bot, openKfID, err)
+	}
+	return nil
+}
