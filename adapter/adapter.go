@@ -22,6 +22,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter/aibot"
+	"github.com/wecombot/wecombot/adapter/kf"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
 	"github.com/wecombot/wecombot/internal/httpclient"
 	"github.com/wecombot/wecombot/storage"
@@ -33,6 +34,7 @@ type Store interface {
 	MessageStore
 	OutboxStore
 	AIBotStore
+	KFStore
 	PendingCounter
 	EnqueueText(ctx context.Context, bot, user string, parts []string) error
 	RetryMessage(ctx context.Context, id int64) error
@@ -64,6 +66,7 @@ type App struct {
 	bots     map[string]*bot      // self-built apps
 	aibots   map[string]*aibotBot // AI bots in callback mode
 	wsbots   map[string]*wsBot    // AI bots on the long connection
+	kfbots   map[string]*kfBot    // the 微信客服 channels of apps
 	repliers map[string]Replier   // every bot's channel, for the outbox
 	order    []string
 	cfgs     map[string]BotConfig
@@ -94,7 +97,7 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
-	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{}, repliers: map[string]Replier{},
+	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{}, kfbots: map[string]*kfBot{}, repliers: map[string]Replier{},
 		cfgs: map[string]BotConfig{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		var err error
@@ -118,6 +121,10 @@ func New(o Options) (*App, error) {
 		a.pipeline.UseReplier(name, w)
 		w.attach(a.pipeline)
 	}
+	for name, k := range a.kfbots {
+		a.pipeline.UseReplier(name, channelReplier{app: a.pipeline.parts, kf: k})
+		k.attach(a.pipeline)
+	}
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
 	o.Metrics.watchOutbox(o.Store)
@@ -140,9 +147,16 @@ func (a *App) addApp(bc BotConfig, o Options, api *apiClient) error {
 	})
 	b := &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}
 	a.bots[bc.Name] = b
-	a.repliers[bc.Name] = &partsReplier{send: func(ctx context.Context, p storage.OutboxPart, dupCheck time.Duration) (string, error) {
+	var r Replier = &partsReplier{send: func(ctx context.Context, p storage.OutboxPart, dupCheck time.Duration) (string, error) {
 		return b.sendText(ctx, p.UserID, p.Content, dupCheck)
 	}}
+	if bc.KF.Enabled {
+		client := kf.NewClient(api.base, api.http)
+		k := newKFBot(b, bc.KF, client, o.Store, o.Store, o.Leases, o.Clock, o.Log)
+		a.kfbots[bc.Name] = k
+		r = channelReplier{app: r, kf: k}
+	}
+	a.repliers[bc.Name] = r
 	return nil
 }
 
@@ -199,12 +213,25 @@ func (a *App) Start(ctx context.Context) error {
 		a.wsWG.Go(func() { w.Run(wsCtx) })
 	}
 	a.wg.Go(func() { a.outbox.Run(runCtx) })
-	return a.pipeline.Start(ctx)
+	if err := a.pipeline.Start(ctx); err != nil {
+		return err
+	}
+	for name, k := range a.kfbots {
+		if err := k.start(ctx); err != nil {
+			return fmt.Errorf("adapter: start kf of %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Shutdown lets answers in progress finish until ctx ends, then stops the
 // background loops. Whatever is left stays stored for the next start.
 func (a *App) Shutdown(ctx context.Context) error {
+	// The pulls stop first: what they stored and did not answer is
+	// resumed by the next start.
+	for _, k := range a.kfbots {
+		k.stop()
+	}
 	err := a.pipeline.Shutdown(ctx)
 	if a.cancel != nil {
 		a.cancel()

@@ -199,10 +199,13 @@ func (m *Metrics) apiError(bot, api string, err error) {
 	}
 	code := "network"
 	var ae *APIError
+	var ce errCoder
 	var he *HTTPError
 	switch {
 	case errors.As(err, &ae):
 		code = strconv.Itoa(ae.Code)
+	case errors.As(err, &ce):
+		code = strconv.Itoa(ce.ErrCode())
 	case errors.As(err, &he):
 		code = "http_" + strconv.Itoa(he.Status)
 	case errors.Is(err, ErrNoToken):

@@ -1,0 +1,451 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/wecombot/wecombot/adapter/kf"
+	"github.com/wecombot/wecombot/storage"
+)
+
+// The 微信客服 (kf) channel of a self-built app. WeCom's callback only says
+// "there is news for account wk…"; the channel pulls the account's messages
+// with kf/sync_msg from a cursor kept in the database, stores them (the
+// cursor in the same transaction), hands the customers' messages to the
+// pipeline and sends the answers with kf/send_msg through the outbox. One
+// pull per account runs at a time: in this process a callback arriving
+// during a pull asks for one more pull after it, and across instances a
+// lease in the database (or Redis) lets one instance pull at a time.
+
+// KFStore is what the kf channel needs of storage.
+type KFStore interface {
+	StartKFAccount(ctx context.Context, bot, openKfID string) (storage.KFAccount, error)
+	StoreKFPage(ctx context.Context, bot, openKfID, cursor string, msgs []storage.Message) ([]storage.Message, error)
+	SetKFPull(ctx context.Context, bot, openKfID, failure string) error
+	KFAccounts(ctx context.Context, bot string) ([]storage.KFAccount, error)
+	GetMessage(ctx context.Context, id int64) (storage.Message, error)
+}
+
+var _ KFStore = (*storage.DB)(nil)
+
+// kfUserPrefix starts the user id of a kf conversation:
+// "kf:<open_kfid>:<external_userid>", one conversation per account and
+// customer. WeCom user ids have no ':', so no employee's id looks like it.
+const kfUserPrefix = "kf:"
+
+// kfUser is the conversation of customer on account.
+func kfUser(account, customer string) string { return kfUserPrefix + account + ":" + customer }
+
+// isKFUser reports whether a stored conversation is a kf customer's.
+func isKFUser(user string) bool { return strings.HasPrefix(user, kfUserPrefix) }
+
+// splitKFUser returns the account and customer of a kf conversation.
+func splitKFUser(user string) (account, customer string, ok bool) {
+	rest, ok := strings.CutPrefix(user, kfUserPrefix)
+	if !ok {
+		return "", "", false
+	}
+	account, customer, ok = strings.Cut(rest, ":")
+	return account, customer, ok && account != "" && customer != ""
+}
+
+// kfLeaseUser is the user id under which the pull lease of an account is
+// kept among the user leases; no message is stored under it (see
+// connectionUser).
+func kfLeaseUser(account string) string { return "#kf:" + account }
+
+// kfHistoryGrace is how long before an account's start a customer message
+// may have been sent and still be answered: the message whose callback made
+// the first pull of an account is sent just before it. Older messages of
+// the first pull are history (up to 3 days of it), stored and not answered.
+const kfHistoryGrace = time.Minute
+
+// kfReplyWindow is how long after a customer's message WeCom takes answers
+// to it (48 h); later parts fail without a call.
+const kfReplyWindow = 48 * time.Hour
+
+// kfPageLimit bounds the pages of one pull, against a server that always
+// says has_more.
+const kfPageLimit = 1000
+
+// kfCutNote ends a fifth part when an answer needed more than WeCom's five
+// messages.
+const kfCutNote = "（回答较长，余下内容未发送。）"
+
+// kfBot is the kf channel of one app.
+type kfBot struct {
+	app    *bot
+	cfg    KFConfig
+	client *kf.Client
+	store  KFStore
+	clock  clockwork.Clock
+	log    *slog.Logger
+
+	pipeline  *Pipeline
+	leases    LeaseStore
+	shared    bool
+	lease     time.Duration
+	owner     string
+	exclusive bool
+
+	ctx    context.Context // the pulls' context, until stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	pulls   map[string]*kfPull // by open_kfid
+	ignored map[string]bool    // accounts not configured, logged once
+}
+
+// kfPull is the state of one account's pulls in this process.
+type kfPull struct {
+	running bool
+	again   bool   // news came during the pull: pull once more
+	token   string // the newest callback Token
+}
+
+func newKFBot(app *bot, cfg KFConfig, client *kf.Client, store KFStore, db LeaseStore, shared ConnectionLeases, clock clockwork.Clock, log *slog.Logger) *kfBot {
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &kfBot{app: app, cfg: cfg, client: client, store: store, clock: clock, log: log.With("bot", app.cfg.Name, "channel", "kf"),
+		leases: db, ctx: ctx, cancel: cancel, pulls: map[string]*kfPull{}, ignored: map[string]bool{}}
+	if shared != nil {
+		k.leases, k.shared = sharedLeases{leases: shared, now: clock.Now}, true
+	}
+	return k
+}
+
+// attach takes the pipeline the customers' messages go to and its lease
+// settings.
+func (k *kfBot) attach(p *Pipeline) {
+	k.pipeline, k.lease, k.owner = p, p.cfg.Lease, p.cfg.Owner
+	k.exclusive = p.cfg.Exclusive && !k.shared
+}
+
+// start records the start of the configured accounts (their history before
+// now is not answered) and pulls every account known, for the news that
+// came while the service was down.
+func (k *kfBot) start(ctx context.Context) error {
+	for _, a := range k.cfg.Accounts {
+		if _, err := k.store.StartKFAccount(ctx, k.app.cfg.Name, a); err != nil {
+			return err
+		}
+	}
+	known, err := k.store.KFAccounts(ctx, k.app.cfg.Name)
+	if err != nil {
+		return err
+	}
+	for _, a := range known {
+		if k.allowed(a.OpenKfID) {
+			k.announce(a.OpenKfID, "")
+		}
+	}
+	return nil
+}
+
+// stop ends the pulls and waits for them.
+func (k *kfBot) stop() {
+	k.cancel()
+	k.wg.Wait()
+}
+
+func (k *kfBot) allowed(account string) bool {
+	return len(k.cfg.Accounts) == 0 || slices.Contains(k.cfg.Accounts, account)
+}
+
+// announce takes a kf_msg_or_event callback: news for account, with token
+// for sync_msg. It returns at once; the pull runs in the background.
+func (k *kfBot) announce(account, token string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.allowed(account) {
+		if !k.ignored[account] {
+			k.ignored[account] = true
+			k.log.Warn("news of a kf account not in kf.accounts; ignored", "open_kfid", account)
+		}
+		return
+	}
+	if k.ctx.Err() != nil {
+		return // stopping: the next start pulls
+	}
+	p := k.pulls[account]
+	if p == nil {
+		p = &kfPull{}
+		k.pulls[account] = p
+	}
+	if token != "" {
+		p.token = token
+	}
+	if p.running {
+		p.again = true
+		return
+	}
+	p.running = true
+	k.wg.Go(func() { k.pullLoop(account) })
+}
+
+// pullLoop pulls account until no news came during the last pull.
+func (k *kfBot) pullLoop(account string) {
+	for {
+		k.mu.Lock()
+		p := k.pulls[account]
+		p.again = false
+		token := p.token
+		k.mu.Unlock()
+
+		k.pullLeased(account, token)
+
+		k.mu.Lock()
+		if !p.again || k.ctx.Err() != nil {
+			p.running = false
+			k.mu.Unlock()
+			return
+		}
+		k.mu.Unlock()
+	}
+}
+
+// pullLeased pulls account under its lease. While another instance holds
+// it, news may have come after that instance's last page: this one waits
+// for the lease and pulls after it.
+func (k *kfBot) pullLeased(account, token string) {
+	ctx := k.ctx
+	if k.exclusive {
+		k.pull(ctx, account, token)
+		return
+	}
+	ref := storage.UserRef{Bot: k.app.cfg.Name, UserID: kfLeaseUser(account)}
+	for {
+		ok, err := k.leases.ClaimUser(ctx, ref, k.owner, k.clock.Now().Add(k.lease))
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			k.log.Warn("cannot claim the kf pull lease; trying again", "open_kfid", account, "err", err)
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.clock.After(max(k.lease/3, 10*time.Millisecond)):
+		}
+	}
+	k.pull(ctx, account, token)
+	if err := k.leases.DropUserLease(context.WithoutCancel(ctx), ref, k.owner); err != nil {
+		k.log.Warn("cannot drop the kf pull lease; it expires", "open_kfid", account, "err", err)
+	}
+}
+
+// pull reads account's news page by page until WeCom has no more,
+// storing each page with its cursor.
+func (k *kfBot) pull(ctx context.Context, account, token string) {
+	log := k.log.With("open_kfid", account)
+	err := k.drain(ctx, log, account, token)
+	if ctx.Err() != nil {
+		return
+	}
+	failure := ""
+	if err != nil {
+		failure = Redact(err.Error())
+		log.Warn("kf pull failed; the next news pulls again", "err", failure, "hint", kf.Hint(err))
+	}
+	if err := k.store.SetKFPull(ctx, k.app.cfg.Name, account, failure); err != nil {
+		log.Error("cannot record the kf pull", "err", err)
+	}
+}
+
+func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token string) error {
+	acct, err := k.store.StartKFAccount(ctx, k.app.cfg.Name, account)
+	if err != nil {
+		return err
+	}
+	cursor := acct.Cursor
+	history := acct.StartedAt.Add(-kfHistoryGrace)
+	for range kfPageLimit {
+		if !k.exclusive {
+			// Renew the lease for the next page; lost: another pulls.
+			ref := storage.UserRef{Bot: k.app.cfg.Name, UserID: kfLeaseUser(account)}
+			if ok, err := k.leases.ClaimUser(ctx, ref, k.owner, k.clock.Now().Add(k.lease)); err != nil || !ok {
+				return errors.Join(errors.New("adapter: kf pull lease lost"), err)
+			}
+		}
+		var page kf.SyncMsgResponse
+		err := k.app.tokens.Do(ctx, "kf/sync_msg", func(ctx context.Context, at string) error {
+			var err error
+			page, err = k.client.SyncMsg(ctx, at, kf.SyncMsgRequest{Cursor: cursor, Token: token, OpenKfID: account, Limit: kf.MaxLimit})
+			return err
+		})
+		if kf.MsgTokenExpired(err) && token != "" {
+			// The callback's Token is over 10 minutes old: the newest one
+			// seen, or none (stricter rate limits).
+			token = k.newerToken(account, token)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if page.Skipped > 0 {
+			log.Warn("kf messages without msgid or msgtype skipped", "count", page.Skipped)
+		}
+		msgs, byKey := k.messages(account, page.MsgList, history)
+		added, err := k.store.StoreKFPage(ctx, k.app.cfg.Name, account, page.NextCursor, msgs)
+		if err != nil {
+			return err
+		}
+		cursor = page.Cursor(cursor)
+		for _, m := range added {
+			if m.State == storage.MessageReceived {
+				k.pipeline.metrics.message(m.Bot, resultReceived)
+				k.pipeline.enqueue(userKey{m.Bot, m.UserID})
+			}
+			if km := byKey[m.DedupeKey]; km.EventType() == kf.EventEnterSession {
+				k.welcome(ctx, log, m, km)
+			}
+		}
+		if !page.More() {
+			return nil
+		}
+	}
+	return fmt.Errorf("adapter: kf pull stopped after %d pages", kfPageLimit)
+}
+
+// newerToken is the newest Token of account if it is not old, else "".
+func (k *kfBot) newerToken(account, old string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p := k.pulls[account]; p != nil && p.token != old {
+		return p.token
+	}
+	return ""
+}
+
+// messages turns a page into stored messages: the customers' messages
+// sent since the account's start are to be answered (received); the rest
+// (history, receptionists' messages, events) is stored as ignored.
+func (k *kfBot) messages(account string, list []kf.Message, history time.Time) ([]storage.Message, map[string]kf.Message) {
+	out := make([]storage.Message, 0, len(list))
+	byKey := make(map[string]kf.Message, len(list))
+	for _, km := range list {
+		acct := km.Account()
+		if acct == "" {
+			acct = account
+		}
+		m := storage.Message{
+			DedupeKey: "kf:" + acct + ":" + km.MsgID, UserID: kfUser(acct, km.Customer()),
+			MsgType: km.MsgType, Event: km.EventType(), CreateTime: km.SendTime, State: storage.MessageIgnored,
+			Content: string(km.Raw),
+		}
+		if km.MsgType == kf.TypeText && km.Text != nil {
+			m.Content = km.Text.Content
+		}
+		if km.FromCustomer() && !time.Unix(km.SendTime, 0).Before(history) {
+			m.State = storage.MessageReceived
+		}
+		out = append(out, m)
+		byKey[m.DedupeKey] = km
+	}
+	return out, byKey
+}
+
+// welcome answers a new enter_session that carries a welcome code with
+// kf.welcome, at once: the code lives 20 s and is good for one send, so
+// an older event (history, a replay) is not answered.
+func (k *kfBot) welcome(ctx context.Context, log *slog.Logger, m storage.Message, km kf.Message) {
+	if k.cfg.Welcome == "" || km.Event == nil || km.Event.WelcomeCode == "" || m.CreateTime < k.clock.Now().Add(-time.Minute).Unix() {
+		return
+	}
+	req := kf.EventText(km.Event.WelcomeCode, kf.OutboundMsgID(m.DedupeKey, 0), k.cfg.Welcome)
+	err := k.app.tokens.Do(ctx, "kf/send_msg_on_event", func(ctx context.Context, at string) error {
+		_, err := k.client.SendMsgOnEvent(ctx, at, req)
+		return err
+	})
+	if err != nil && !kf.DuplicateMsgID(err) {
+		log.Warn("kf welcome not sent", "customer", km.Customer(), "err", Redact(err.Error()), "hint", kf.Hint(err))
+	}
+}
+
+// Begin starts the reply to a customer's message: the answer is sent whole,
+// in at most five parts, once it is done.
+func (k *kfBot) Begin(context.Context, storage.Message) (Reply, error) { return kfReply{}, nil }
+
+// kfReply is the reply to a customer: nothing is shown while the model
+// writes; kf.Budget cuts the answer into what WeCom delivers for one
+// customer message.
+type kfReply struct{}
+
+func (kfReply) Add(context.Context, string) error { return nil }
+func (kfReply) Shown() bool                       { return false }
+
+func (kfReply) Finish(_ context.Context, text string, _ bool) ([]string, error) {
+	return kf.Budget(text, kfCutNote, Split), nil
+}
+
+func (r kfReply) Interrupted(ctx context.Context, notice string) ([]string, error) {
+	return r.Finish(ctx, notice, true)
+}
+
+// Deliver sends one part with kf/send_msg. Its msgid is derived from the
+// part's id, so a part re-sent after a crash is refused as a duplicate,
+// which means it was delivered. What WeCom refuses for good (over the
+// budget, outside the window, a person has the conversation…) is not
+// retried.
+func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Duration) (string, error) {
+	account, customer, ok := splitKFUser(part.UserID)
+	if !ok {
+		return "", permanent(fmt.Errorf("adapter: %q is not a kf conversation", part.UserID))
+	}
+	if part.MessageID != 0 {
+		m, err := k.store.GetMessage(ctx, part.MessageID)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return "", err
+		}
+		if err == nil && k.clock.Now().Sub(time.Unix(m.CreateTime, 0)) > kfReplyWindow {
+			return "", permanent(errors.New("adapter: kf: more than 48 h since the customer's message"))
+		}
+	}
+	msgID := kf.OutboundMsgID(k.app.cfg.Name+":"+strconv.FormatInt(part.ID, 10), part.Seq)
+	req := kf.TextMessage(account, customer, msgID, part.Content)
+	err := k.app.tokens.Do(ctx, "kf/send_msg", func(ctx context.Context, at string) error {
+		_, err := k.client.SendMsg(ctx, at, req)
+		return err
+	})
+	switch {
+	case err == nil, kf.DuplicateMsgID(err):
+		return msgID, nil
+	case kf.Permanent(err):
+		return "", permanent(err)
+	}
+	return "", err
+}
+
+// channelReplier shows the answers of an app with a kf channel: a kf
+// conversation's through kf, the others through the app.
+type channelReplier struct {
+	app Replier
+	kf  Replier
+}
+
+func (c channelReplier) pick(user string) Replier {
+	if isKFUser(user) {
+		return c.kf
+	}
+	return c.app
+}
+
+func (c channelReplier) Begin(ctx context.Context, m storage.Message) (Reply, error) {
+	return c.pick(m.UserID).Begin(ctx, m)
+}
+
+func (c channelReplier) Deliver(ctx context.Context, part storage.OutboxPart, dupCheck time.Duration) (string, error) {
+	return c.pick(part.UserID).Deliver(ctx, part, dupCheck)
+}
