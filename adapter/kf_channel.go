@@ -192,6 +192,18 @@ func (k *kfBot) announce(account, token string) {
 	k.wg.Go(func() { k.pullLoop(account) })
 }
 
+// pulling reports whether a pull of any account runs or is asked for.
+func (k *kfBot) pulling() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, p := range k.pulls {
+		if p.running {
+			return true
+		}
+	}
+	return false
+}
+
 // pullLoop pulls account until no news came during the last pull.
 func (k *kfBot) pullLoop(account string) {
 	for {
@@ -298,7 +310,9 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 			log.Warn("kf messages without msgid or msgtype skipped", "count", page.Skipped)
 		}
 		msgs, byKey := k.messages(account, page.MsgList, history)
+		claimed := k.claim(ctx, log, msgs)
 		added, err := k.store.StoreKFPage(ctx, k.app.cfg.Name, account, page.NextCursor, msgs)
+		k.settleClaims(ctx, log, claimed, err == nil)
 		if err != nil {
 			return err
 		}
@@ -317,6 +331,55 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 		}
 	}
 	return fmt.Errorf("adapter: kf pull stopped after %d pages", kfPageLimit)
+}
+
+// kfClaimKeep is how long a kf message's Redis claim is kept: as long as
+// WeCom can return the message (3 days of history).
+const kfClaimKeep = 72 * time.Hour
+
+// claim takes the Redis claims of the messages to answer, when instances
+// have a database each (UseClaims): each has its own cursor, so the same
+// message reaches each of them, and only the first to claim it answers it.
+// The others store it as ignored. It returns the keys claimed.
+func (k *kfBot) claim(ctx context.Context, log *slog.Logger, msgs []storage.Message) []string {
+	claims := k.pipeline.claims
+	if claims == nil {
+		return nil
+	}
+	var keys []string
+	for i := range msgs {
+		m := &msgs[i]
+		if m.State != storage.MessageReceived {
+			continue
+		}
+		key := "wecombot:msg:" + k.app.cfg.Name + ":" + m.DedupeKey
+		ok, done, err := claims.ClaimMessage(ctx, key, claimPendingTTL)
+		switch {
+		case err != nil:
+			log.Warn("Redis dedupe unavailable; only this instance's database dedupes", "err", err)
+		case done || !ok:
+			m.State, m.Error = storage.MessageIgnored, "pulled by another instance"
+		default:
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// settleClaims keeps the claims of a stored page, or gives them back.
+func (k *kfBot) settleClaims(ctx context.Context, log *slog.Logger, keys []string, stored bool) {
+	ctx = context.WithoutCancel(ctx)
+	for _, key := range keys {
+		var err error
+		if stored {
+			err = k.pipeline.claims.ConfirmMessage(ctx, key, kfClaimKeep)
+		} else {
+			err = k.pipeline.claims.Unclaim(ctx, key)
+		}
+		if err != nil {
+			log.Warn("cannot settle the Redis dedupe claim; it expires", "err", err)
+		}
+	}
 }
 
 // newerToken is the newest Token of account if it is not old, else "".

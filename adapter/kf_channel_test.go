@@ -20,6 +20,7 @@ import (
 	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
+	"github.com/wecombot/wecombot/storage/redistest"
 )
 
 // The kf channel is tested against the simulator playing 微信客服: its
@@ -48,6 +49,9 @@ type kfEnv struct {
 	kfCfg  KFConfig
 	// store wraps db for the instances when set (fault injection).
 	store Store
+	// redis, when set, gives each instance a database of its own, with
+	// leases and message claims in Redis.
+	redis *storage.Redis
 }
 
 func newKFEnv(t *testing.T) *kfEnv {
@@ -71,6 +75,7 @@ func newKFEnv(t *testing.T) *kfEnv {
 
 type kfInstance struct {
 	*App
+	db   *storage.DB
 	url  string
 	stop func()
 }
@@ -79,16 +84,24 @@ type kfInstance struct {
 // callbacks at it.
 func (e *kfEnv) start(owner string, exclusive bool) *kfInstance {
 	e.t.Helper()
+	db := e.db
 	var store Store = e.db
 	if e.store != nil {
 		store = e.store
+	}
+	var leases ConnectionLeases
+	var claims MessageClaims
+	if e.redis != nil {
+		db = openTestDB(e.t)
+		db.Now = e.clock.Now
+		store, leases, claims = db, e.redis, e.redis
 	}
 	a, err := New(Options{
 		WeCom: WeComConfig{APIBase: e.api, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots: []BotConfig{{Name: "helpdesk", CorpID: kfCorp, AgentID: kfAgent, Secret: kfSecret, Token: kfToken,
 			EncodingAESKey: e.aesKey, KF: e.kfCfg}},
 		Pipeline: PipelineConfig{Replies: Replies{TextOnly: "text only"}, Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
-		Store:    store, LLM: e.model, Clock: e.clock,
+		Store:    store, Leases: leases, Claims: claims, LLM: e.model, Clock: e.clock,
 		Log: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -101,7 +114,7 @@ func (e *kfEnv) start(owner string, exclusive bool) *kfInstance {
 	engine := gin.New()
 	a.Routes(engine)
 	srv := httptest.NewServer(engine)
-	in := &kfInstance{App: a, url: srv.URL + "/wecom/helpdesk/callback"}
+	in := &kfInstance{App: a, db: db, url: srv.URL + "/wecom/helpdesk/callback"}
 	var once sync.Once
 	in.stop = func() {
 		once.Do(func() {
@@ -396,12 +409,22 @@ func TestKFResendAfterCrashIsDuplicate(t *testing.T) {
 	e.received(kfCustomer, 1)
 }
 
-// TestKFTwoInstances: two instances on one database hear of the same news
-// many times; each customer message is answered once.
+// TestKFTwoInstances: two instances hear of the same news many times;
+// each customer message is answered once, whether they share a database
+// or have one each (and Redis).
 func TestKFTwoInstances(t *testing.T) {
-	e := newKFEnv(t)
-	a := e.start("a", false)
-	b := e.start("b", false)
+	t.Run("one database", func(t *testing.T) { testKFTwoInstances(t, newKFEnv(t)) })
+	t.Run("a database each and Redis", func(t *testing.T) {
+		e := newKFEnv(t)
+		e.redis = storage.OpenRedis(redistest.Start(t).Addr)
+		t.Cleanup(func() { e.redis.Close() })
+		testKFTwoInstances(t, e)
+	})
+}
+
+func testKFTwoInstances(t *testing.T, e *kfEnv) {
+	a := e.start("a", e.redis != nil)
+	b := e.start("b", e.redis != nil)
 	const n = 5
 	var wg sync.WaitGroup
 	for i := range n {
@@ -413,14 +436,33 @@ func TestKFTwoInstances(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// Done when every customer message is settled in each database and
+	// the pulls are over.
 	eventually.True(t, func() bool {
 		e.clock.Advance(time.Second) // a puller waiting for the lease
-		total := 0
-		for i := range n {
-			total += len(e.sim.KFReceived(kfAccount, kfCustomer+string(rune('A'+i))))
+		answered := 0
+		for i, in := range []*kfInstance{a, b} {
+			if in.kfbots["helpdesk"].pulling() {
+				return false
+			}
+			if i == 1 && in.db == a.db {
+				break // one database: counted once
+			}
+			ms, err := in.db.LatestMessages(t.Context(), storage.MessageFilter{Bot: "helpdesk"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				switch m.State {
+				case storage.MessageAnswered:
+					answered++
+				case storage.MessageReceived, storage.MessageAnswering:
+					return false
+				}
+			}
 		}
-		return total >= n && e.states(storage.MessageAnswered) == n
-	}, "not every customer was answered")
+		return answered == n
+	}, "not every customer was answered once")
 	for i := range n {
 		if got := e.sim.KFReceived(kfAccount, kfCustomer+string(rune('A'+i))); len(got) != 1 {
 			t.Errorf("customer %d got %d answers", i, len(got))
