@@ -266,6 +266,7 @@ func (k *kfBot) pull(ctx context.Context, account, token string) {
 	if ctx.Err() != nil {
 		return
 	}
+	k.pipeline.metrics.kfPull(k.app.cfg.Name, err)
 	failure := ""
 	if err != nil {
 		failure = Redact(err.Error())
@@ -318,6 +319,7 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 		}
 		cursor = page.Cursor(cursor)
 		for _, m := range added {
+			k.pipeline.metrics.kfMessage(m.Bot, kfOrigin(byKey[m.DedupeKey].Origin))
 			if m.State == storage.MessageReceived {
 				k.pipeline.metrics.message(m.Bot, resultReceived)
 				k.pipeline.enqueue(userKey{m.Bot, m.UserID})
@@ -380,6 +382,19 @@ func (k *kfBot) settleClaims(ctx context.Context, log *slog.Logger, keys []strin
 			log.Warn("cannot settle the Redis dedupe claim; it expires", "err", err)
 		}
 	}
+}
+
+// kfOrigin is the origin label of wecombot_kf_messages_total.
+func kfOrigin(origin int) string {
+	switch origin {
+	case kf.OriginCustomer:
+		return "customer"
+	case kf.OriginSystem:
+		return "event"
+	case kf.OriginReceptionist:
+		return "receptionist"
+	}
+	return "other"
 }
 
 // newerToken is the newest Token of account if it is not old, else "".

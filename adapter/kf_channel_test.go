@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wecombot/wecombot/adapter/kf"
 	"github.com/wecombot/wecombot/adapter/wecomsim"
@@ -76,6 +77,7 @@ func newKFEnv(t *testing.T) *kfEnv {
 type kfInstance struct {
 	*App
 	db   *storage.DB
+	reg  *prometheus.Registry
 	url  string
 	stop func()
 }
@@ -96,8 +98,10 @@ func (e *kfEnv) start(owner string, exclusive bool) *kfInstance {
 		db.Now = e.clock.Now
 		store, leases, claims = db, e.redis, e.redis
 	}
+	reg := prometheus.NewRegistry()
 	a, err := New(Options{
-		WeCom: WeComConfig{APIBase: e.api, TokenRefreshBefore: config.Duration(5 * time.Minute)},
+		Metrics: NewMetrics(reg),
+		WeCom:   WeComConfig{APIBase: e.api, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots: []BotConfig{{Name: "helpdesk", CorpID: kfCorp, AgentID: kfAgent, Secret: kfSecret, Token: kfToken,
 			EncodingAESKey: e.aesKey, KF: e.kfCfg}},
 		Pipeline: PipelineConfig{Replies: Replies{TextOnly: "text only"}, Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
@@ -114,7 +118,7 @@ func (e *kfEnv) start(owner string, exclusive bool) *kfInstance {
 	engine := gin.New()
 	a.Routes(engine)
 	srv := httptest.NewServer(engine)
-	in := &kfInstance{App: a, db: db, url: srv.URL + "/wecom/helpdesk/callback"}
+	in := &kfInstance{App: a, db: db, reg: reg, url: srv.URL + "/wecom/helpdesk/callback"}
 	var once sync.Once
 	in.stop = func() {
 		once.Do(func() {
@@ -239,6 +243,14 @@ func TestKFMixedPage(t *testing.T) {
 	}
 	if n := e.states(storage.MessageAnswered); n != 1 {
 		t.Errorf("%d messages answered, want 1", n)
+	}
+	for origin, want := range map[string]float64{"customer": 1, "receptionist": 1, "event": 2} {
+		if got, _ := tokMetric(t, in.reg, "wecombot_kf_messages_total", map[string]string{"bot": "helpdesk", "origin": origin}); got != want {
+			t.Errorf("wecombot_kf_messages_total{origin=%s} = %v, want %v", origin, got, want)
+		}
+	}
+	if got, _ := tokMetric(t, in.reg, "wecombot_kf_pulls_total", map[string]string{"bot": "helpdesk", "result": "ok"}); got < 1 {
+		t.Errorf("wecombot_kf_pulls_total{result=ok} = %v", got)
 	}
 }
 
