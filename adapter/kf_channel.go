@@ -32,6 +32,8 @@ type KFStore interface {
 	StoreKFPage(ctx context.Context, bot, openKfID, cursor string, msgs []storage.Message) ([]storage.Message, error)
 	SetKFPull(ctx context.Context, bot, openKfID, failure string) error
 	KFAccounts(ctx context.Context, bot string) ([]storage.KFAccount, error)
+	SetKFHandedOver(ctx context.Context, bot, user string, on bool) error
+	KFHandedOver(ctx context.Context, bot string, users []string, after time.Time) (map[string]bool, error)
 	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 }
 
@@ -311,6 +313,10 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 			log.Warn("kf messages without msgid or msgtype skipped", "count", page.Skipped)
 		}
 		msgs, byKey := k.messages(account, page.MsgList, history)
+		changes, err := k.handOvers(ctx, msgs, byKey)
+		if err != nil {
+			return err
+		}
 		claimed := k.claim(ctx, log, msgs)
 		added, err := k.store.StoreKFPage(ctx, k.app.cfg.Name, account, page.NextCursor, msgs)
 		k.settleClaims(ctx, log, claimed, err == nil)
@@ -318,6 +324,11 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 			return err
 		}
 		cursor = page.Cursor(cursor)
+		for user, on := range changes {
+			if err := k.store.SetKFHandedOver(ctx, k.app.cfg.Name, user, on); err != nil {
+				return err
+			}
+		}
 		for _, m := range added {
 			k.pipeline.metrics.kfMessage(m.Bot, kfOrigin(byKey[m.DedupeKey].Origin))
 			if m.State == storage.MessageReceived {
@@ -333,6 +344,43 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 		}
 	}
 	return fmt.Errorf("adapter: kf pull stopped after %d pages", kfPageLimit)
+}
+
+// kfHandledByPerson is the reason stored with a customer's message the bot
+// leaves to the person who has the conversation.
+const kfHandledByPerson = "handled by a person"
+
+// handOvers follows, message by message, who has each customer's
+// conversation: a person after a session_status_change that gives it to
+// one (or 95018 on a send, recorded by Deliver), the bot again once it
+// ends. A receptionist's message alone says nothing: a mixed page's
+// customer text is still the bot's to answer. The customers' messages a
+// person has are stored, not answered. It returns the changes to record
+// after the page is stored (a page read again gives the same changes).
+func (k *kfBot) handOvers(ctx context.Context, msgs []storage.Message, byKey map[string]kf.Message) (map[string]bool, error) {
+	var users []string
+	for _, m := range msgs {
+		if !slices.Contains(users, m.UserID) {
+			users = append(users, m.UserID)
+		}
+	}
+	human, err := k.store.KFHandedOver(ctx, k.app.cfg.Name, users, k.clock.Now().Add(-kfReplyWindow))
+	if err != nil {
+		return nil, err
+	}
+	changes := map[string]bool{}
+	set := func(user string, on bool) { human[user], changes[user] = on, on }
+	for i := range msgs {
+		m := &msgs[i]
+		km := byKey[m.DedupeKey]
+		switch {
+		case km.EventType() == kf.EventSessionStatusChange:
+			set(m.UserID, km.Event.ChangeType != kf.ChangeEnded)
+		case m.State == storage.MessageReceived && human[m.UserID]:
+			m.State, m.Error = storage.MessageIgnored, kfHandledByPerson
+		}
+	}
+	return changes, nil
 }
 
 // kfClaimKeep is how long a kf message's Redis claim is kept: as long as
@@ -500,6 +548,11 @@ func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Dur
 	switch {
 	case err == nil, kf.DuplicateMsgID(err):
 		return msgID, nil
+	case kf.HandedOver(err):
+		if err2 := k.store.SetKFHandedOver(ctx, k.app.cfg.Name, part.UserID, true); err2 != nil {
+			k.log.Error("cannot record the hand-over", "err", err2)
+		}
+		return "", permanent(err)
 	case kf.Permanent(err):
 		return "", permanent(err)
 	}

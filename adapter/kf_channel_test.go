@@ -347,24 +347,47 @@ func TestKFFivePartCap(t *testing.T) {
 	}
 }
 
-// TestKFHandOverNotRetried: once a receptionist has the conversation,
-// WeCom answers 95018; the part fails at once, with no retry.
+// TestKFHandOverNotRetried: a conversation a person took without the
+// service hearing of it gets 95018: the part fails at once, with no retry,
+// and the customer's next messages are left to the person.
 func TestKFHandOverNotRetried(t *testing.T) {
 	e := newKFEnv(t)
 	e.start("a", true)
-	if _, err := e.sim.KFHandOver(t.Context(), kfAccount, kfCustomer, "zhangsan"); err != nil {
-		t.Fatal(err)
-	}
-	e.sim.SetKFState(kfAccount, kfCustomer, wecomsim.KFStateHuman)
+	e.writes(kfCustomer, "第一")
+	e.received(kfCustomer, 1)
+	e.sim.SetKFState(kfAccount, kfCustomer, wecomsim.KFStateHuman) // no event
 	e.writes(kfCustomer, "还在吗")
 	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message did not fail")
-	if got := e.sim.KFReceived(kfAccount, kfCustomer); len(got) != 0 {
-		t.Errorf("the customer of a receptionist got %+v", got)
-	}
 	parts := e.messages(storage.MessageFailed)[0].Parts
 	if len(parts) != 1 || parts[0].State != storage.OutboxFailed || parts[0].Attempts != 1 ||
 		!strings.Contains(parts[0].LastError, "95018") {
 		t.Errorf("parts = %+v; want one failed after one attempt with 95018", parts)
+	}
+	e.writes(kfCustomer, "人呢")
+	eventually.True(t, func() bool { return e.states(storage.MessageIgnored) == 1 }, "the message after the hand-over was not left alone")
+	if m := e.messages(storage.MessageIgnored)[0]; m.Error != kfHandledByPerson || len(m.Parts) != 0 {
+		t.Errorf("message after the hand-over = %+v", m)
+	}
+	e.settled()
+	if got := e.sim.KFReceived(kfAccount, kfCustomer); len(got) != 1 {
+		t.Errorf("the customer of a person got %d messages, want the first answer only", len(got))
+	}
+}
+
+// TestKFHandOverEvent: a session_status_change that gives the conversation
+// to a receptionist stops the bot at once, before any send.
+func TestKFHandOverEvent(t *testing.T) {
+	e := newKFEnv(t)
+	ctx := t.Context()
+	e.start("a", true)
+	if _, err := e.sim.KFHandOver(ctx, kfAccount, kfCustomer, "zhangsan"); err != nil {
+		t.Fatal(err)
+	}
+	e.writes(kfCustomer, "人工")
+	eventually.True(t, func() bool { return e.states(storage.MessageIgnored) == 2 }, "the message was not left to the person")
+	e.settled()
+	if got := e.sim.KFReceived(kfAccount, kfCustomer); len(got) != 0 || e.states(storage.MessageFailed) != 0 {
+		t.Errorf("the customer of a person got %+v", got)
 	}
 }
 

@@ -156,3 +156,51 @@ func (d *DB) SetKFPull(ctx context.Context, bot, openKfID, failure string) error
 	}
 	return nil
 }
+
+// A kf customer's conversation can be taken by a person (a receptionist);
+// the bot leaves it alone until it comes back. kf_customers keeps since
+// when a person has it; WeCom ends a conversation after 48 h at the
+// latest, so the caller reads it with a horizon.
+type kfCustomerRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	Bot        string `gorm:"size:64;not null;uniqueIndex:idx_kf_customers_key,priority:1"`
+	UserID     string `gorm:"size:255;not null;uniqueIndex:idx_kf_customers_key,priority:2"`
+	HumanSince *time.Time
+}
+
+func (kfCustomerRow) TableName() string { return "kf_customers" }
+
+// SetKFHandedOver records that a person has the conversation of user (on),
+// or that it came back to the bot (off).
+func (d *DB) SetKFHandedOver(ctx context.Context, bot, user string, on bool) error {
+	var since *time.Time
+	if on {
+		t := utc(d.now())
+		since = &t
+	}
+	err := d.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "bot"}, {Name: "user_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"human_since"}),
+	}).Create(&kfCustomerRow{Bot: bot, UserID: user, HumanSince: since}).Error
+	if err != nil {
+		return fmt.Errorf("storage: set kf hand-over of %s/%s: %w", bot, user, err)
+	}
+	return nil
+}
+
+// KFHandedOver returns which of users a person has had since after.
+func (d *DB) KFHandedOver(ctx context.Context, bot string, users []string, after time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	var rows []kfCustomerRow
+	err := d.db.WithContext(ctx).Where("bot = ? AND user_id IN ? AND human_since > ?", bot, users, utc(after)).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: read kf hand-overs of %s: %w", bot, err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = true
+	}
+	return out, nil
+}

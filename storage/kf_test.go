@@ -140,3 +140,33 @@ func testStoreKFPageConcurrent(t *testing.T) {
 		t.Errorf("messages added by 4 concurrent stores = %d, want %d", total, len(page))
 	}
 }
+
+func TestKFHandedOver(t *testing.T) { eachDriver(t, testKFHandedOver) }
+
+func testKFHandedOver(t *testing.T) {
+	db, clk := newDB(t)
+	ctx := t.Context()
+	users := []string{"kf:wkA:wm1", "kf:wkA:wm2"}
+	got, err := db.KFHandedOver(ctx, "bot", users, t0.Add(-time.Hour))
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("hand-overs before any = %v", got)
+	}
+	must(t, db.SetKFHandedOver(ctx, "bot", "kf:wkA:wm1", true))
+	must(t, db.SetKFHandedOver(ctx, "other", "kf:wkA:wm2", true))
+	got, err = db.KFHandedOver(ctx, "bot", users, t0.Add(-time.Hour))
+	must(t, err)
+	if !got["kf:wkA:wm1"] || got["kf:wkA:wm2"] {
+		t.Errorf("hand-overs = %v, want wm1 only", got)
+	}
+	// Older than the horizon: over.
+	clk.Advance(time.Hour)
+	if got, err = db.KFHandedOver(ctx, "bot", users, t0); err != nil || len(got) != 0 {
+		t.Errorf("hand-overs after the horizon = %v, %v", got, err)
+	}
+	must(t, db.SetKFHandedOver(ctx, "bot", "kf:wkA:wm1", true))
+	must(t, db.SetKFHandedOver(ctx, "bot", "kf:wkA:wm1", false))
+	if got, err = db.KFHandedOver(ctx, "bot", users, t0.Add(-time.Hour)); err != nil || len(got) != 0 {
+		t.Errorf("hand-overs after the conversation came back = %v, %v", got, err)
+	}
+}
