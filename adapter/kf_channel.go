@@ -34,6 +34,7 @@ type KFStore interface {
 	KFAccounts(ctx context.Context, bot string) ([]storage.KFAccount, error)
 	SetKFHandedOver(ctx context.Context, bot, user string, on bool) error
 	KFHandedOver(ctx context.Context, bot string, users []string, after time.Time) (map[string]bool, error)
+	FailDeliveredPart(ctx context.Context, bot, wecomMsgID, reason string) error
 	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 }
 
@@ -335,8 +336,11 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 				k.pipeline.metrics.message(m.Bot, resultReceived)
 				k.pipeline.enqueue(userKey{m.Bot, m.UserID})
 			}
-			if km := byKey[m.DedupeKey]; km.EventType() == kf.EventEnterSession {
+			switch km := byKey[m.DedupeKey]; km.EventType() {
+			case kf.EventEnterSession:
 				k.welcome(ctx, log, m, km)
+			case kf.EventMsgSendFail:
+				k.sendFailed(ctx, log, km)
 			}
 		}
 		if !page.More() {
@@ -498,6 +502,38 @@ func (k *kfBot) welcome(ctx context.Context, log *slog.Logger, m storage.Message
 	if err != nil && !kf.DuplicateMsgID(err) {
 		log.Warn("kf welcome not sent", "customer", km.Customer(), "err", Redact(err.Error()), "hint", kf.Hint(err))
 	}
+}
+
+// sendFailed marks the part WeCom could not deliver after all failed, with
+// the reason.
+func (k *kfBot) sendFailed(ctx context.Context, log *slog.Logger, km kf.Message) {
+	if km.Event == nil || km.Event.FailMsgID == "" {
+		return
+	}
+	reason := "WeCom could not deliver it: " + kfFailReason(km.Event.FailType)
+	err := k.store.FailDeliveredPart(ctx, k.app.cfg.Name, km.Event.FailMsgID, reason)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) { // not found: a welcome, or pruned
+		log.Error("cannot record a kf delivery failure", "err", err)
+	}
+}
+
+// kfFailReason explains a msg_send_fail's fail_type (KF.md §4).
+func kfFailReason(failType int) string {
+	switch failType {
+	case kf.FailAccountDeleted:
+		return "the customer-service account was deleted"
+	case kf.FailAppClosed:
+		return "the app was closed"
+	case kf.FailExpired:
+		return "more than 48 h since the customer's last message"
+	case kf.FailSessionClosed:
+		return "the conversation was closed"
+	case kf.FailOverLimit:
+		return "over the 5 messages allowed per customer message"
+	case kf.FailRefused:
+		return "the customer refuses messages"
+	}
+	return "fail_type " + strconv.Itoa(failType)
 }
 
 // Begin starts the reply to a customer's message: the answer is sent whole,

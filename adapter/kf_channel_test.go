@@ -391,6 +391,25 @@ func TestKFHandOverEvent(t *testing.T) {
 	}
 }
 
+// TestKFSendFailEvent: a msg_send_fail for a part WeCom had accepted
+// marks it and its message failed, with the fail_type explained.
+func TestKFSendFailEvent(t *testing.T) {
+	e := newKFEnv(t)
+	e.start("a", true)
+	e.writes(kfCustomer, "q")
+	e.received(kfCustomer, 1)
+	sent := e.sim.KFReceived(kfAccount, kfCustomer)
+	e.settled()
+	if _, err := e.sim.KFSendFails(t.Context(), kfAccount, kfCustomer, sent[0].MsgID, kf.FailRefused); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message was not failed")
+	m := e.messages(storage.MessageFailed)[0]
+	if !strings.Contains(m.Error, "the customer refuses messages") || m.Parts[0].State != storage.OutboxFailed {
+		t.Errorf("failed message = %+v", m)
+	}
+}
+
 // TestKFWelcome: enter_session with a welcome_code gets kf.welcome through
 // send_msg_on_event, once, even when the event is pulled twice.
 func TestKFWelcome(t *testing.T) {

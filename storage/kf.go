@@ -204,3 +204,30 @@ func (d *DB) KFHandedOver(ctx context.Context, bot string, users []string, after
 	}
 	return out, nil
 }
+
+// FailDeliveredPart marks the part of bot that WeCom accepted as
+// wecomMsgID, and its message, failed with reason: WeCom reported later
+// that it could not deliver it. ErrNotFound: no such part.
+func (d *DB) FailDeliveredPart(ctx context.Context, bot, wecomMsgID, reason string) error {
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []outboxRow
+		if err := tx.Where("bot = ? AND wecom_msg_id = ?", bot, wecomMsgID).Limit(1).Find(&rows).Error; err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return ErrNotFound
+		}
+		p := rows[0]
+		if err := tx.Exec("UPDATE outbox SET state = ?, last_error = ? WHERE id = ?", OutboxFailed, reason, p.ID).Error; err != nil {
+			return err
+		}
+		if p.MessageID == 0 {
+			return nil
+		}
+		return tx.Exec("UPDATE messages SET state = ?, error = ? WHERE id = ?", MessageFailed, reason, p.MessageID).Error
+	})
+	if err != nil {
+		return fmt.Errorf("storage: fail delivered part %s/%s: %w", bot, wecomMsgID, err)
+	}
+	return nil
+}

@@ -170,3 +170,26 @@ func testKFHandedOver(t *testing.T) {
 		t.Errorf("hand-overs after the conversation came back = %v, %v", got, err)
 	}
 }
+
+func TestFailDeliveredPart(t *testing.T) { eachDriver(t, testFailDeliveredPart) }
+
+func testFailDeliveredPart(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	m := insertMsg(t, db, "bot", "kf:wkA:wm1", "k1")
+	answer(t, db, m, "part one")
+	parts, err := db.PartsOf(ctx, m.ID)
+	must(t, err)
+	must(t, db.MarkSent(ctx, parts[0].ID, "wbMSGID"))
+	if err := db.FailDeliveredPart(ctx, "other", "wbMSGID", "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("another bot's msgid: err = %v, want ErrNotFound", err)
+	}
+	must(t, db.FailDeliveredPart(ctx, "bot", "wbMSGID", "over the budget"))
+	parts, err = db.PartsOf(ctx, m.ID)
+	must(t, err)
+	got, err := db.GetMessage(ctx, m.ID)
+	must(t, err)
+	if parts[0].State != OutboxFailed || parts[0].LastError != "over the budget" || got.State != MessageFailed || got.Error != "over the budget" {
+		t.Errorf("after the failure: part %+v, message %+v", parts[0], got)
+	}
+}
