@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -261,6 +262,15 @@ type BotStatus struct {
 	Connection *ConnectionStatus
 	// LLM is the health of the bot's model.
 	LLM ModelHealth
+	// KF is the 微信客服 channel of an app with kf.enabled; nil otherwise.
+	KF *KFStatus
+}
+
+// KFStatus is what the admin API shows of an app's 微信客服 channel.
+type KFStatus struct {
+	// Accounts are kf.accounts: the open_kfids answered; empty: every
+	// account that calls back. KFAccounts has each one's pulls.
+	Accounts []string
 }
 
 // Bots returns the status of every bot, in configuration order.
@@ -277,6 +287,9 @@ func (a *App) status(name string) BotStatus {
 	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID, LLM: a.pipeline.health.status(name)}
 	if b, ok := a.bots[name]; ok {
 		s.Token, s.HasToken = b.tokens.Status(), true
+		if _, ok := a.kfbots[name]; ok {
+			s.KF = &KFStatus{Accounts: slices.Clone(c.KF.Accounts)}
+		}
 	} else {
 		s.Kind, s.Mode = KindAIBot, c.Mode
 		if s.Mode == "" {
@@ -288,6 +301,21 @@ func (a *App) status(name string) BotStatus {
 		}
 	}
 	return s
+}
+
+// ErrNoKF is returned for the kf accounts of a bot without kf.enabled.
+var ErrNoKF = errors.New("adapter: this bot does not answer 微信客服 customers (kf.enabled)")
+
+// KFAccounts returns the 微信客服 accounts bot name has pulled, with the
+// end and failure of each one's last pull (by any instance), by open_kfid.
+func (a *App) KFAccounts(ctx context.Context, name string) ([]storage.KFAccount, error) {
+	if _, ok := a.cfgs[name]; !ok {
+		return nil, ErrUnknownBot
+	}
+	if _, ok := a.kfbots[name]; !ok {
+		return nil, ErrNoKF
+	}
+	return a.store.KFAccounts(ctx, name)
 }
 
 // ErrNotApp is returned for a token operation on a bot that has no

@@ -204,8 +204,12 @@ func TestKFCustomerMessageAnswered(t *testing.T) {
 	if err != nil || len(turns) != 2 {
 		t.Errorf("history = %+v, %v; want the question and the answer", turns, err)
 	}
-	if s := in.Bots()[0]; s.Kind != KindApp {
-		t.Errorf("status = %+v", s)
+	if s := in.Bots()[0]; s.Kind != KindApp || s.KF == nil || len(s.KF.Accounts) != 0 {
+		t.Errorf("status = %+v; want an app answering every kf account", s)
+	}
+	accts, err := in.KFAccounts(t.Context(), "helpdesk")
+	if err != nil || len(accts) != 1 || accts[0].OpenKfID != kfAccount || accts[0].LastPullAt.IsZero() || accts[0].LastError != "" {
+		t.Errorf("KFAccounts = %+v, %v; want the account, pulled without error", accts, err)
 	}
 }
 
