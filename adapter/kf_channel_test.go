@@ -379,7 +379,8 @@ func TestKFHandOverNotRetried(t *testing.T) {
 }
 
 // TestKFHandOverEvent: a session_status_change that gives the conversation
-// to a receptionist stops the bot at once, before any send.
+// to a receptionist stops the bot at once, before any send; once the
+// conversation ends, the customer is answered again.
 func TestKFHandOverEvent(t *testing.T) {
 	e := newKFEnv(t)
 	ctx := t.Context()
@@ -392,6 +393,15 @@ func TestKFHandOverEvent(t *testing.T) {
 	e.settled()
 	if got := e.sim.KFReceived(kfAccount, kfCustomer); len(got) != 0 || e.states(storage.MessageFailed) != 0 {
 		t.Errorf("the customer of a person got %+v", got)
+	}
+	// The receptionist ends the conversation: the customer's next message
+	// is the bot's again.
+	if _, err := e.sim.KFEndSession(ctx, kfAccount, kfCustomer); err != nil {
+		t.Fatal(err)
+	}
+	e.writes(kfCustomer, "再问")
+	if got := e.received(kfCustomer, 1); got[0] != "answer to 再问" {
+		t.Errorf("after the end the customer got %q", got)
 	}
 }
 

@@ -269,6 +269,20 @@ func (s *Server) KFHandOver(ctx context.Context, openKfID, externalUserID, servi
 	})
 }
 
+// KFEndSession ends the conversation (state 4) with a session_status_change
+// event (change_type 3, with a closing msg_code) and announces it; the
+// customer's next message makes it new (state 0) again.
+func (s *Server) KFEndSession(ctx context.Context, openKfID, externalUserID string) (string, error) {
+	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
+		c := a.customer(externalUserID)
+		old := c.servicerUser
+		c.state, c.servicerUser = KFStateEnded, ""
+		return kfEvent(now, map[string]any{"event_type": "session_status_change", "open_kfid": openKfID,
+			"external_userid": externalUserID, "change_type": 3, "old_servicer_userid": old,
+			"msg_code": randomString(24)}), nil
+	})
+}
+
 // SetKFState puts the conversation in state (KFStateNew…KFStateEnded)
 // without an event, as a change made elsewhere would.
 func (s *Server) SetKFState(openKfID, externalUserID string, state int) {
