@@ -35,6 +35,7 @@ type KFStore interface {
 	SetKFHandedOver(ctx context.Context, bot, user string, on bool) error
 	KFHandedOver(ctx context.Context, bot string, users []string, after time.Time) (map[string]bool, error)
 	FailDeliveredPart(ctx context.Context, bot, wecomMsgID, reason string) error
+	DropUnanswered(ctx context.Context, bot, dedupeKey, reason string) (bool, error)
 	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 }
 
@@ -341,6 +342,8 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 				k.welcome(ctx, log, m, km)
 			case kf.EventMsgSendFail:
 				k.sendFailed(ctx, log, km)
+			case kf.EventUserRecallMsg:
+				k.recalled(ctx, log, account, km)
 			}
 		}
 		if !page.More() {
@@ -484,6 +487,18 @@ func (k *kfBot) messages(account string, list []kf.Message, history time.Time) (
 		out = append(out, m)
 		byKey[m.DedupeKey] = km
 	}
+	// A message withdrawn in the same page is not answered; one withdrawn
+	// later is dropped if still unanswered (recalled).
+	for _, km := range list {
+		if km.EventType() != kf.EventUserRecallMsg || km.Event.RecallMsgID == "" {
+			continue
+		}
+		for i := range out {
+			if out[i].DedupeKey == "kf:"+account+":"+km.Event.RecallMsgID && out[i].State == storage.MessageReceived {
+				out[i].State, out[i].Error = storage.MessageIgnored, kfRecalled
+			}
+		}
+	}
 	return out, byKey
 }
 
@@ -501,6 +516,21 @@ func (k *kfBot) welcome(ctx context.Context, log *slog.Logger, m storage.Message
 	})
 	if err != nil && !kf.DuplicateMsgID(err) {
 		log.Warn("kf welcome not sent", "customer", km.Customer(), "err", Redact(err.Error()), "hint", kf.Hint(err))
+	}
+}
+
+// kfRecalled is the reason stored with a message the customer withdrew
+// before the bot answered it.
+const kfRecalled = "withdrawn by the customer"
+
+// recalled leaves unanswered a message the customer withdrew, unless the
+// bot has started answering it.
+func (k *kfBot) recalled(ctx context.Context, log *slog.Logger, account string, km kf.Message) {
+	if km.Event == nil || km.Event.RecallMsgID == "" {
+		return
+	}
+	if _, err := k.store.DropUnanswered(ctx, k.app.cfg.Name, "kf:"+account+":"+km.Event.RecallMsgID, kfRecalled); err != nil {
+		log.Error("cannot drop a withdrawn kf message", "err", err)
 	}
 }
 

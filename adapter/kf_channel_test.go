@@ -424,6 +424,33 @@ func TestKFSendFailEvent(t *testing.T) {
 	}
 }
 
+// TestKFRecalled: a message the customer withdrew before the bot heard of
+// it is stored, not answered.
+func TestKFRecalled(t *testing.T) {
+	e := newKFEnv(t)
+	in := e.start("a", true)
+	e.sim.SetKFCallback(kfAgent, nil)
+	id := e.writes(kfCustomer, "算了")
+	e.callbacksTo(in)
+	if _, err := e.sim.KFCustomerRecalls(t.Context(), kfAccount, kfCustomer, id); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, func() bool { return e.states(storage.MessageIgnored) == 2 }, "the withdrawn message and the recall were not stored")
+	e.writes(kfCustomer, "新的")
+	if got := e.received(kfCustomer, 1); got[0] != "answer to 新的" {
+		t.Errorf("customer got %q", got)
+	}
+	var withdrawn int
+	for _, m := range e.messages(storage.MessageIgnored) {
+		if m.Error == kfRecalled {
+			withdrawn++
+		}
+	}
+	if withdrawn != 1 {
+		t.Errorf("%d messages marked withdrawn, want 1", withdrawn)
+	}
+}
+
 // TestKFWelcome: enter_session with a welcome_code gets kf.welcome through
 // send_msg_on_event, once, even when the event is pulled twice.
 func TestKFWelcome(t *testing.T) {

@@ -231,3 +231,16 @@ func (d *DB) FailDeliveredPart(ctx context.Context, bot, wecomMsgID, reason stri
 	}
 	return nil
 }
+
+// DropUnanswered marks the message of bot with dedupeKey ignored, with
+// reason, if nobody has started answering it; it reports whether it did.
+// A customer who withdraws a message before the bot answers it gets no
+// answer to it.
+func (d *DB) DropUnanswered(ctx context.Context, bot, dedupeKey, reason string) (bool, error) {
+	res := d.db.WithContext(ctx).Exec("UPDATE messages SET state = ?, error = ? WHERE bot = ? AND dedupe_key = ? AND state = ?",
+		MessageIgnored, reason, bot, dedupeKey, MessageReceived)
+	if res.Error != nil {
+		return false, fmt.Errorf("storage: drop unanswered message %s/%s: %w", bot, dedupeKey, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}

@@ -193,3 +193,27 @@ func testFailDeliveredPart(t *testing.T) {
 		t.Errorf("after the failure: part %+v, message %+v", parts[0], got)
 	}
 }
+
+func TestDropUnanswered(t *testing.T) { eachDriver(t, testDropUnanswered) }
+
+func testDropUnanswered(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	m := insertMsg(t, db, "bot", "u", "k1")
+	started := insertMsg(t, db, "bot", "u", "k2")
+	must(t, db.StartAnswer(ctx, started.ID))
+	for _, tt := range []struct {
+		key  string
+		want bool
+	}{{"k1", true}, {"k1", false}, {"k2", false}, {"nope", false}} {
+		got, err := db.DropUnanswered(ctx, "bot", tt.key, "recalled")
+		if err != nil || got != tt.want {
+			t.Errorf("DropUnanswered(%s) = %v, %v; want %v", tt.key, got, err, tt.want)
+		}
+	}
+	got, err := db.GetMessage(ctx, m.ID)
+	must(t, err)
+	if got.State != MessageIgnored || got.Error != "recalled" {
+		t.Errorf("recalled message = %+v", got)
+	}
+}
