@@ -363,6 +363,11 @@ func (a *App) Send(ctx context.Context, name, user, text string) error {
 		parts = sendParts(text) // aibot_send_msg to a chat that wrote to the bot
 	} else if _, ok := a.bots[name]; !ok {
 		return ErrCannotSend
+	} else if isKFUser(user) {
+		if _, ok := a.kfbots[name]; !ok {
+			return ErrNoKF
+		}
+		parts = kf.Budget(text, kfCutNote, Split) // WeCom delivers 5 at most
 	}
 	if err := a.store.EnqueueText(ctx, name, user, parts); err != nil {
 		return err

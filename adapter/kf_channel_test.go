@@ -207,6 +207,13 @@ func TestKFCustomerMessageAnswered(t *testing.T) {
 	if s := in.Bots()[0]; s.Kind != KindApp || s.KF == nil || len(s.KF.Accounts) != 0 {
 		t.Errorf("status = %+v; want an app answering every kf account", s)
 	}
+	// The admin's Send reaches the customer through kf/send_msg.
+	if err := in.Send(t.Context(), "helpdesk", kfUser(kfAccount, kfCustomer), "来自管理员"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.received(kfCustomer, 2); got[1] != "来自管理员" {
+		t.Errorf("after the admin's send the customer got %q", got)
+	}
 	accts, err := in.KFAccounts(t.Context(), "helpdesk")
 	if err != nil || len(accts) != 1 || accts[0].OpenKfID != kfAccount || accts[0].LastPullAt.IsZero() || accts[0].LastError != "" {
 		t.Errorf("KFAccounts = %+v, %v; want the account, pulled without error", accts, err)
