@@ -208,8 +208,15 @@ func (k *kfBot) pulling() bool {
 	return false
 }
 
-// pullLoop pulls account until no news came during the last pull.
+// kfPullRetries are the pauses before the pulls that follow a failed one
+// with no news in between: news WeCom announced once must not wait for the
+// next customer's message because a pull met an outage.
+var kfPullRetries = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
+
+// pullLoop pulls account until no news came during the last pull and it
+// succeeded (or its retries are used up).
 func (k *kfBot) pullLoop(account string) {
+	failures := 0
 	for {
 		k.mu.Lock()
 		p := k.pulls[account]
@@ -217,7 +224,18 @@ func (k *kfBot) pullLoop(account string) {
 		token := p.token
 		k.mu.Unlock()
 
-		k.pullLeased(account, token)
+		if k.pullLeased(account, token) {
+			failures = 0
+		} else if failures < len(kfPullRetries) {
+			select {
+			case <-k.ctx.Done():
+			case <-k.clock.After(kfPullRetries[failures]):
+			}
+			failures++
+			k.mu.Lock()
+			p.again = true
+			k.mu.Unlock()
+		}
 
 		k.mu.Lock()
 		if !p.again || k.ctx.Err() != nil {
@@ -231,18 +249,17 @@ func (k *kfBot) pullLoop(account string) {
 
 // pullLeased pulls account under its lease. While another instance holds
 // it, news may have come after that instance's last page: this one waits
-// for the lease and pulls after it.
-func (k *kfBot) pullLeased(account, token string) {
+// for the lease and pulls after it. It reports whether the pull succeeded.
+func (k *kfBot) pullLeased(account, token string) bool {
 	ctx := k.ctx
 	if k.exclusive {
-		k.pull(ctx, account, token)
-		return
+		return k.pull(ctx, account, token)
 	}
 	ref := storage.UserRef{Bot: k.app.cfg.Name, UserID: kfLeaseUser(account)}
 	for {
 		ok, err := k.leases.ClaimUser(ctx, ref, k.owner, k.clock.Now().Add(k.lease))
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if err != nil {
 			k.log.Warn("cannot claim the kf pull lease; trying again", "open_kfid", account, "err", err)
@@ -252,33 +269,35 @@ func (k *kfBot) pullLeased(account, token string) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-k.clock.After(max(k.lease/3, 10*time.Millisecond)):
 		}
 	}
-	k.pull(ctx, account, token)
+	ok := k.pull(ctx, account, token)
 	if err := k.leases.DropUserLease(context.WithoutCancel(ctx), ref, k.owner); err != nil {
 		k.log.Warn("cannot drop the kf pull lease; it expires", "open_kfid", account, "err", err)
 	}
+	return ok
 }
 
 // pull reads account's news page by page until WeCom has no more,
-// storing each page with its cursor.
-func (k *kfBot) pull(ctx context.Context, account, token string) {
+// storing each page with its cursor, and reports whether it got there.
+func (k *kfBot) pull(ctx context.Context, account, token string) bool {
 	log := k.log.With("open_kfid", account)
 	err := k.drain(ctx, log, account, token)
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	k.pipeline.metrics.kfPull(k.app.cfg.Name, err)
 	failure := ""
 	if err != nil {
 		failure = Redact(err.Error())
-		log.Warn("kf pull failed; the next news pulls again", "err", failure, "hint", kf.Hint(err))
+		log.Warn("kf pull failed; pulling again", "err", failure, "hint", kf.Hint(err))
 	}
 	if err := k.store.SetKFPull(ctx, k.app.cfg.Name, account, failure); err != nil {
 		log.Error("cannot record the kf pull", "err", err)
 	}
+	return err == nil
 }
 
 func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token string) error {

@@ -573,19 +573,24 @@ func testKFTwoInstances(t *testing.T, e *kfEnv) {
 }
 
 // TestKFCallbackAckedBeforePull: the callback is answered 200 whatever the
-// pull meets; a failed pull is made up for by the next news.
+// pull meets; a failed pull is tried again after a pause, with no news.
 func TestKFCallbackAckedBeforePull(t *testing.T) {
 	e := newKFEnv(t)
 	e.start("a", true)
 	e.sim.FailNext(wecomsim.APIKFSyncMsg, kf.CodeSystemBusy, "system busy", 1)
 	e.writes(kfCustomer, "first") // writes fails unless the callback got 200
-	eventually.True(t, func() bool { return e.lastPullFailed() }, "the pull did not fail")
+	eventually.True(t, e.lastPullFailed, "the pull did not fail")
 	if got := e.sim.KFReceived(kfAccount, kfCustomer); len(got) != 0 {
 		t.Fatalf("answered through a failed pull: %+v", got)
 	}
-	e.writes(kfCustomer, "second")
-	e.received(kfCustomer, 2)
+	eventually.True(t, func() bool {
+		e.clock.Advance(kfPullRetries[0]) // the pause before the retry
+		return len(e.sim.KFReceived(kfAccount, kfCustomer)) == 1
+	}, "the failed pull was not tried again")
 	e.settled()
+	if e.lastPullFailed() {
+		t.Error("the retried pull is recorded failed")
+	}
 }
 
 func (e *kfEnv) lastPullFailed() bool {
