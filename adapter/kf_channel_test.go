@@ -316,6 +316,48 @@ func TestKFCursorSurvivesRestart(t *testing.T) {
 	}
 }
 
+// pageCrashStore commits a kf page and then fails, as a process killed
+// right after the commit would leave it: messages and cursor stored, the
+// pipeline never told.
+type pageCrashStore struct {
+	*storage.DB
+	crashed atomic.Bool
+}
+
+func (s *pageCrashStore) StoreKFPage(ctx context.Context, bot, account, cursor string, msgs []storage.Message) ([]storage.Message, error) {
+	if _, err := s.DB.StoreKFPage(ctx, bot, account, cursor, msgs); err != nil {
+		return nil, err
+	}
+	if s.crashed.CompareAndSwap(false, true) {
+		return nil, errors.New("killed after the commit")
+	}
+	return nil, nil
+}
+
+// TestKFRestartMidPull: the process dies right after a page is stored;
+// the next start answers the stored messages once, and reads nothing again.
+func TestKFRestartMidPull(t *testing.T) {
+	e := newKFEnv(t)
+	e.store = &pageCrashStore{DB: e.db}
+	first := e.start("a", true)
+	e.writes(kfCustomer, "one")
+	eventually.True(t, func() bool { return e.states(storage.MessageReceived) == 1 }, "the page was not stored")
+	first.stop()
+	e.store = nil
+	calls := e.sim.KFSyncCalls(kfAccount)
+	e.start("b", true)
+	if got := e.received(kfCustomer, 1); got[0] != "answer to one" {
+		t.Errorf("after the restart the customer got %q", got)
+	}
+	e.settled()
+	eventually.True(t, func() bool { return e.sim.KFSyncCalls(kfAccount) > calls }, "the start did not pull")
+	if n := len(e.messages()); n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+	e.writes(kfCustomer, "two")
+	e.received(kfCustomer, 2)
+}
+
 // TestKFLostCallbackRecovered: a callback that never reached the service
 // is made up for by the next one, which pulls from the stored cursor; an
 // empty page with has_more=1 does not stop the pull.
