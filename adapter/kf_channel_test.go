@@ -189,14 +189,16 @@ func (e *kfEnv) states(states ...string) int { return len(e.messages(states...))
 func TestKFCustomerMessageAnswered(t *testing.T) {
 	e := newKFEnv(t)
 	in := e.start("a", true)
-	e.writes(kfCustomer, "你好")
+	inbound := e.writes(kfCustomer, "你好")
 	got := e.received(kfCustomer, 1)
 	if got[0] != "answer to 你好" {
 		t.Errorf("customer got %q", got)
 	}
 	sent := e.sim.KFReceived(kfAccount, kfCustomer)[0]
-	if len(sent.MsgID) != kf.MaxMsgIDBytes || sent.OnEvent {
-		t.Errorf("sent %+v: want a send_msg with a 32-byte msgid", sent)
+	// The msgid comes from the customer's message, not from a row id
+	// that another instance's database also has.
+	if want := kf.OutboundMsgID("kf:"+kfAccount+":"+inbound, 0); sent.MsgID != want || sent.OnEvent {
+		t.Errorf("sent %+v: want a send_msg with msgid %s", sent, want)
 	}
 	e.settled()
 	// The conversation is the customer's on that account.

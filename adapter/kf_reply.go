@@ -35,25 +35,34 @@ func (r kfReply) Interrupted(ctx context.Context, notice string) ([]string, erro
 }
 
 // Deliver sends one part with kf/send_msg. Its msgid is derived from the
-// part's id, so a part re-sent after a crash is refused as a duplicate,
-// which means it was delivered. What WeCom refuses for good (over the
-// budget, outside the window, a person has the conversation…) is not
-// retried.
+// customer's message (its dedupe key, which names the account and WeCom's
+// msgid) and the part's place in the answer, so a part re-sent after a
+// crash is refused as a duplicate, which means it was delivered, and
+// instances with a database each never derive the same msgid for different
+// parts. What WeCom refuses for good (over the budget, outside the window,
+// a person has the conversation…) is not retried.
 func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Duration) (string, error) {
 	account, customer, ok := splitKFUser(part.UserID)
 	if !ok {
 		return "", permanent(fmt.Errorf("adapter: %q is not a kf conversation", part.UserID))
 	}
+	// An admin's send answers no message: its part id and creation time
+	// name it.
+	source := "send:" + k.app.cfg.Name + ":" + strconv.FormatInt(part.ID, 10) + ":" + strconv.FormatInt(part.CreatedAt.UnixNano(), 10)
 	if part.MessageID != 0 {
 		m, err := k.store.GetMessage(ctx, part.MessageID)
-		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				err = permanent(fmt.Errorf("adapter: kf: the message answered is gone: %w", err))
+			}
 			return "", err
 		}
-		if err == nil && k.clock.Now().Sub(time.Unix(m.CreateTime, 0)) > kfReplyWindow {
+		if k.clock.Now().Sub(time.Unix(m.CreateTime, 0)) > kfReplyWindow {
 			return "", permanent(errors.New("adapter: kf: more than 48 h since the customer's message"))
 		}
+		source = m.DedupeKey
 	}
-	msgID := kf.OutboundMsgID(k.app.cfg.Name+":"+strconv.FormatInt(part.ID, 10), part.Seq)
+	msgID := kf.OutboundMsgID(source, part.Seq)
 	req := kf.TextMessage(account, customer, msgID, part.Content)
 	err := k.app.tokens.Do(ctx, "kf/send_msg", func(ctx context.Context, at string) error {
 		_, err := k.client.SendMsg(ctx, at, req)
