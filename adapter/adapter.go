@@ -16,12 +16,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter/aibot"
+	"github.com/wecombot/wecombot/adapter/kf"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
 	"github.com/wecombot/wecombot/internal/httpclient"
 	"github.com/wecombot/wecombot/storage"
@@ -33,6 +35,7 @@ type Store interface {
 	MessageStore
 	OutboxStore
 	AIBotStore
+	KFStore
 	PendingCounter
 	EnqueueText(ctx context.Context, bot, user string, parts []string) error
 	RetryMessage(ctx context.Context, id int64) error
@@ -64,6 +67,7 @@ type App struct {
 	bots     map[string]*bot      // self-built apps
 	aibots   map[string]*aibotBot // AI bots in callback mode
 	wsbots   map[string]*wsBot    // AI bots on the long connection
+	kfbots   map[string]*kfBot    // the 微信客服 channels of apps
 	order    []string
 	cfgs     map[string]BotConfig
 	pipeline *Pipeline
@@ -93,7 +97,7 @@ func New(o Options) (*App, error) {
 		o.Metrics = NewMetrics(nil)
 	}
 	api := newAPIClient(o.WeCom.APIBase, time.Duration(o.WeCom.RequestTimeout))
-	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{},
+	a := &App{bots: map[string]*bot{}, aibots: map[string]*aibotBot{}, wsbots: map[string]*wsBot{}, kfbots: map[string]*kfBot{},
 		cfgs: map[string]BotConfig{}, store: o.Store, log: o.Log}
 	for _, bc := range o.Bots {
 		var err error
@@ -118,6 +122,10 @@ func New(o Options) (*App, error) {
 		a.pipeline.UseReplier(name, w)
 		w.attach(a.pipeline)
 	}
+	for name, k := range a.kfbots {
+		a.pipeline.UseReplier(name, channelReplier{app: a.pipeline.parts, kf: k})
+		k.attach(a.pipeline)
+	}
 	a.pipeline.metrics = o.Metrics
 	o.Metrics.watchLimiter(a.pipeline.limiter)
 	o.Metrics.watchOutbox(o.Store)
@@ -140,6 +148,10 @@ func (a *App) addApp(bc BotConfig, o Options, api *apiClient) error {
 	})
 	b := &bot{cfg: bc, cipher: cipher, tokens: tm, api: api}
 	a.bots[bc.Name] = b
+	if bc.KF.Enabled {
+		client := kf.NewClient(api.base, api.http)
+		a.kfbots[bc.Name] = newKFBot(b, bc.KF, client, o.Store, o.Store, o.Leases, o.Clock, o.Log)
+	}
 	return nil
 }
 
@@ -200,12 +212,25 @@ func (a *App) Start(ctx context.Context) error {
 		a.wsWG.Go(func() { w.Run(wsCtx) })
 	}
 	a.wg.Go(func() { a.outbox.Run(runCtx) })
-	return a.pipeline.Start(ctx)
+	if err := a.pipeline.Start(ctx); err != nil {
+		return err
+	}
+	for name, k := range a.kfbots {
+		if err := k.start(ctx); err != nil {
+			return fmt.Errorf("adapter: start kf of %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Shutdown lets answers in progress finish until ctx ends, then stops the
 // background loops. Whatever is left stays stored for the next start.
 func (a *App) Shutdown(ctx context.Context) error {
+	// The pulls stop first: what they stored and did not answer is
+	// resumed by the next start.
+	for _, k := range a.kfbots {
+		k.stop()
+	}
 	err := a.pipeline.Shutdown(ctx)
 	if a.cancel != nil {
 		a.cancel()
@@ -235,6 +260,15 @@ type BotStatus struct {
 	Connection *ConnectionStatus
 	// LLM is the health of the bot's model.
 	LLM ModelHealth
+	// KF is the 微信客服 channel of an app with kf.enabled; nil otherwise.
+	KF *KFStatus
+}
+
+// KFStatus is what the admin API shows of an app's 微信客服 channel.
+type KFStatus struct {
+	// Accounts are kf.accounts: the open_kfids answered; empty: every
+	// account that calls back. KFAccounts has each one's pulls.
+	Accounts []string
 }
 
 // Bots returns the status of every bot, in configuration order.
@@ -251,6 +285,9 @@ func (a *App) status(name string) BotStatus {
 	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID, LLM: a.pipeline.health.status(name)}
 	if b, ok := a.bots[name]; ok {
 		s.Token, s.HasToken = b.tokens.Status(), true
+		if _, ok := a.kfbots[name]; ok {
+			s.KF = &KFStatus{Accounts: slices.Clone(c.KF.Accounts)}
+		}
 	} else {
 		s.Kind, s.Mode = KindAIBot, c.Mode
 		if s.Mode == "" {
@@ -262,6 +299,21 @@ func (a *App) status(name string) BotStatus {
 		}
 	}
 	return s
+}
+
+// ErrNoKF is returned for the kf accounts of a bot without kf.enabled.
+var ErrNoKF = errors.New("adapter: this bot does not answer 微信客服 customers (kf.enabled)")
+
+// KFAccounts returns the 微信客服 accounts bot name has pulled, with the
+// end and failure of each one's last pull (by any instance), by open_kfid.
+func (a *App) KFAccounts(ctx context.Context, name string) ([]storage.KFAccount, error) {
+	if _, ok := a.cfgs[name]; !ok {
+		return nil, ErrUnknownBot
+	}
+	if _, ok := a.kfbots[name]; !ok {
+		return nil, ErrNoKF
+	}
+	return a.store.KFAccounts(ctx, name)
 }
 
 // ErrNotApp is returned for a token operation on a bot that has no
@@ -309,6 +361,11 @@ func (a *App) Send(ctx context.Context, name, user, text string) error {
 		parts = sendParts(text) // aibot_send_msg to a chat that wrote to the bot
 	} else if _, ok := a.bots[name]; !ok {
 		return ErrCannotSend
+	} else if isKFUser(user) {
+		if _, ok := a.kfbots[name]; !ok {
+			return ErrNoKF
+		}
+		parts = kf.Budget(text, kfCutNote, Split) // WeCom delivers 5 at most
 	}
 	if err := a.store.EnqueueText(ctx, name, user, parts); err != nil {
 		return err

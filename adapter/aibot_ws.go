@@ -78,7 +78,14 @@ type sharedLeases struct {
 	now    func() time.Time
 }
 
-func (s sharedLeases) key(u storage.UserRef) string { return "wecombot:connection:" + u.Bot }
+// key names the lease: a bot's connection, or another lease kept under a
+// reserved user id (a kf account's pulls).
+func (s sharedLeases) key(u storage.UserRef) string {
+	if u.UserID == connectionUser {
+		return "wecombot:connection:" + u.Bot
+	}
+	return "wecombot:lease:" + u.Bot + ":" + u.UserID
+}
 
 func (s sharedLeases) ClaimUser(ctx context.Context, u storage.UserRef, owner string, until time.Time) (bool, error) {
 	return s.leases.ClaimLease(ctx, s.key(u), owner, s.now(), until)

@@ -43,7 +43,25 @@ type BotConfig struct {
 	// connection; in callback mode, when set, callbacks of another bot id
 	// are refused.
 	BotID string `yaml:"bot_id"`
+	// KF: app only. The app also answers 微信客服 customers.
+	KF KFConfig `yaml:"kf"`
 }
+
+// KFConfig is `bots[].kf`: whether a self-built app answers the customers
+// of 微信客服 (WeChat customer service) accounts, with its own access token
+// and through its own callback URL.
+type KFConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Accounts are the open_kfids answered; empty: every account that
+	// calls back.
+	Accounts []string `yaml:"accounts"`
+	// Welcome is sent when a customer enters a conversation and WeCom
+	// gives a welcome_code; empty: nothing.
+	Welcome string `yaml:"welcome"`
+}
+
+// Set reports whether any key of `kf:` is set (cmd refuses them on AI bots).
+func (k KFConfig) Set() bool { return k.Enabled || len(k.Accounts) > 0 || k.Welcome != "" }
 
 // WeComConfig is the `wecom:` section: WeCom's API, for every bot.
 type WeComConfig struct {

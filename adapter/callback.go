@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/wecombot/wecombot/adapter/kf"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
 )
 
@@ -137,6 +138,10 @@ func (a *App) receive(c *gin.Context) {
 		a.refuse(c, http.StatusBadRequest, "malformed message", err)
 		return
 	}
+	if msg.MsgType == "event" && msg.Event == kf.CallbackEvent {
+		a.receiveKF(c, b, msg)
+		return
+	}
 	if msg.FromUserName == "" {
 		a.refuse(c, http.StatusBadRequest, "message without FromUserName", nil)
 		return
@@ -153,6 +158,23 @@ func (a *App) receive(c *gin.Context) {
 		a.log.Error("cannot store message; WeCom will retry", "bot", b.cfg.Name, "user", in.UserID, "err", err)
 		c.String(http.StatusInternalServerError, "")
 		return
+	}
+	c.Status(http.StatusOK)
+}
+
+// receiveKF takes a kf_msg_or_event callback: news for a 微信客服 account.
+// It carries no message to store (no MsgId, no FromUserName), so it is
+// acknowledged at once and the account is pulled in the background; a
+// callback repeated by WeCom only asks for a pull that finds nothing new.
+func (a *App) receiveKF(c *gin.Context, b *bot, msg wxcrypto.Message) {
+	k, ok := a.kfbots[b.cfg.Name]
+	switch {
+	case msg.OpenKfID == "":
+		a.log.Warn("kf callback without OpenKfId; ignored", "bot", b.cfg.Name)
+	case !ok:
+		a.log.Warn("kf callback for an app without kf.enabled; ignored", "bot", b.cfg.Name, "open_kfid", msg.OpenKfID)
+	default:
+		k.announce(msg.OpenKfID, msg.Token)
 	}
 	c.Status(http.StatusOK)
 }

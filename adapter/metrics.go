@@ -29,6 +29,9 @@ type Metrics struct {
 	feedbacks  *prometheus.CounterVec
 	connected  *prometheus.GaugeVec
 	reconnects *prometheus.CounterVec
+	// 微信客服
+	kfPulls    *prometheus.CounterVec
+	kfMessages *prometheus.CounterVec
 
 	mu       sync.Mutex
 	managers []*TokenManager
@@ -107,9 +110,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wecombot_aibot_reconnects_total",
 			Help: "Times the AI bot's long connection was dialled again after it was lost.",
 		}, []string{"bot"}),
+		kfPulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_kf_pulls_total",
+			Help: "Pulls of 微信客服 accounts (kf/sync_msg until has_more is 0) by bot and result (ok, error).",
+		}, []string{"bot", "result"}),
+		kfMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecombot_kf_messages_total",
+			Help: "New 微信客服 messages stored, by bot and origin (customer, event, receptionist, other).",
+		}, []string{"bot", "origin"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m.messages, m.duration, m.first, m.feedbacks, m.connected, m.reconnects, m)
+		reg.MustRegister(m.fetches, m.apiErrors, m.requests, m.messages, m.duration, m.first, m.feedbacks, m.connected, m.reconnects,
+			m.kfPulls, m.kfMessages, m)
 	}
 	return m
 }
@@ -199,10 +211,13 @@ func (m *Metrics) apiError(bot, api string, err error) {
 	}
 	code := "network"
 	var ae *APIError
+	var ce errCoder
 	var he *HTTPError
 	switch {
 	case errors.As(err, &ae):
 		code = strconv.Itoa(ae.Code)
+	case errors.As(err, &ce):
+		code = strconv.Itoa(ce.ErrCode())
 	case errors.As(err, &he):
 		code = "http_" + strconv.Itoa(he.Status)
 	case errors.Is(err, ErrNoToken):
@@ -210,5 +225,17 @@ func (m *Metrics) apiError(bot, api string, err error) {
 	}
 	m.apiErrors.WithLabelValues(bot, api, code).Inc()
 }
+
+// kfPull counts a pull of a kf account of bot that ended with err.
+func (m *Metrics) kfPull(bot string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.kfPulls.WithLabelValues(bot, result).Inc()
+}
+
+// kfMessage counts a new kf message of bot by its origin.
+func (m *Metrics) kfMessage(bot, origin string) { m.kfMessages.WithLabelValues(bot, origin).Inc() }
 
 func (m *Metrics) feedback(bot, kind string) { m.feedbacks.WithLabelValues(bot, kind).Inc() }

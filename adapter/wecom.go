@@ -47,14 +47,25 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("wecom: %s: errcode %d: %s", e.API, e.Code, e.Msg)
 }
 
+// errCoder is an error answer of a WeCom API of another package (kf.Error):
+// its errcode.
+type errCoder interface{ ErrCode() int }
+
 // tokenRejected reports whether WeCom refused the access token itself: the
-// call may succeed with a new token.
+// call may succeed with a new token. The kf APIs answer the same codes.
 func tokenRejected(err error) bool {
+	var code int
 	var e *APIError
-	if !errors.As(err, &e) {
+	var c errCoder
+	switch {
+	case errors.As(err, &e):
+		code = e.Code
+	case errors.As(err, &c):
+		code = c.ErrCode()
+	default:
 		return false
 	}
-	return e.Code == codeInvalidToken || e.Code == codeTokenExpired || e.Code == codeMissingToken
+	return code == codeInvalidToken || code == codeTokenExpired || code == codeMissingToken
 }
 
 // configError reports whether err means the bot's configuration (secret, corp

@@ -244,6 +244,18 @@ func (s *Server) KFCustomerRecalls(ctx context.Context, openKfID, externalUserID
 	})
 }
 
+// KFSendFails stores a msg_send_fail event for the service's message
+// failMsgID to the customer (delivery failed after send_msg said ok) and
+// announces it. failType is WeCom's fail_type (6: over the budget, 10: the
+// customer refuses messages…).
+func (s *Server) KFSendFails(ctx context.Context, openKfID, externalUserID, failMsgID string, failType int) (string, error) {
+	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
+		a.customer(externalUserID)
+		return kfEvent(now, map[string]any{"event_type": "msg_send_fail", "open_kfid": openKfID,
+			"external_userid": externalUserID, "fail_msgid": failMsgID, "fail_type": failType}), nil
+	})
+}
+
 // KFHandOver gives the conversation to receptionist servicerUserID (state 3)
 // with a session_status_change event (change_type 1) and announces it; the
 // service's sends to this customer answer 95018 from now on.
@@ -253,6 +265,20 @@ func (s *Server) KFHandOver(ctx context.Context, openKfID, externalUserID, servi
 		c.state, c.servicerUser = KFStateHuman, servicerUserID
 		return kfEvent(now, map[string]any{"event_type": "session_status_change", "open_kfid": openKfID,
 			"external_userid": externalUserID, "change_type": 1, "new_servicer_userid": servicerUserID,
+			"msg_code": randomString(24)}), nil
+	})
+}
+
+// KFEndSession ends the conversation (state 4) with a session_status_change
+// event (change_type 3, with a closing msg_code) and announces it; the
+// customer's next message makes it new (state 0) again.
+func (s *Server) KFEndSession(ctx context.Context, openKfID, externalUserID string) (string, error) {
+	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
+		c := a.customer(externalUserID)
+		old := c.servicerUser
+		c.state, c.servicerUser = KFStateEnded, ""
+		return kfEvent(now, map[string]any{"event_type": "session_status_change", "open_kfid": openKfID,
+			"external_userid": externalUserID, "change_type": 3, "old_servicer_userid": old,
 			"msg_code": randomString(24)}), nil
 	})
 }

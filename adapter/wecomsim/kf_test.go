@@ -426,6 +426,8 @@ func TestKFOtherOrigins(t *testing.T) {
 			return f.sim.KFReceptionistWrites(ctx, kfAccountA, kfCust, "zhangsan", "我来")
 		},
 		func() (string, error) { return f.sim.KFHandOver(ctx, kfAccountA, kfCust, "zhangsan") },
+		func() (string, error) { return f.sim.KFEndSession(ctx, kfAccountA, kfCust) },
+		func() (string, error) { return f.sim.KFSendFails(ctx, kfAccountA, kfCust, "wbFAILED", 10) },
 	}
 	for _, step := range steps {
 		if _, err := step(); err != nil {
@@ -433,7 +435,7 @@ func TestKFOtherOrigins(t *testing.T) {
 		}
 	}
 	p := f.sync(t, "", "", 0)
-	if len(p.MsgList) != 4 || len(f.rc.all()) != 4 {
+	if len(p.MsgList) != 6 || len(f.rc.all()) != 6 {
 		t.Fatalf("%d messages, %d callbacks", len(p.MsgList), len(f.rc.all()))
 	}
 	recall := p.MsgList[1]["event"].(map[string]any)
@@ -447,7 +449,15 @@ func TestKFOtherOrigins(t *testing.T) {
 		ev["change_type"] != float64(1) || ev["new_servicer_userid"] != "zhangsan" {
 		t.Errorf("hand-over = %v", ev)
 	}
-	if got := f.sim.KFState(kfAccountA, kfCust); got != KFStateHuman {
+	if ev := p.MsgList[4]["event"].(map[string]any); ev["event_type"] != "session_status_change" ||
+		ev["change_type"] != float64(3) || ev["old_servicer_userid"] != "zhangsan" {
+		t.Errorf("end = %v", ev)
+	}
+	if ev := p.MsgList[5]["event"].(map[string]any); ev["event_type"] != "msg_send_fail" ||
+		ev["fail_msgid"] != "wbFAILED" || ev["fail_type"] != float64(10) {
+		t.Errorf("send failure = %v", ev)
+	}
+	if got := f.sim.KFState(kfAccountA, kfCust); got != KFStateEnded {
 		t.Errorf("state = %d", got)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/adapter/kf"
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
 	"github.com/wecombot/wecombot/internal/config"
 	"github.com/wecombot/wecombot/llm"
@@ -713,7 +714,10 @@ func (c *Config) validateBot(key string, b adapter.BotConfig, bad func(key, form
 			bad(key+".secret", "is empty")
 		}
 		callbackKeys()
+		validateKF(key+".kf", b.KF, bad)
 	case adapter.KindAIBot:
+		what = "an AI bot (kind: aibot); 微信客服 is answered by a self-built app"
+		refuse("kf", b.KF.Set())
 		switch b.Mode {
 		case adapter.ModeCallback, "":
 			what = "an AI bot (kind: aibot)"
@@ -740,6 +744,29 @@ func (c *Config) validateBot(key string, b adapter.BotConfig, bad func(key, form
 		}
 	default:
 		bad(key+".kind", "%q is not one of app, aibot", b.Kind)
+	}
+}
+
+// validateKF checks the `kf:` keys of an app: accounts are open_kfids,
+// each once; the welcome fits one WeCom text.
+func validateKF(key string, k adapter.KFConfig, bad func(key, format string, args ...any)) {
+	if !k.Enabled && (len(k.Accounts) > 0 || k.Welcome != "") {
+		bad(key+".enabled", "is false while kf.accounts or kf.welcome is set")
+	}
+	seen := map[string]bool{}
+	for i, a := range k.Accounts {
+		switch {
+		case a == "":
+			bad(fmt.Sprintf("%s.accounts[%d]", key, i), "is empty")
+		case len(a) > 64 || strings.ContainsAny(a, " \t\n"):
+			bad(fmt.Sprintf("%s.accounts[%d]", key, i), "%q is not an open_kfid (wk…)", a)
+		case seen[a]:
+			bad(fmt.Sprintf("%s.accounts[%d]", key, i), "%q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	if len(k.Welcome) > kf.MaxTextBytes {
+		bad(key+".welcome", "is %d bytes; WeCom cuts a text at %d", len(k.Welcome), kf.MaxTextBytes)
 	}
 }
 

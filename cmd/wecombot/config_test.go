@@ -160,7 +160,7 @@ func TestShippedConfig(t *testing.T) {
 		}
 	}
 	want := adapter.BotConfig{Name: "helpdesk", Kind: adapter.KindApp, CorpID: "wwshipped", AgentID: 1000002, Secret: cfgSecret, Token: cfgToken, EncodingAESKey: cfgAESKey}
-	if len(cfg.Bots) == 1 && cfg.Bots[0] != want {
+	if len(cfg.Bots) == 1 && !reflect.DeepEqual(cfg.Bots[0], want) {
 		t.Errorf("bots[0] = %+v, want %+v", cfg.Bots[0], want)
 	}
 
@@ -799,6 +799,19 @@ func TestParseConfigBotKinds(t *testing.T) {
 			[]problem{
 				{"bots[0] (helpdesk).mode", "is not a key of a self-built app (kind: app)"},
 				{"bots[0] (helpdesk).bot_id", "is not a key of a self-built app (kind: app)"},
+			}},
+		{"app answering kf", edit(goodYAML, "agent_id:", "agent_id: 1000002", "kf: {enabled: true, accounts: [wkA, wkB], welcome: 您好}"), nil},
+		{"app with kf, every account", edit(goodYAML, "agent_id:", "agent_id: 1000002", "kf: {enabled: true}"), nil},
+		{"aibot with kf", withBot("assistant", append(aibotCallback, "kf: {enabled: true}")...),
+			[]problem{{assistant + "kf", "is not a key of an AI bot (kind: aibot); 微信客服 is answered by a self-built app"}}},
+		{"app with bad kf", edit(goodYAML, "agent_id:", "agent_id: 1000002",
+			`kf: {accounts: [wkA, "", wkA, "wk A"], welcome: "`+strings.Repeat("好", 700)+`"}`),
+			[]problem{
+				{"bots[0] (helpdesk).kf.enabled", "is false while kf.accounts or kf.welcome is set"},
+				{"bots[0] (helpdesk).kf.accounts[1]", "is empty"},
+				{"bots[0] (helpdesk).kf.accounts[2]", `"wkA" is listed twice`},
+				{"bots[0] (helpdesk).kf.accounts[3]", `"wk A" is not an open_kfid (wk…)`},
+				{"bots[0] (helpdesk).kf.welcome", "is 2100 bytes; WeCom cuts a text at 2048"},
 			}},
 		{"aibot_ws_url over http", edit(goodYAML, "token_refresh_before:", "token_refresh_before: 5m", "aibot_ws_url: https://openws.work.weixin.qq.com"),
 			[]problem{{"wecom.aibot_ws_url", `"https://openws.work.weixin.qq.com" is not a ws:// or wss:// URL`}}},
