@@ -35,6 +35,9 @@ type KFStore interface {
 	SetKFHandedOver(ctx context.Context, bot, user string, on bool) error
 	KFHandedOver(ctx context.Context, bot string, users []string, after time.Time) (map[string]bool, error)
 	FailDeliveredPart(ctx context.Context, bot, wecomMsgID, reason string) error
+	SetKFRefused(ctx context.Context, bot, user string) error
+	ClearKFRefused(ctx context.Context, bot string, users []string) error
+	KFRefusedSince(ctx context.Context, bot, user string) (time.Time, error)
 	DropUnanswered(ctx context.Context, bot, dedupeKey, reason string) (bool, error)
 	GetMessage(ctx context.Context, id int64) (storage.Message, error)
 }
@@ -350,6 +353,15 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 				return err
 			}
 		}
+		var wrote []string
+		for _, m := range added {
+			if byKey[m.DedupeKey].FromCustomer() && !slices.Contains(wrote, m.UserID) {
+				wrote = append(wrote, m.UserID)
+			}
+		}
+		if err := k.store.ClearKFRefused(ctx, k.app.cfg.Name, wrote); err != nil {
+			return err
+		}
 		for _, m := range added {
 			k.pipeline.metrics.kfMessage(m.Bot, kfOrigin(byKey[m.DedupeKey].Origin))
 			if m.State == storage.MessageReceived {
@@ -396,17 +408,48 @@ func (k *kfBot) handOvers(ctx context.Context, msgs []storage.Message, byKey map
 	}
 	changes := map[string]bool{}
 	set := func(user string, on bool) { human[user], changes[user] = on, on }
+	asked := map[string]bool{}
 	for i := range msgs {
 		m := &msgs[i]
 		km := byKey[m.DedupeKey]
 		switch {
 		case km.EventType() == kf.EventSessionStatusChange:
 			set(m.UserID, km.Event.ChangeType != kf.ChangeEnded)
+			asked[m.UserID] = true
+		case m.State == storage.MessageReceived && human[m.UserID] && !asked[m.UserID]:
+			// Recorded before this page: the end of the person's
+			// conversation may have come without an event seen here
+			// (95018 alone marks it), so WeCom is asked once.
+			asked[m.UserID] = true
+			if k.bots(ctx, m.UserID) {
+				set(m.UserID, false)
+				continue
+			}
+			fallthrough
 		case m.State == storage.MessageReceived && human[m.UserID]:
 			m.State, m.Error = storage.MessageIgnored, kfHandledByPerson
 		}
 	}
 	return changes, nil
+}
+
+// bots asks WeCom whether the conversation of user is the API's to answer
+// (kf/service_state/get: new or the assistant's). When WeCom cannot say,
+// the answer is no: a person may be talking to the customer.
+func (k *kfBot) bots(ctx context.Context, user string) bool {
+	account, customer, _ := splitKFUser(user)
+	var state int
+	err := k.app.tokens.Do(ctx, "kf/service_state/get", func(ctx context.Context, at string) error {
+		var err error
+		state, err = k.client.ServiceState(ctx, at, account, customer)
+		return err
+	})
+	if err != nil {
+		k.log.Warn("cannot read the kf conversation's state; leaving the customer to the person", "open_kfid", account,
+			"err", Redact(err.Error()), "hint", kf.Hint(err))
+		return false
+	}
+	return state == kf.StateNew || state == kf.StateAssistant
 }
 
 // kfClaimKeep is how long a kf message's Redis claim is kept: as long as
@@ -563,6 +606,12 @@ func (k *kfBot) sendFailed(ctx context.Context, log *slog.Logger, km kf.Message)
 	err := k.store.FailDeliveredPart(ctx, k.app.cfg.Name, km.Event.FailMsgID, reason)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) { // not found: a welcome, or pruned
 		log.Error("cannot record a kf delivery failure", "err", err)
+	}
+	if km.Event.FailType == kf.FailRefused {
+		// Nothing more is sent to them until they write again (Deliver).
+		if err := k.store.SetKFRefused(ctx, k.app.cfg.Name, kfUser(km.Account(), km.Customer())); err != nil {
+			log.Error("cannot record that the customer refuses messages", "err", err)
+		}
 	}
 }
 

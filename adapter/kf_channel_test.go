@@ -429,6 +429,35 @@ func TestKFHandOverNotRetried(t *testing.T) {
 	}
 }
 
+// TestKFHandOverEndsUnseen: a conversation marked a person's by 95018
+// alone (no event) comes back to the bot when WeCom says it is no longer a
+// person's, though no event said so: the customer is not left unanswered
+// for 48 hours. While the person has it, WeCom is asked once per page.
+func TestKFHandOverEndsUnseen(t *testing.T) {
+	e := newKFEnv(t)
+	e.start("a", true)
+	e.sim.SetKFState(kfAccount, kfCustomer, wecomsim.KFStateHuman) // no event
+	e.writes(kfCustomer, "一")
+	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the send did not fail with 95018")
+	e.writes(kfCustomer, "二")
+	eventually.True(t, func() bool { return e.states(storage.MessageIgnored) == 1 }, "the person's customer was answered")
+	if n := e.sim.KFCalls(wecomsim.APIKFServiceState); n != 1 {
+		t.Errorf("service_state/get called %d times, want once", n)
+	}
+	// The conversation ends where the service cannot see it; the
+	// customer's next message starts a new one, the bot's.
+	e.sim.SetKFState(kfAccount, kfCustomer, wecomsim.KFStateEnded)
+	e.writes(kfCustomer, "三")
+	if got := e.received(kfCustomer, 1); got[0] != "answer to 三" {
+		t.Errorf("after the unseen end the customer got %q", got)
+	}
+	e.writes(kfCustomer, "四")
+	e.received(kfCustomer, 2)
+	if n := e.sim.KFCalls(wecomsim.APIKFServiceState); n != 2 {
+		t.Errorf("service_state/get called %d times, want twice (not once the mark is gone)", n)
+	}
+}
+
 // TestKFHandOverEvent: a session_status_change that gives the conversation
 // to a receptionist stops the bot at once, before any send; once the
 // conversation ends, the customer is answered again.
@@ -456,11 +485,13 @@ func TestKFHandOverEvent(t *testing.T) {
 	}
 }
 
-// TestKFSendFailEvent: a msg_send_fail for a part WeCom had accepted
-// marks it and its message failed, with the fail_type explained.
+// TestKFSendFailEvent: a msg_send_fail for a part WeCom had accepted marks
+// it and its message failed, with the fail_type explained. When the
+// customer refuses messages (fail_type 10), nothing more is sent to them,
+// an admin's message included, until they write again.
 func TestKFSendFailEvent(t *testing.T) {
 	e := newKFEnv(t)
-	e.start("a", true)
+	in := e.start("a", true)
 	e.writes(kfCustomer, "q")
 	e.received(kfCustomer, 1)
 	sent := e.sim.KFReceived(kfAccount, kfCustomer)
@@ -472,6 +503,29 @@ func TestKFSendFailEvent(t *testing.T) {
 	m := e.messages(storage.MessageFailed)[0]
 	if !strings.Contains(m.Error, "the customer refuses messages") || m.Parts[0].State != storage.OutboxFailed {
 		t.Errorf("failed message = %+v", m)
+	}
+	calls := e.sim.KFCalls(wecomsim.APIKFSendMsg)
+	if err := in.Send(t.Context(), "helpdesk", kfUser(kfAccount, kfCustomer), "来自管理员"); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, func() bool {
+		sends, err := e.db.RecentSends(t.Context(), 10)
+		return err == nil && len(sends) == 1 && sends[0].State == storage.OutboxFailed
+	}, "the admin's message to a customer who refuses did not fail")
+	if n := e.sim.KFCalls(wecomsim.APIKFSendMsg); n != calls {
+		t.Errorf("%d sends to a customer who refuses messages", n-calls)
+	}
+	// They write again: they are answered.
+	e.clock.Advance(time.Second)
+	e.writes(kfCustomer, "又来了")
+	if got := e.received(kfCustomer, 2); got[1] != "answer to 又来了" {
+		t.Errorf("after writing again the customer got %q", got)
+	}
+	if err := in.Send(t.Context(), "helpdesk", kfUser(kfAccount, kfCustomer), "管理员再发"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.received(kfCustomer, 3); got[2] != "管理员再发" {
+		t.Errorf("the admin's message after the customer wrote again: got %q", got)
 	}
 }
 

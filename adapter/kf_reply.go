@@ -49,6 +49,14 @@ func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Dur
 	// An admin's send answers no message: its part id and creation time
 	// name it.
 	source := "send:" + k.app.cfg.Name + ":" + strconv.FormatInt(part.ID, 10) + ":" + strconv.FormatInt(part.CreatedAt.UnixNano(), 10)
+	refused, err := k.store.KFRefusedSince(ctx, k.app.cfg.Name, part.UserID)
+	if err != nil {
+		return "", err
+	}
+	// A customer who refuses messages gets none until they write again
+	// (the pull clears the refusal): then only the answers to their later
+	// messages go.
+	var sentAt time.Time
 	if part.MessageID != 0 {
 		m, err := k.store.GetMessage(ctx, part.MessageID)
 		if err != nil {
@@ -60,11 +68,14 @@ func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Dur
 		if k.clock.Now().Sub(time.Unix(m.CreateTime, 0)) > kfReplyWindow {
 			return "", permanent(errors.New("adapter: kf: more than 48 h since the customer's message"))
 		}
-		source = m.DedupeKey
+		source, sentAt = m.DedupeKey, time.Unix(m.CreateTime, 0)
+	}
+	if !refused.IsZero() && (part.MessageID == 0 || sentAt.Before(refused.Truncate(time.Second))) {
+		return "", permanent(errors.New("adapter: kf: " + kfFailReason(kf.FailRefused)))
 	}
 	msgID := kf.OutboundMsgID(source, part.Seq)
 	req := kf.TextMessage(account, customer, msgID, part.Content)
-	err := k.app.tokens.Do(ctx, "kf/send_msg", func(ctx context.Context, at string) error {
+	err = k.app.tokens.Do(ctx, "kf/send_msg", func(ctx context.Context, at string) error {
 		_, err := k.client.SendMsg(ctx, at, req)
 		return err
 	})

@@ -166,6 +166,9 @@ type kfCustomerRow struct {
 	Bot        string `gorm:"size:64;not null;uniqueIndex:idx_kf_customers_key,priority:1"`
 	UserID     string `gorm:"size:255;not null;uniqueIndex:idx_kf_customers_key,priority:2"`
 	HumanSince *time.Time
+	// RefusedSince is when WeCom said the customer refuses messages
+	// (msg_send_fail fail_type 10).
+	RefusedSince *time.Time
 }
 
 func (kfCustomerRow) TableName() string { return "kf_customers" }
@@ -186,6 +189,46 @@ func (d *DB) SetKFHandedOver(ctx context.Context, bot, user string, on bool) err
 		return fmt.Errorf("storage: set kf hand-over of %s/%s: %w", bot, user, err)
 	}
 	return nil
+}
+
+// SetKFRefused records that the customer user refuses messages, as of now.
+func (d *DB) SetKFRefused(ctx context.Context, bot, user string) error {
+	t := utc(d.now())
+	err := d.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "bot"}, {Name: "user_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"refused_since"}),
+	}).Create(&kfCustomerRow{Bot: bot, UserID: user, RefusedSince: &t}).Error
+	if err != nil {
+		return fmt.Errorf("storage: set kf refusal of %s/%s: %w", bot, user, err)
+	}
+	return nil
+}
+
+// ClearKFRefused forgets the refusals of users: they wrote again.
+func (d *DB) ClearKFRefused(ctx context.Context, bot string, users []string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	err := d.db.WithContext(ctx).Exec("UPDATE kf_customers SET refused_since = NULL WHERE bot = ? AND user_id IN ? AND refused_since IS NOT NULL",
+		bot, users).Error
+	if err != nil {
+		return fmt.Errorf("storage: clear kf refusals of %s: %w", bot, err)
+	}
+	return nil
+}
+
+// KFRefusedSince returns since when the customer user refuses messages;
+// the zero time if they never did.
+func (d *DB) KFRefusedSince(ctx context.Context, bot, user string) (time.Time, error) {
+	var rows []kfCustomerRow
+	err := d.db.WithContext(ctx).Where("bot = ? AND user_id = ? AND refused_since IS NOT NULL", bot, user).Limit(1).Find(&rows).Error
+	if err != nil {
+		return time.Time{}, fmt.Errorf("storage: read kf refusal of %s/%s: %w", bot, user, err)
+	}
+	if len(rows) == 0 {
+		return time.Time{}, nil
+	}
+	return *rows[0].RefusedSince, nil
 }
 
 // KFHandedOver returns which of users a person has had since after.

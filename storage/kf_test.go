@@ -171,6 +171,32 @@ func testKFHandedOver(t *testing.T) {
 	}
 }
 
+func TestKFRefused(t *testing.T) { eachDriver(t, testKFRefused) }
+
+func testKFRefused(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	const wm1 = "kf:wkA:wm1"
+	if since, err := db.KFRefusedSince(ctx, "bot", wm1); err != nil || !since.IsZero() {
+		t.Errorf("refusal before any = %v, %v", since, err)
+	}
+	must(t, db.SetKFHandedOver(ctx, "bot", wm1, true)) // the row exists already
+	must(t, db.SetKFRefused(ctx, "bot", wm1))
+	if since, err := db.KFRefusedSince(ctx, "bot", wm1); err != nil || !since.Equal(t0) {
+		t.Errorf("refusal = %v, %v; want %v", since, err, t0)
+	}
+	if since, err := db.KFRefusedSince(ctx, "other", wm1); err != nil || !since.IsZero() {
+		t.Errorf("another bot's customer refuses since %v, %v", since, err)
+	}
+	if got, err := db.KFHandedOver(ctx, "bot", []string{wm1}, t0.Add(-time.Hour)); err != nil || !got[wm1] {
+		t.Errorf("the refusal lost the hand-over: %v, %v", got, err)
+	}
+	must(t, db.ClearKFRefused(ctx, "bot", []string{wm1, "kf:wkA:wm2"}))
+	if since, err := db.KFRefusedSince(ctx, "bot", wm1); err != nil || !since.IsZero() {
+		t.Errorf("refusal after clearing = %v, %v", since, err)
+	}
+}
+
 func TestFailDeliveredPart(t *testing.T) { eachDriver(t, testFailDeliveredPart) }
 
 func testFailDeliveredPart(t *testing.T) {

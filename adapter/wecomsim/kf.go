@@ -22,6 +22,7 @@ const (
 	APIKFSendMsg        = "kf/send_msg"
 	APIKFSendMsgOnEvent = "kf/send_msg_on_event"
 	APIKFBatchGet       = "kf/customer/batchget"
+	APIKFServiceState   = "kf/service_state/get"
 )
 
 // Service states of a kf conversation (kf/service_state/get).
@@ -101,8 +102,9 @@ type kfState struct {
 	nicknames map[string]string
 	sent      []KFSent
 	syncCalls map[string]int
-	emptyNext int // sync_msg pages to answer empty with has_more=1
-	noCursor  int // sync_msg pages to answer without next_cursor
+	apiCalls  map[string]int // by API, past the access token check
+	emptyNext int            // sync_msg pages to answer empty with has_more=1
+	noCursor  int            // sync_msg pages to answer without next_cursor
 }
 
 type kfAccount struct {
@@ -148,6 +150,7 @@ func newKFState(accounts []KFAccount, apps []App) *kfState {
 		codes:     make(map[string]*kfCode),
 		nicknames: make(map[string]string),
 		syncCalls: make(map[string]int),
+		apiCalls:  make(map[string]int),
 	}
 	for _, a := range accounts {
 		app := -1
@@ -408,6 +411,14 @@ func (s *Server) KFSyncCalls(openKfID string) int {
 	return s.kf.syncCalls[openKfID]
 }
 
+// KFCalls counts the calls of the kf API api (APIKF…) that got past the
+// access token check, refused ones included.
+func (s *Server) KFCalls(api string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kf.apiCalls[api]
+}
+
 // KFReceived returns what the customer received on the account, in order;
 // externalUserID "" returns every customer's.
 func (s *Server) KFReceived(openKfID, externalUserID string) []KFSent {
@@ -433,7 +444,7 @@ func isKFAPI(api string) bool { return api != "" && kfAPI("/cgi-bin/"+api) == ap
 
 // kfAPI maps a request path to its kf API name, "" for other paths.
 func kfAPI(path string) string {
-	for _, api := range []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet} {
+	for _, api := range []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet, APIKFServiceState} {
 		if strings.HasSuffix(path, "/cgi-bin/"+api) {
 			return api
 		}

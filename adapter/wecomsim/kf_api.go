@@ -25,8 +25,10 @@ func (s *Server) serveKF(w http.ResponseWriter, r *http.Request, api string, bod
 		APIKFSendMsg:        s.kfSendMsgLocked,
 		APIKFSendMsgOnEvent: s.kfSendMsgOnEventLocked,
 		APIKFBatchGet:       s.kfBatchGetLocked,
+		APIKFServiceState:   s.kfServiceStateLocked,
 	}[api]
 	s.mu.Lock()
+	s.kf.apiCalls[api]++
 	answer, errcode, errmsg := handle(app, body)
 	s.mu.Unlock()
 	if errcode != 0 {
@@ -277,4 +279,30 @@ func (s *Server) kfBatchGetLocked(app int, body []byte) (map[string]any, int, st
 	}
 	sort.Strings(invalid)
 	return map[string]any{"customer_list": list, "invalid_external_userid": invalid}, 0, ""
+}
+
+// kfServiceStateLocked answers kf/service_state/get: the conversation's
+// state, with the receptionist's id in state 3. A customer who never
+// appeared on the account is in state 4 (no conversation).
+func (s *Server) kfServiceStateLocked(app int, body []byte) (map[string]any, int, string) {
+	var req struct {
+		OpenKfID       string `json:"open_kfid"`
+		ExternalUserID string `json:"external_userid"`
+	}
+	if json.Unmarshal(body, &req) != nil || req.ExternalUserID == "" {
+		return nil, KFErrBadParam, badParam
+	}
+	a, code, msg := s.accountLocked(app, req.OpenKfID)
+	if code != 0 {
+		return nil, code, msg
+	}
+	c := a.customers[req.ExternalUserID]
+	if c == nil {
+		return map[string]any{"service_state": KFStateEnded}, 0, ""
+	}
+	answer := map[string]any{"service_state": c.state}
+	if c.state == KFStateHuman {
+		answer["servicer_userid"] = c.servicerUser
+	}
+	return answer, 0, ""
 }
