@@ -109,6 +109,45 @@ func (w withLog) Fatalf(format string, args ...any) {
 	w.TB.Fatalf(format+"\nlog %s:\n%s", append(args, w.path, log)...)
 }
 
+// crashSetup serves a model that answers "answer to <question>", slowly
+// (1.5 s) until slow is cleared, and writes the configuration of one app,
+// helpdesk, on a SQLite file, with extra appended to the bot's keys.
+func crashSetup(t *testing.T, wecomAPI, aesKey, extra string) (slow *atomic.Bool, fake *llmtest.Server, addr, cfgPath string) {
+	t.Helper()
+	slow = new(atomic.Bool)
+	slow.Store(true)
+	fake = llmtest.New(func(r llmtest.Request) llmtest.Reply {
+		reply := llmtest.Reply{Content: "answer to " + lastUser(r)}
+		if slow.Load() {
+			reply.Delay = 1500 * time.Millisecond
+		}
+		return reply
+	})
+	llmSrv := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
+	dir := t.TempDir()
+	addr = freeAddr(t)
+	cfgPath = filepath.Join(dir, "config.yaml")
+	yml := fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: %q}
+llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s, max_concurrency: 4}
+admin: {password: pw}
+bots:
+  - name: helpdesk
+    corp_id: %q
+    agent_id: %d
+    secret: %q
+    token: %q
+    encoding_aes_key: %q
+%s`, addr, filepath.Join(dir, "db", "wecombot.db"), wecomAPI, llmSrv.URL+"/v1", testCorp, testAgent, testSecret, testToken, aesKey, extra)
+	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return slow, fake, addr, cfgPath
+}
+
 // TestKill9LosesNothingAndRepeatsNothing kills the real binary with SIGKILL
 // while answers are in flight, restarts it, and checks that every message got
 // exactly one answer.
@@ -118,33 +157,7 @@ func TestKill9LosesNothingAndRepeatsNothing(t *testing.T) {
 	sim := wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: testCorp, AgentID: testAgent, Secret: testSecret}}})
 	simSrv := httptest.NewServer(sim.Handler())
 	defer simSrv.Close()
-	var slow atomic.Bool
-	slow.Store(true)
-	fake := llmtest.New(func(r llmtest.Request) llmtest.Reply {
-		reply := llmtest.Reply{Content: "answer to " + lastUser(r)}
-		if slow.Load() {
-			reply.Delay = 1500 * time.Millisecond
-		}
-		return reply
-	})
-	llmSrv := httptest.NewServer(fake.Handler())
-	defer func() { fake.Close(); llmSrv.Close() }()
-
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	yml := fmt.Sprintf(`
-server: {addr: %q}
-storage: {dsn: %q}
-wecom: {api_base: %q}
-llm: {base_url: %q, api_key: "${TEST_LLM_KEY}", model: m, timeout: 10s, max_concurrency: 4}
-admin: {password: pw}
-bots:
-  - {name: helpdesk, corp_id: %q, agent_id: %d, secret: %q, token: %q, encoding_aes_key: %q}
-`, addr, filepath.Join(dir, "db", "wecombot.db"), simSrv.URL, llmSrv.URL+"/v1", testCorp, testAgent, testSecret, testToken, aesKey)
-	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	slow, fake, addr, cfgPath := crashSetup(t, simSrv.URL, aesKey, "")
 	p := startBinary(t, bin, cfgPath, addr)
 	cb := &wecomsim.Callback{URL: "http://" + addr + "/wecom/helpdesk/callback", Token: testToken, EncodingAESKey: aesKey, CorpID: testCorp}
 
