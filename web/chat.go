@@ -312,7 +312,7 @@ func (h *chatHandler) submit(c *gin.Context) {
 		}
 	}
 	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
-	if req.Welcome || req.KFAction != "" {
+	if req.Welcome || kfAction {
 		check.Text, req.Text, req.Group = "enter", "", ""
 	}
 	err := validateSend(check, false)
