@@ -50,7 +50,8 @@ var ErrChatUnsupported = errors.New("web: not supported by this simulator")
 // api_base is the simulator): it sends what the user does as an encrypted,
 // signed callback, the way WeCom does, and catches the answer where WeCom
 // would receive it (message/send for an app; the passive replies, the
-// stream's refreshes and response_url for an AI bot).
+// stream's refreshes and response_url for an AI bot; kf/send_msg and
+// kf/send_msg_on_event for a customer of an app's 微信客服 account).
 type Simulator interface {
 	// Chat waits for the answer until ctx ends, calling update (from the
 	// caller's goroutine) each time the trace grows: a part delivered, a
