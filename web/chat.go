@@ -268,9 +268,9 @@ func (h *chatHandler) showJSON(c *gin.Context, data chatData) {
 // submit does what the form asks: action "" sends the text as the user,
 // "welcome" opens the chat, "fail" makes the next message/send calls
 // fail; for a 微信客服 account (bot "kf:<open_kfid>"), ChatKFTakeOver and
-// ChatKFEnd play the receptionist. A send waits for the answer, recording its progress for the
-// polling page, then redirects to the page (or, for the page's script,
-// answers like the polling).
+// ChatKFEnd play the receptionist. A send waits for the answer, recording
+// its progress for the polling page, then redirects to the page (or, for
+// the page's script, answers like the polling).
 func (h *chatHandler) submit(c *gin.Context) {
 	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text"), Chat: c.PostForm("chat")}
 	q := url.Values{"bot": {data.Bot}, "user": {data.User}}
