@@ -27,17 +27,31 @@ const (
 	chatMaxFailures = 20
 	// chatGroup is the group chat the page talks in as an AI bot user.
 	chatGroup = "wrdemogroup"
+	// chatKFPrefix starts the page's target for a 微信客服 account,
+	// "kf:<open_kfid>", beside the bots' names (which have no colon).
+	chatKFPrefix = "kf:"
+)
+
+// What a 微信客服 exchange plays instead of the customer writing
+// (ChatRequest.KFAction).
+const (
+	// ChatKFTakeOver: a receptionist takes the conversation over.
+	ChatKFTakeOver = "kf_take_over"
+	// ChatKFEnd: the receptionist ends the conversation.
+	ChatKFEnd = "kf_end"
 )
 
 // ErrChatUnsupported is a Simulator's answer to what its simulator cannot
-// do (fail the sends of a simulator in another process).
+// do (fail the sends of a simulator in another process, or play a 微信客服
+// customer there).
 var ErrChatUnsupported = errors.New("web: not supported by this simulator")
 
 // Simulator plays WeCom for a user of a bot (demo mode, or a service whose
 // api_base is the simulator): it sends what the user does as an encrypted,
 // signed callback, the way WeCom does, and catches the answer where WeCom
 // would receive it (message/send for an app; the passive replies, the
-// stream's refreshes and response_url for an AI bot).
+// stream's refreshes and response_url for an AI bot; kf/send_msg and
+// kf/send_msg_on_event for a customer of an app's 微信客服 account).
 type Simulator interface {
 	// Chat waits for the answer until ctx ends, calling update (from the
 	// caller's goroutine) each time the trace grows: a part delivered, a
@@ -52,13 +66,21 @@ type Simulator interface {
 }
 
 // ChatRequest is what the user does: send Text, or open the chat (Welcome:
-// the app's enter_agent, the AI bot's enter_chat event).
+// the app's enter_agent, the AI bot's enter_chat event, a 微信客服
+// customer's enter_session).
 type ChatRequest struct {
 	Bot, User, Text string
 	// Group is the group chat an AI bot user talks in, @mentioning the bot;
 	// "" is the single chat. Apps have no groups.
 	Group   string
 	Welcome bool
+	// KF is a 微信客服 account (open_kfid) of the app Bot: User is a
+	// WeChat customer (external_userid) writing to it; "" talks to the bot
+	// itself.
+	KF string
+	// KFAction, with KF, is ChatKFTakeOver or ChatKFEnd instead of the
+	// customer's text.
+	KFAction string
 }
 
 // ChatTrace is one exchange, step by step, as WeCom would see it.
@@ -85,6 +107,16 @@ type ChatTrace struct {
 	Refreshes int
 	Finished  bool
 	Later     []string
+	// KF marks a 微信客服 exchange: the callback is WeCom's
+	// kf_msg_or_event, Pulls counts the kf/sync_msg calls the service made
+	// since, and Answer is what reached kf/send_msg (the welcome:
+	// kf/send_msg_on_event). NoCode: WeCom gave the entering customer no
+	// welcome_code. Human: a receptionist has the conversation, so the bot
+	// does not answer.
+	KF     bool
+	Pulls  int
+	NoCode bool
+	Human  bool
 	// Delivered runs from sending the callback to the last part: the
 	// service may send the answer before its 200 reached WeCom.
 	Delivered time.Duration
@@ -119,6 +151,7 @@ type chatExchange struct {
 	Bot, User, Text string
 	Group           string
 	Welcome         bool
+	KF, KFAction    string
 	Trace           ChatTrace
 }
 
@@ -126,12 +159,33 @@ type chatData struct {
 	Bot, User, Text string
 	Chat            string // "" single chat, "group"
 	BotNames        []string
+	KFTargets       []chatKFTarget
 	Error           string // message key
 	History         []chatExchange
 	Pending         bool // an exchange is still under way
 	Timeout         int  // seconds
 	MaxFailures     int
 }
+
+// chatKFTarget is a 微信客服 account the page can write to as a customer:
+// Value is what the form's bot field carries.
+type chatKFTarget struct{ Value, Bot, Account string }
+
+// kfTargets are the kf.accounts of the apps with kf.enabled.
+func kfTargets(bots Bots) []chatKFTarget {
+	var out []chatKFTarget
+	for _, b := range bots.Bots() {
+		if b.KF != nil {
+			for _, a := range b.KF.Accounts {
+				out = append(out, chatKFTarget{Value: chatKFPrefix + a, Bot: b.Name, Account: a})
+			}
+		}
+	}
+	return out
+}
+
+// IsKF tells the form's bot field of a 微信客服 account.
+func (d chatData) IsKF() bool { return strings.HasPrefix(d.Bot, chatKFPrefix) }
 
 // chatJSON is the page's polling answer.
 type chatJSON struct {
@@ -147,12 +201,16 @@ type chatJSONEntry struct {
 	Text      string   `json:"text"`
 	Group     string   `json:"group,omitempty"`
 	Welcome   bool     `json:"welcome,omitempty"`
+	KF        string   `json:"kf,omitempty"`
+	KFAction  string   `json:"kf_action,omitempty"`
 	Status    int      `json:"status"`
 	Answer    []string `json:"answer"`
 	Stream    string   `json:"stream,omitempty"`
 	Refreshes int      `json:"refreshes,omitempty"`
 	Finished  bool     `json:"finished,omitempty"`
 	Later     []string `json:"later,omitempty"`
+	Pulls     int      `json:"pulls,omitempty"`
+	Human     bool     `json:"human,omitempty"`
 	Done      bool     `json:"done"`
 }
 
@@ -170,6 +228,7 @@ func (h *chatHandler) form(c *gin.Context) {
 
 func (h *chatHandler) fill(c *gin.Context, data *chatData) {
 	data.BotNames = botNames(h.bots)
+	data.KFTargets = kfTargets(h.bots)
 	data.Timeout = int(chatTimeout.Seconds())
 	data.MaxFailures = chatMaxFailures
 	h.mu.Lock()
@@ -199,8 +258,8 @@ func (h *chatHandler) showJSON(c *gin.Context, data chatData) {
 	for _, x := range data.History {
 		t := x.Trace
 		out.Exchanges = append(out.Exchanges, chatJSONEntry{ID: x.ID, Bot: x.Bot, User: x.User, Text: x.Text, Group: x.Group,
-			Welcome: x.Welcome, Status: t.Status, Answer: append([]string{}, t.Answer...), Stream: t.Stream, Refreshes: t.Refreshes,
-			Finished: t.Finished, Later: t.Later, Done: t.Done})
+			Welcome: x.Welcome, KF: x.KF, KFAction: x.KFAction, Status: t.Status, Answer: append([]string{}, t.Answer...), Stream: t.Stream,
+			Refreshes: t.Refreshes, Finished: t.Finished, Later: t.Later, Pulls: t.Pulls, Human: t.Human, Done: t.Done})
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, out)
@@ -208,9 +267,10 @@ func (h *chatHandler) showJSON(c *gin.Context, data chatData) {
 
 // submit does what the form asks: action "" sends the text as the user,
 // "welcome" opens the chat, "fail" makes the next message/send calls
-// fail. A send waits for the answer, recording its progress for the
-// polling page, then redirects to the page (or, for the page's script,
-// answers like the polling).
+// fail; for a 微信客服 account (bot "kf:<open_kfid>"), ChatKFTakeOver and
+// ChatKFEnd play the receptionist. A send waits for the answer, recording
+// its progress for the polling page, then redirects to the page (or, for
+// the page's script, answers like the polling).
 func (h *chatHandler) submit(c *gin.Context) {
 	data := chatData{Bot: c.PostForm("bot"), User: strings.TrimSpace(c.PostForm("user")), Text: c.PostForm("text"), Chat: c.PostForm("chat")}
 	q := url.Values{"bot": {data.Bot}, "user": {data.User}}
@@ -239,12 +299,28 @@ func (h *chatHandler) submit(c *gin.Context) {
 	if data.Chat == "group" {
 		req.Group = chatGroup
 	}
+	kfAction := action == ChatKFTakeOver || action == ChatKFEnd
+	if account, ok := strings.CutPrefix(data.Bot, chatKFPrefix); ok {
+		// A customer of a 微信客服 account writes to the app that owns it.
+		req.KF, req.Group = account, "" // req.Bot stays unknown unless an app has it
+		for _, t := range kfTargets(h.bots) {
+			if t.Account == account {
+				req.Bot = t.Bot
+			}
+		}
+		if kfAction {
+			req.KFAction = action
+		}
+	}
 	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
-	if req.Welcome {
+	if req.Welcome || kfAction {
 		check.Text, req.Text, req.Group = "enter", "", ""
 	}
 	err := validateSend(check, false)
-	if err == nil && knownBot(h.bots, data.Bot) != nil {
+	switch {
+	case err == nil && kfAction && req.KF == "":
+		err = invalid("chat_kf_only")
+	case err == nil && knownBot(h.bots, req.Bot) != nil:
 		err = invalid("chat_unknown_bot")
 	}
 	if err != nil {
@@ -256,12 +332,17 @@ func (h *chatHandler) submit(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), chatTimeout)
 	defer cancel()
 	session := c.GetString(ctxSession)
-	id := h.remember(session, chatExchange{At: h.now(), Bot: req.Bot, User: req.User, Text: req.Text, Group: req.Group, Welcome: req.Welcome})
+	id := h.remember(session, chatExchange{At: h.now(), Bot: req.Bot, User: req.User, Text: req.Text, Group: req.Group,
+		Welcome: req.Welcome, KF: req.KF, KFAction: req.KFAction})
 	trace, err := h.sim.Chat(ctx, req, func(t ChatTrace) { h.update(session, id, t) })
 	trace.Done = true
 	h.update(session, id, trace)
 	if err != nil {
 		h.forget(session, id)
+		if errors.Is(err, ErrChatUnsupported) {
+			h.refuse(c, data, invalid("chat_kf_unsupported"))
+			return
+		}
 		if wantsJSON(c) {
 			h.render.failJSON(c, err)
 		} else {

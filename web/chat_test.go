@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -333,5 +334,120 @@ func TestChatWelcomeAndFailingSends(t *testing.T) {
 	want := []string{"helpdesk/u1: (welcome)", "helpdesk/u1: (welcome)", "fail 3", "fail 1"}
 	if strings.Join(sim.calls, "|") != strings.Join(want, "|") {
 		t.Fatalf("calls %q, want %q", sim.calls, want)
+	}
+}
+
+// TestChatAsAWeChatCustomer: the apps' 微信客服 accounts are targets beside
+// the bots; writing to one plays a customer of the app that owns it, and
+// the log shows the pull, the answer at kf/send_msg and the receptionist's
+// moves.
+func TestChatAsAWeChatCustomer(t *testing.T) {
+	const account = "wkTEST0000000000000000000000KF01"
+	var got []ChatRequest
+	sim := &fakeSimulator{chat: func(_ context.Context, req ChatRequest, _ func(ChatTrace)) (ChatTrace, error) {
+		got = append(got, req)
+		t := ChatTrace{Path: "/wecom/helpdesk/callback", CipherLen: 512, Status: 200, KF: true, Pulls: 1,
+			Delivered: 40 * time.Millisecond, Total: 45 * time.Millisecond}
+		switch {
+		case req.Welcome:
+			t.Answer = []string{"欢迎光临"}
+		case req.KFAction != "":
+		case req.Text == "human":
+			t.Human = true
+		default:
+			t.Answer, t.Pulls = []string{"echo: " + req.Text}, 2
+		}
+		return t, nil
+	}}
+	e := newChatEnv(t, sim)
+	s := e.login()
+	// Without kf accounts: no such target, no receptionist's buttons.
+	if body := e.get("/admin/chat", s).Body.String(); strings.Contains(body, `value="kf:`) || strings.Contains(body, `id="chat-kf"`) {
+		t.Fatalf("kf targets without kf:\n%s", body)
+	}
+	e.bots[0].KF = &adapter.KFStatus{Accounts: []string{account}}
+	rec := e.get("/admin/chat", s)
+	wantBody(t, rec, `<option>helpdesk</option><option>sales</option><option value="kf:`+account+`">微信客服 `+account+` (app helpdesk)</option>`,
+		`<div class="chat-actions" id="chat-kf" hidden>`, "write as a WeChat customer")
+
+	wantRedirect(t, e.post("/admin/chat", s, url.Values{"bot": {"kf:" + account}, "user": {"wmCustomer1"}, "text": {"你好"}, "chat": {"group"}}),
+		"/admin/chat?bot=kf%3A"+account+"&chat=group&user=wmCustomer1")
+	if len(got) != 1 || got[0] != (ChatRequest{Bot: "helpdesk", User: "wmCustomer1", Text: "你好", KF: account}) {
+		t.Fatalf("requests %+v", got)
+	}
+	page := e.get("/admin/chat?bot=kf:"+account+"&user=wmCustomer1", s).Body.String()
+	for _, want := range []string{`<option value="kf:` + account + `" selected>`, `<div class="chat-actions" id="chat-kf">`,
+		"· helpdesk · 微信客服 " + account, "POST /wecom/helpdesk/callback answered 200", "The service pulled with kf/sync_msg (2 calls)",
+		"Answer delivered to kf/send_msg (1 part)", `<div class="text answer">echo: 你好</div>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "message/send (") || strings.Contains(page, "group "+chatGroup) {
+		t.Errorf("a kf exchange shown as an app's or in a group:\n%s", page)
+	}
+
+	// Entering, the receptionist's moves, a text a person handles.
+	for _, form := range []url.Values{{"action": {"welcome"}}, {"action": {ChatKFTakeOver}}, {"text": {"human"}}, {"action": {ChatKFEnd}}} {
+		form.Set("bot", "kf:"+account)
+		form.Set("user", "wmCustomer1")
+		wantStatus(t, e.post("/admin/chat", s, form), http.StatusSeeOther)
+	}
+	page = e.get("/admin/chat", s).Body.String()
+	for _, want := range []string{"Welcome delivered to kf/send_msg_on_event", `<div class="text answer">欢迎光临</div>`,
+		"<em>a receptionist took the conversation over</em>", "A person handles this customer now",
+		`<li class="human"><span>Handled by a person`, "<em>the receptionist ended the conversation</em>",
+		"the bot answers the customer&#39;s next message", "The service pulled with kf/sync_msg (1 call)"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if len(got) != 5 || !got[1].Welcome || got[2].KFAction != ChatKFTakeOver || got[3].Text != "human" || got[4].KFAction != ChatKFEnd ||
+		got[4].Bot != "helpdesk" || got[4].KF != account {
+		t.Fatalf("requests %+v", got)
+	}
+	// The JSON of the polling says which exchanges were kf.
+	var st chatJSON
+	if err := json.Unmarshal(e.get("/admin/chat?format=json", s).Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if x := st.Exchanges[len(st.Exchanges)-2]; x.KF != account || !x.Human || x.Pulls != 1 {
+		t.Fatalf("JSON of the person's exchange %+v", x)
+	}
+	if t.Failed() {
+		t.Logf("page:\n%s", page)
+	}
+}
+
+// TestChatKFRefused: an unknown account, the receptionist's buttons on a
+// bot, and a simulator that cannot play customers are refused with a
+// reason; nothing is sent.
+func TestChatKFRefused(t *testing.T) {
+	sim := &fakeSimulator{chat: func(context.Context, ChatRequest, func(ChatTrace)) (ChatTrace, error) {
+		return ChatTrace{}, fmt.Errorf("simulator chat: %w", ErrChatUnsupported)
+	}}
+	e := newChatEnv(t, sim)
+	e.bots[0].KF = &adapter.KFStatus{Accounts: []string{"wkA"}}
+	s := e.login()
+	for _, c := range []struct {
+		form url.Values
+		want string
+	}{
+		{url.Values{"bot": {"kf:wkNOBODY"}, "user": {"wm1"}, "text": {"x"}}, "Choose one of the bots."},
+		{url.Values{"bot": {"helpdesk"}, "user": {"wm1"}, "action": {ChatKFTakeOver}}, "Choose a 微信客服 account to play its receptionist."},
+	} {
+		rec := e.post("/admin/chat", s, c.form)
+		wantStatus(t, rec, http.StatusBadRequest)
+		wantBody(t, rec, c.want)
+	}
+	if len(sim.calls) != 0 {
+		t.Fatalf("sent: %v", sim.calls)
+	}
+	rec := e.do(request{method: http.MethodPost, path: "/admin/chat", cookie: s, form: url.Values{"bot": {"kf:wkA"}, "user": {"wm1"}, "text": {"x"}},
+		header: map[string]string{"Accept": "application/json"}})
+	wantStatus(t, rec, http.StatusBadRequest)
+	wantBody(t, rec, `{"error":"Only the demo's own simulator can play a WeChat customer."}`)
+	if body := e.get("/admin/chat", s).Body.String(); !strings.Contains(body, `id="exchanges-empty"`) {
+		t.Fatalf("the refused exchange stays in the log:\n%s", body)
 	}
 }

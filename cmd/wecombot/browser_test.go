@@ -15,8 +15,9 @@ import (
 // TestDemoChatInBrowser types a message on the demo's "chat as a WeCom
 // user" page in headless Chromium and sees the echo model's answer come
 // back through the simulator, then talks to the AI bot and sees its
-// stream end in place, then checks the page at 375 px. The rest of
-// the panel is driven by web's TestBrowser.
+// stream end in place, then checks the page at 375 px, where it writes in
+// Chinese as a WeChat customer of the 微信客服 account. The rest of the
+// panel is driven by web's TestBrowser.
 func TestDemoChatInBrowser(t *testing.T) {
 	d := startTestDemo(t)
 	base := "http://" + d.Main.Addr
@@ -103,6 +104,48 @@ func TestDemoChatInBrowser(t *testing.T) {
 	}
 	if width > 375 {
 		t.Errorf("the chat page is %d px wide at a 375 px viewport", width)
+	}
+
+	// In Chinese, at 375 px, as a WeChat customer of the demo's 微信客服
+	// account: the receptionist's buttons show once it is chosen, entering
+	// gets kf.welcome and a text the echo model's answer at kf/send_msg.
+	do("switch to Chinese", chromedp.Navigate(base+"/admin/chat?lang=zh"), visible("#chat-form"))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
+		t.Fatal(err)
+	}
+	choose := `(function () { var s = document.getElementById("chat-bot"); s.value = "kf:` + demoKF + `";
+		s.dispatchEvent(new Event("change")); return s.value; })()`
+	if v, err := chromedp.Run(ctx, chromedp.Evaluate[string](choose)); err != nil || v != "kf:"+demoKF {
+		t.Fatalf("the 微信客服 account is not a target (%q, %v)", v, err)
+	}
+	do("enter as a WeChat customer", visible("#chat-kf-take-over"), chromedp.Clear(chromedp.CSS("#chat-user")),
+		chromedp.SendKeys(chromedp.CSS("#chat-user"), "wmBrowser01"), click("#chat-welcome"),
+		// The third exchange, after the app's and the AI bot's.
+		visible("#exchanges > li:nth-child(3) .answer"), chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	if a := read("#exchanges > li:last-child .answer"); a != demoKFWelcome {
+		t.Fatalf("welcome on the page %q", a)
+	}
+	do("write as a WeChat customer", chromedp.WaitEnabled(chromedp.CSS("#chat-send")),
+		chromedp.SendKeys(chromedp.CSS("#chat-text"), "客服浏览器测试"), click("#chat-send"),
+		visible("#exchanges > li:nth-child(4) .answer"), chromedp.WaitNotPresent(chromedp.CSS("#exchanges .waiting")))
+	if a := read("#exchanges > li:last-child .answer"); !strings.Contains(a, "demo model") || !strings.Contains(a, "客服浏览器测试") {
+		t.Fatalf("the customer's answer on the page %q", a)
+	}
+	if steps := read("#exchanges > li:last-child .steps"); !strings.Contains(steps, "POST /wecom/demo/callback 返回 200") ||
+		!strings.Contains(steps, "服务已用 kf/sync_msg 拉取") || !strings.Contains(steps, "回复已经 kf/send_msg 送达（1 段）") {
+		t.Fatalf("the customer's steps on the page %q", steps)
+	}
+	if meta := read("#exchanges > li:last-child .meta"); !strings.Contains(meta, "微信客服 "+demoKF) {
+		t.Fatalf("the exchange does not name the account: %q", meta)
+	}
+	if got := d.Sim.KFReceived(demoKF, "wmBrowser01"); len(got) != 2 || !got[0].OnEvent || got[1].OnEvent {
+		t.Fatalf("at the simulator the customer received %+v", got)
+	}
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded === true && `+inView)); err != nil || !ok {
+		t.Fatalf("the page reloaded or the customer's exchange is out of view at 375 px (%v)", err)
+	}
+	if width, err = chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || width > 375 {
+		t.Errorf("the chat page is %d px wide at a 375 px viewport with a 微信客服 account chosen (%v)", width, err)
 	}
 	// Kept beside web's dashboard screenshots ($WECOMBOT_SCREENSHOTS, else /tmp).
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -31,10 +31,11 @@ const (
 // simulate` that wecom.api_base points at (wecom.simulator: true). It
 // plays WeCom's side in full, through the same doors as WeCom: an
 // encrypted callback to the service, an app's answer caught at the
-// simulator's message/send, an AI bot's as WeCom polls its stream. An app's
-// answer is told apart only by its recipient, its app and its order, so
-// app exchanges run one at a time; an AI bot's comes back on its own
-// callbacks.
+// simulator's message/send, an AI bot's as WeCom polls its stream, a
+// 微信客服 customer's at kf/send_msg once the service pulled the message
+// (in-process simulator only). An app's answer is told apart only by its
+// recipient, its app and its order, so app and kf exchanges run one at a
+// time; an AI bot's comes back on its own callbacks.
 type simChat struct {
 	from deliveries
 	bots map[string]adapter.BotConfig
@@ -60,6 +61,9 @@ type deliveries interface {
 	// ResponseURLs is the simulator that issues AI bots' response_urls
 	// and where it is served; nil when the chat cannot issue them.
 	ResponseURLs() (*wecomsim.Server, string)
+	// KF is the simulator whose 微信客服 customers the chat plays; nil
+	// when it runs in another process.
+	KF() *wecomsim.Server
 }
 
 func newSimChat(from deliveries, bots []adapter.BotConfig) *simChat {
@@ -106,8 +110,11 @@ func (d *simChat) Chat(ctx context.Context, req web.ChatRequest, update func(web
 		update = func(web.ChatTrace) {}
 	}
 	chat := d.chatApp
-	if b.Kind == adapter.KindAIBot {
+	switch {
+	case b.Kind == adapter.KindAIBot:
 		chat = d.chatAIBot
+	case req.KF != "":
+		chat = d.chatKF
 	}
 	t, err := chat(ctx, b, req, update)
 	t.Done = err == nil
@@ -298,6 +305,8 @@ func (l localDeliveries) FailSends(_ context.Context, n int) error {
 
 func (l localDeliveries) ResponseURLs() (*wecomsim.Server, string) { return l.sim, l.url }
 
+func (l localDeliveries) KF() *wecomsim.Server { return l.sim }
+
 // remoteDeliveries reads a simulator in another process (`wecombot
 // simulate`) through its inspection endpoints under base, the api_base.
 type remoteDeliveries struct {
@@ -348,6 +357,9 @@ func (r remoteDeliveries) FailSends(context.Context, int) error { return web.Err
 // ResponseURLs: a simulator in another process cannot be asked to issue
 // them, so AI bot messages from the chat carry none.
 func (r remoteDeliveries) ResponseURLs() (*wecomsim.Server, string) { return nil, "" }
+
+// KF: a simulator in another process has no door for its customers.
+func (r remoteDeliveries) KF() *wecomsim.Server { return nil }
 
 func (r remoteDeliveries) get(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+path, nil)

@@ -247,3 +247,68 @@ func TestDemoChatFailsSends(t *testing.T) {
 		t.Fatalf("remote FailSends: %v", err)
 	}
 }
+
+// TestDemoChatAsAWeChatCustomer: the chat plays a customer of the demo's
+// 微信客服 account: entering gets kf.welcome through send_msg_on_event
+// (once: WeCom gives no second welcome_code), a text gets the echo
+// model's answer at kf/send_msg after the service pulled it, and the
+// receptionist's buttons hand the customer to a person and back.
+func TestDemoChatAsAWeChatCustomer(t *testing.T) {
+	d := startTestDemo(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const customer = "wmChatCustomer01"
+	chat := func(req web.ChatRequest) web.ChatTrace {
+		t.Helper()
+		req.Bot, req.User, req.KF = demoBot, customer, demoKF
+		var updates int
+		trace, err := d.Chat.Chat(ctx, req, func(web.ChatTrace) { updates++ })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !trace.KF || !trace.Done || trace.Status != http.StatusOK || trace.Path != "/wecom/demo/callback" ||
+			trace.CipherLen < 64 || len(trace.Signature) != 40 || (updates == 0 && !trace.NoCode) {
+			t.Fatalf("%+v: trace %+v after %d updates", req, trace, updates)
+		}
+		return trace
+	}
+	if tr := chat(web.ChatRequest{Welcome: true}); len(tr.Answer) != 1 || tr.Answer[0] != demoKFWelcome || tr.NoCode || tr.Pulls < 1 {
+		t.Fatalf("welcome: %+v", tr)
+	}
+	if got := d.Sim.KFReceived(demoKF, customer); len(got) != 1 || !got[0].OnEvent {
+		t.Fatalf("the welcome at the simulator: %+v", got)
+	}
+	if tr := chat(web.ChatRequest{Welcome: true}); len(tr.Answer) != 0 || !tr.NoCode {
+		t.Fatalf("second welcome: %+v", tr)
+	}
+	tr := chat(web.ChatRequest{Text: "客服聊天 one"})
+	if len(tr.Answer) != 1 || !strings.Contains(tr.Answer[0], "demo model") || !strings.Contains(tr.Answer[0], "客服聊天 one") ||
+		tr.Pulls < 1 || tr.Human || tr.Delivered <= 0 || tr.Total < tr.Delivered {
+		t.Fatalf("answer: %+v", tr)
+	}
+	if got := d.Sim.KFReceived(demoKF, customer); len(got) != 2 || got[1].OnEvent || got[1].Content != tr.Answer[0] {
+		t.Fatalf("at kf/send_msg: %+v", got)
+	}
+
+	// A receptionist takes over: the next text is pulled, not answered.
+	if tr := chat(web.ChatRequest{KFAction: web.ChatKFTakeOver}); len(tr.Answer) != 0 || tr.Pulls < 1 {
+		t.Fatalf("take over: %+v", tr)
+	}
+	if tr := chat(web.ChatRequest{Text: "a person, please"}); !tr.Human || len(tr.Answer) != 0 || tr.Pulls < 1 {
+		t.Fatalf("while a person has the customer: %+v", tr)
+	}
+	// The conversation ends: the bot answers again.
+	chat(web.ChatRequest{KFAction: web.ChatKFEnd})
+	if tr := chat(web.ChatRequest{Text: "bot again"}); tr.Human || len(tr.Answer) != 1 || !strings.Contains(tr.Answer[0], "bot again") {
+		t.Fatalf("after the end: %+v", tr)
+	}
+	if got := d.Sim.KFReceived(demoKF, customer); len(got) != 3 {
+		t.Fatalf("the customer received %d messages, want the welcome and two answers: %+v", len(got), got)
+	}
+	// A simulator in another process has no door for customers.
+	remote := newSimChat(newRemoteDeliveries("http://127.0.0.1:1"), d.Main.Config.Bots)
+	remote.setService("http://" + d.Main.Addr)
+	if _, err := remote.Chat(ctx, web.ChatRequest{Bot: demoBot, User: customer, KF: demoKF, Text: "x"}, nil); !errors.Is(err, web.ErrChatUnsupported) {
+		t.Fatalf("remote kf chat: %v", err)
+	}
+}

@@ -22,6 +22,11 @@ const (
 	demoBot   = "demo"
 	// demoAIBot is the AI bot in callback mode beside the app.
 	demoAIBot = "assistant"
+	// demoKF is the demo app's 微信客服 account, whose customers are
+	// answered through kf/sync_msg and kf/send_msg.
+	demoKF = "wkDemo0000000000000000000000KF01"
+	// demoKFWelcome is kf.welcome: sent on enter_session's welcome_code.
+	demoKFWelcome = "您好，这里是 wecombot 演示的微信客服，直接发送文字即可。/ Hello from the wecombot demo's WeChat customer service."
 	// demoPace spaces the pieces of the echo model's answer, so the AI
 	// bot's stream is seen growing on the chat page (WeCom polls about
 	// once a second).
@@ -64,10 +69,12 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		}
 	}()
 	bot := newSimBot(demoBot, demoCorp, demoAgent)
+	bot.KF = adapter.KFConfig{Enabled: true, Accounts: []string{demoKF}, Welcome: demoKFWelcome}
 	aiBot := newSimAIBot(demoAIBot)
 	d.Password = randomHex(6)
 	d.Sim = wecomsim.New(wecomsim.Options{
-		Apps: []wecomsim.App{simApp(bot)},
+		Apps:       []wecomsim.App{simApp(bot)},
+		KFAccounts: []wecomsim.KFAccount{{OpenKfID: demoKF, AgentID: demoAgent, Name: "wecombot 演示客服"}},
 		// Short-lived tokens, so the proactive refresh shows in the panel within minutes.
 		TokenLifetime: 2 * time.Minute,
 	})
@@ -119,6 +126,9 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		return nil, err
 	}
 	d.Callback = simCallback(bot, "http://"+d.Main.Addr)
+	// The account's news goes to the app's callback URL, as in the admin
+	// console; the chat page replaces it with its own for each exchange.
+	d.Sim.SetKFCallback(demoAgent, simCallback(bot, "http://"+d.Main.Addr))
 	d.AIBot = simAIBotCallback(aiBot, "http://"+d.Main.Addr, d.Sim, simURL)
 	ok = true
 	return d, nil
@@ -154,12 +164,12 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) int {
 	fmt.Fprintf(stdout, `wecombot demo is running (model: %s)
   admin panel:   %s/admin/   login: admin / %s
   admin API:     curl -u admin:%s %s/api/bots
-  callback URLs: %s (self-built app %q)
+  callback URLs: %s (self-built app %q, and its 微信客服 account %s)
                  %s (AI bot %q, callback mode)
-  chat as a user: %s/admin/chat
-  WeCom simulator (gettoken, message/send, response_url): %s
+  chat as a user or a WeChat customer: %s/admin/chat
+  WeCom simulator (gettoken, message/send, response_url, kf/sync_msg, kf/send_msg): %s
 Press Ctrl+C to stop; the demo database is thrown away.
-`, d.Model, base, d.Password, d.Password, base, d.Callback.URL, demoBot, d.AIBot.URL, demoAIBot, base, d.Main.Config.WeCom.APIBase)
+`, d.Model, base, d.Password, d.Password, base, d.Callback.URL, demoBot, demoKF, d.AIBot.URL, demoAIBot, base, d.Main.Config.WeCom.APIBase)
 	// A first message, so there is something to see at once.
 	xml := wecomsim.TextXML(demoCorp, "demo-user", "你好，wecombot！", time.Now().UnixNano(), time.Now().Unix(), demoAgent)
 	if status, _, err := d.Callback.Post(ctx, xml); err != nil || status != http.StatusOK {

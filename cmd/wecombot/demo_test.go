@@ -130,3 +130,31 @@ func TestDemoConfigurationShowsTheModelItRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoAnswersAWeChatCustomer: the demo app's 微信客服 account is wired
+// as in production: a customer's message at the simulator is announced to
+// the app's callback URL, pulled with kf/sync_msg, answered by the echo
+// model and sent with kf/send_msg.
+func TestDemoAnswersAWeChatCustomer(t *testing.T) {
+	d := startTestDemo(t)
+	if kf := d.Main.Config.Bots[0].KF; !kf.Enabled || len(kf.Accounts) != 1 || kf.Accounts[0] != demoKF || kf.Welcome != demoKFWelcome {
+		t.Fatalf("the demo app's kf: %+v", kf)
+	}
+	pulls := d.Sim.KFSyncCalls(demoKF)
+	if _, err := d.Sim.KFCustomerWrites(t.Context(), demoKF, "wmDemoCustomer01", "客服演示"); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, 15*time.Second, func() bool { return len(d.Sim.KFReceived(demoKF, "wmDemoCustomer01")) > 0 },
+		"the customer got no answer")
+	got := d.Sim.KFReceived(demoKF, "wmDemoCustomer01")
+	if len(got) != 1 || got[0].OnEvent || !strings.Contains(got[0].Content, "demo model") || !strings.Contains(got[0].Content, "客服演示") {
+		t.Fatalf("the customer received %+v", got)
+	}
+	if d.Sim.KFSyncCalls(demoKF) <= pulls {
+		t.Fatal("the service answered without pulling with kf/sync_msg")
+	}
+	// Nothing went to the app's users at message/send.
+	if n := d.Sim.DeliveredCount(); n != 0 {
+		t.Fatalf("%d messages at message/send", n)
+	}
+}

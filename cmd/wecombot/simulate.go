@@ -82,10 +82,14 @@ func serveHandler(h http.Handler, addr string) (*http.Server, string, error) {
 // last answer has had a moment to arrive.
 func runSimulate(ctx context.Context, o simulateOptions) error {
 	var apps []wecomsim.App
+	var accounts []wecomsim.KFAccount
 	var bot *adapter.BotConfig
 	for i, b := range o.Config.Bots {
 		if b.Kind != adapter.KindAIBot {
 			apps = append(apps, simApp(b))
+			for _, a := range b.KF.Accounts {
+				accounts = append(accounts, wecomsim.KFAccount{OpenKfID: a, AgentID: b.AgentID})
+			}
 		}
 		if b.Name == o.Bot || (o.Bot == "" && i == 0) {
 			bot = &o.Config.Bots[i]
@@ -94,7 +98,18 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 	if bot == nil {
 		return fmt.Errorf("simulate: no bot named %q in the configuration", o.Bot)
 	}
-	sim := wecomsim.New(wecomsim.Options{Apps: apps})
+	kf := simKF{out: o.Out}
+	if bot.Kind != adapter.KindAIBot && bot.KF.Enabled {
+		// The customers write to the bot's first account; with none
+		// listed the service answers every account, so one is made up.
+		if kf.account = simKFAccount; len(bot.KF.Accounts) > 0 {
+			kf.account = bot.KF.Accounts[0]
+		} else {
+			accounts = append(accounts, wecomsim.KFAccount{OpenKfID: kf.account, AgentID: bot.AgentID})
+		}
+	}
+	sim := wecomsim.New(wecomsim.Options{Apps: apps, KFAccounts: accounts})
+	kf.sim = sim
 	srv, simURL, err := serveHandler(sim.Handler(), o.Listen)
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
@@ -104,7 +119,12 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 		return simulateAIBot(ctx, o, *bot, sim, simURL)
 	}
 	cb := simCallback(*bot, o.Service)
-	printSimulatorHeader(o.Out, simURL, "callbacks go to "+cb.URL)
+	callbacks := "callbacks go to " + cb.URL
+	if kf.account != "" {
+		sim.SetKFCallback(bot.AgentID, cb)
+		callbacks += "\nlines \"kf:<external_userid>: text\" write to 微信客服 account " + kf.account + " as a WeChat customer"
+	}
+	printSimulatorHeader(o.Out, simURL, callbacks)
 
 	// Print answers as they arrive.
 	printed := atomic.Int64{}
@@ -121,10 +141,19 @@ func runSimulate(ctx context.Context, o simulateOptions) error {
 			printed.Add(1)
 		}
 	}()
+	if kf.account != "" {
+		go kf.printAnswers(answers, &printed)
+	}
 
 	msgID := time.Now().UnixNano()
 	posted := int64(0)
 	readLines(ctx, o, func(user, text string) {
+		if customer, text, ok := strings.Cut(text, ":"); user == "kf" && ok && kf.account != "" {
+			if kf.write(ctx, strings.TrimSpace(customer), strings.TrimSpace(text)) {
+				posted++
+			}
+			return
+		}
 		msgID++
 		start := time.Now()
 		status, body, err := cb.Post(ctx, wecomsim.TextXML(bot.CorpID, user, text, msgID, time.Now().Unix(), bot.AgentID))
@@ -193,5 +222,45 @@ func readLines(ctx context.Context, o simulateOptions, send func(user, text stri
 			continue
 		}
 		send(user, text)
+	}
+}
+
+// simKFAccount is the 微信客服 account `simulate` makes up for an app whose
+// kf.accounts is empty (every account that calls back is answered).
+const simKFAccount = "wkSimulate000000000000000000KF01"
+
+// simKF is `simulate`'s 微信客服 side: lines "kf:<external_userid>: text"
+// are a WeChat customer writing to account, announced to the app's
+// callback URL; the service pulls them and answers at kf/send_msg.
+type simKF struct {
+	sim     *wecomsim.Server
+	account string // "" when the bot has no kf
+	out     io.Writer
+}
+
+// write stores the customer's text and announces it; false if the
+// callback failed.
+func (k simKF) write(ctx context.Context, customer, text string) bool {
+	start := time.Now()
+	if _, err := k.sim.KFCustomerWrites(ctx, k.account, customer, text); err != nil {
+		fmt.Fprintf(k.out, "!! kf callback failed: %v\n", err)
+		return false
+	}
+	fmt.Fprintf(k.out, "-> kf %s: %s (kf_msg_or_event callback answered in %s)\n", customer, text, time.Since(start).Round(time.Millisecond))
+	return true
+}
+
+// printAnswers prints what customers receive at kf/send_msg until ctx ends.
+func (k simKF) printAnswers(ctx context.Context, printed *atomic.Int64) {
+	for n := 0; ; {
+		if k.sim.KFWait(ctx, func() bool { return len(k.sim.KFReceived(k.account, "")) > n }) != nil {
+			return
+		}
+		got := k.sim.KFReceived(k.account, "")
+		for _, m := range got[n:] {
+			fmt.Fprintf(k.out, "<- kf %s: %s\n", m.ToUser, m.Content)
+			printed.Add(1)
+		}
+		n = len(got)
 	}
 }

@@ -59,6 +59,52 @@ bots:
 	}
 }
 
+// TestSimulateDrivesKF: for an app with kf.enabled, "kf:<customer>: text"
+// lines are a WeChat customer writing to its 微信客服 account; the service
+// pulls the message and the answer printed is what reached kf/send_msg.
+func TestSimulateDrivesKF(t *testing.T) {
+	fake := llmtest.New(nil)
+	llmSrv := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
+	simAddr, svcAddr := freeAddr(t), freeAddr(t)
+	yml := fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: "http://%s"}
+llm: {base_url: %q, model: m}
+admin: {password: pw}
+log: {level: error}
+bots:
+  - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q, kf: {enabled: true}}
+`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey())
+	cfg, feed, out, done := startSimulate(t, yml, simAddr, svcAddr)
+	m := NewMain(cfg, io.Discard)
+	if err := m.Open(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	fmt.Fprintln(feed, "kf:wmAlice: 你好，客服")
+	fmt.Fprintln(feed, "bob: an employee still writes to the app")
+	feed.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		`lines "kf:<external_userid>: text" write to 微信客服 account ` + simKFAccount,
+		"-> kf wmAlice: 你好，客服 (kf_msg_or_event callback answered in",
+		"<- kf wmAlice: echo: 你好，客服",
+		"<- bob: echo: an employee still writes to the app",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "!!") {
+		t.Errorf("simulate reported a problem:\n%s", got)
+	}
+}
+
 func TestSimulateDrivesAnAIBot(t *testing.T) {
 	simAddr, svcAddr := freeAddr(t), freeAddr(t)
 	yml := fmt.Sprintf(`

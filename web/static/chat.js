@@ -57,7 +57,9 @@
         return r.json().then(function (s) {
           if (!r.ok) throw new Error(s && s.error || r.statusText);
           show(s);
-          if (!(e.submitter && e.submitter.value === "welcome")) text.value = "";
+          // Only a sent text is cleared; opening the chat and the
+          // receptionist's buttons keep it.
+          if (!(e.submitter && e.submitter.value)) text.value = "";
           // A reload keeps the bot, the user and the chat just used.
           var q = new URLSearchParams();
           ["bot", "user", "chat"].forEach(function (k) { if (body.get(k)) q.set(k, body.get(k)); });
@@ -73,5 +75,10 @@
         text.focus();
       });
   });
+  // The receptionist's buttons show while a 微信客服 account is chosen.
+  var bot = document.getElementById("chat-bot"), kf = document.getElementById("chat-kf");
+  if (bot && kf) {
+    bot.addEventListener("change", function () { kf.hidden = bot.value.indexOf("kf:") !== 0; });
+  }
   if (log.hasAttribute("data-pending")) start();
 })();
