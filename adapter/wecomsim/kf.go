@@ -101,6 +101,8 @@ type kfState struct {
 	nicknames map[string]string
 	sent      []KFSent
 	syncCalls map[string]int
+	// batchGets counts the kf/customer/batchget calls answered.
+	batchGets int
 	emptyNext int // sync_msg pages to answer empty with has_more=1
 	noCursor  int // sync_msg pages to answer without next_cursor
 }
@@ -406,6 +408,14 @@ func (s *Server) KFSyncCalls(openKfID string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.kf.syncCalls[openKfID]
+}
+
+// KFBatchGetCalls counts the kf/customer/batchget calls answered (not the
+// refused ones).
+func (s *Server) KFBatchGetCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kf.batchGets
 }
 
 // KFReceived returns what the customer received on the account, in order;
