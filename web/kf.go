@@ -49,6 +49,7 @@ func kfAccountsOf(ctx context.Context, src KF, b adapter.BotStatus, log *slog.Lo
 	stored, err := src.KFAccounts(ctx, b.Name)
 	if err != nil {
 		log.Warn("admin: kf accounts not available", "bot", b.Name, "err", err)
+		stored = nil
 	}
 	for _, a := range stored {
 		v := kfAccount{OpenKfID: a.OpenKfID, LastPullAt: a.LastPullAt, LastError: a.LastError, Hint: kf.HintOf(a.LastError)}
