@@ -371,9 +371,28 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the failing model's cause in Chinese %q", s)
 	}
 	screenshot("wecombot-dashboard-zh-375.png")
-	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"), visible("article.status-failed"))
+	// A WeChat customer writes to the app's 微信客服 account: the card
+	// lists the account, Messages names the customer.
+	e.sim.SetKFNickname("wmBROWSER", "赵六")
+	e.kfWrites("wmBROWSER", "你好")
+	do("open the dashboard with a kf message", chromedp.Navigate(e.url+"/admin/"), visible("#kf-helpdesk .kf-account"))
+	if s := text("#kf-helpdesk h4"); s != "微信客服" {
+		t.Errorf("the kf part of the card in Chinese %q", s)
+	}
+	if s := text("#kf-helpdesk .kf-today"); s != "1" {
+		t.Errorf("kf messages today %q, want 1", s)
+	}
+	if s := text("#kf-helpdesk .last-pull"); s == "—" || s == "" {
+		t.Errorf("the kf account's last pull %q", s)
+	}
+	screenshot("wecombot-dashboard-kf-zh-375.png")
+	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"), visible("article.status-failed"),
+		visible("article .nickname"))
 	if s := text(".filters button"); s != "筛选" {
 		t.Errorf("the filter button in Chinese %q", s)
+	}
+	if s := text("article .nickname"); s != "赵六" {
+		t.Errorf("the kf customer's nickname %q", s)
 	}
 	for _, p := range []string{"/admin/", "/admin/messages", "/admin/conversations/helpdesk/zhangsan"} {
 		do("open "+p+" in Chinese", chromedp.Navigate(e.url+p), visible("main"))
