@@ -293,12 +293,24 @@ func TestParseFailure(t *testing.T) {
 		{"model railway: left", "", "model railway: left"},
 		{"errcode 81013 user left", "", "errcode 81013 user left"},
 		{modelFailure(errors.New("storage: history: disk full")), "", "storage: history: disk full"},
+		{kfHandledByPerson, FailureKFPerson, kfHandledByPerson},
+		{kfRecalled, FailureKFRecalled, kfRecalled},
+		{kfUndelivered(10), FailureKFUndelivered, "fail_type 10: the customer refuses messages"},
+		{kfUndelivered(8), FailureKFUndelivered, "fail_type 8: a reason without explanation here"},
 	}
 	for _, c := range cases {
 		cause, detail := ParseFailure(c.reason)
 		if cause != c.cause || detail != c.detail {
 			t.Errorf("ParseFailure(%q) = %q, %q; want %q, %q", c.reason, cause, detail, c.cause, c.detail)
 		}
+	}
+	for _, reason := range []string{kfUndelivered(6), "fail_type 6: over the 5 messages allowed per customer message"} {
+		if n, ok := KFFailType(reason); n != 6 || !ok {
+			t.Errorf("KFFailType(%q) = %d, %v; want 6, true", reason, n, ok)
+		}
+	}
+	if n, ok := KFFailType(kfHandledByPerson); ok {
+		t.Errorf("KFFailType(%q) = %d, true", kfHandledByPerson, n)
 	}
 }
 

@@ -111,6 +111,8 @@ type kfBot struct {
 	mu      sync.Mutex
 	pulls   map[string]*kfPull // by open_kfid
 	ignored map[string]bool    // accounts not configured, logged once
+
+	names kfNames // the customers' nicknames, for the panel
 }
 
 // kfPull is the state of one account's pulls in this process.
@@ -123,7 +125,8 @@ type kfPull struct {
 func newKFBot(app *bot, cfg KFConfig, client *kf.Client, store KFStore, db LeaseStore, shared ConnectionLeases, clock clockwork.Clock, log *slog.Logger) *kfBot {
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &kfBot{app: app, cfg: cfg, client: client, store: store, clock: clock, log: log.With("bot", app.cfg.Name, "channel", "kf"),
-		leases: db, ctx: ctx, cancel: cancel, pulls: map[string]*kfPull{}, ignored: map[string]bool{}}
+		leases: db, ctx: ctx, cancel: cancel, pulls: map[string]*kfPull{}, ignored: map[string]bool{},
+		names: kfNames{byID: map[string]kfName{}}}
 	if shared != nil {
 		k.leases, k.shared = sharedLeases{leases: shared, now: clock.Now}, true
 	}
@@ -602,7 +605,7 @@ func (k *kfBot) sendFailed(ctx context.Context, log *slog.Logger, km kf.Message)
 	if km.Event == nil || km.Event.FailMsgID == "" {
 		return
 	}
-	reason := "WeCom could not deliver it: " + kfFailReason(km.Event.FailType)
+	reason := kfUndelivered(km.Event.FailType)
 	err := k.store.FailDeliveredPart(ctx, k.app.cfg.Name, km.Event.FailMsgID, reason)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) { // not found: a welcome, or pruned
 		log.Error("cannot record a kf delivery failure", "err", err)
@@ -613,6 +616,32 @@ func (k *kfBot) sendFailed(ctx context.Context, log *slog.Logger, km kf.Message)
 			log.Error("cannot record that the customer refuses messages", "err", err)
 		}
 	}
+}
+
+// kfUndeliveredPrefix starts the reason stored with a part WeCom could not
+// deliver after it accepted it (msg_send_fail): "… (fail_type 10): the
+// customer refuses messages". ParseFailure reads the fail_type back.
+const kfUndeliveredPrefix = "WeCom could not deliver it (fail_type "
+
+func kfUndelivered(failType int) string {
+	return kfUndeliveredPrefix + strconv.Itoa(failType) + "): " + kfFailReason(failType)
+}
+
+// KFFailType is the fail_type of a reason stored for a msg_send_fail (the
+// detail ParseFailure gives with FailureKFUndelivered, or the whole
+// reason).
+func KFFailType(reason string) (int, bool) {
+	rest, ok := strings.CutPrefix(reason, kfUndeliveredPrefix)
+	if !ok {
+		rest, ok = strings.CutPrefix(reason, "fail_type ")
+	}
+	if !ok {
+		return 0, false
+	}
+	n, _, _ := strings.Cut(rest, ")")
+	n, _, _ = strings.Cut(n, ":")
+	t, err := strconv.Atoi(n)
+	return t, err == nil
 }
 
 // kfFailReason explains a msg_send_fail's fail_type (KF.md §4).
@@ -631,5 +660,5 @@ func kfFailReason(failType int) string {
 	case kf.FailRefused:
 		return "the customer refuses messages"
 	}
-	return "fail_type " + strconv.Itoa(failType)
+	return "a reason without explanation here"
 }

@@ -68,6 +68,15 @@ func (p *Pipeline) finished(ctx context.Context, log *slog.Logger, m storage.Mes
 const (
 	FailureInterrupted = "interrupted" // the service stopped mid-stream
 	FailureAbandoned   = "abandoned"   // the first streamed parts could not be delivered
+	// A kf customer's message left to the person who has the conversation
+	// (stored ignored).
+	FailureKFPerson = "kf_person"
+	// A kf customer's message withdrawn before the bot answered it
+	// (stored ignored).
+	FailureKFRecalled = "kf_recalled"
+	// An answer WeCom accepted and then could not deliver (msg_send_fail);
+	// the detail starts "fail_type N" (KFFailType).
+	FailureKFUndelivered = "kf_undelivered"
 )
 
 // modelFailurePrefix starts the stored reason of a message the model failed
@@ -92,7 +101,7 @@ func modelFailure(err error) string {
 }
 
 // ParseFailure splits the stored failure reason of a message into its cause
-// (an llm.Cause…, FailureInterrupted, FailureAbandoned; "" for any other,
+// (an llm.Cause…, FailureInterrupted, FailureAbandoned, FailureKF…; "" for any other,
 // such as a delivery's) and the error behind it.
 func ParseFailure(reason string) (cause, detail string) {
 	if rest, ok := strings.CutPrefix(reason, modelFailurePrefix); ok {
@@ -105,6 +114,12 @@ func ParseFailure(reason string) (cause, detail string) {
 		return FailureInterrupted, strings.TrimPrefix(reason, FailureInterrupted+": ")
 	case reason == reasonAbandoned:
 		return FailureAbandoned, reason
+	case reason == kfHandledByPerson:
+		return FailureKFPerson, reason
+	case reason == kfRecalled:
+		return FailureKFRecalled, reason
+	case strings.HasPrefix(reason, kfUndeliveredPrefix):
+		return FailureKFUndelivered, "fail_type " + strings.Replace(strings.TrimPrefix(reason, kfUndeliveredPrefix), ")", "", 1)
 	case strings.HasPrefix(reason, "llm: "):
 		// Stored before causes were: the error, once prefixed twice.
 		return llm.CauseFailed, strings.TrimPrefix(reason, "llm: ")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -287,3 +288,38 @@ func (d *DB) DropUnanswered(ctx context.Context, bot, dedupeKey, reason string) 
 	}
 	return res.RowsAffected == 1, nil
 }
+
+// KFMessagesSince counts, by open_kfid, the messages of bot's kf
+// conversations (user "kf:<open_kfid>:<external_userid>") sent since since:
+// the customers' and the receptionists' messages, not the events (a
+// customer opening the chat, a recall…). The send time decides, not the
+// time stored: the up to 3 days of history of an account's first pull are
+// not today's traffic.
+func (d *DB) KFMessagesSince(ctx context.Context, bot string, since time.Time) (map[string]int64, error) {
+	var rows []struct {
+		UserID string
+		N      int64
+	}
+	// received_at bounds the rows read by its index; no message is stored
+	// before it is sent.
+	err := d.db.WithContext(ctx).Model(&messageRow{}).Select("user_id, COUNT(*) AS n").
+		Where("bot = ? AND user_id LIKE ? AND msg_type <> ? AND received_at >= ? AND create_time >= ?",
+			bot, kfUserPrefix+"%", "event", utc(since), since.Unix()).
+		Group("user_id").Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: count kf messages of %s: %w", bot, err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		// SQLite's LIKE ignores case: the prefix is checked here too.
+		rest, ok := strings.CutPrefix(r.UserID, kfUserPrefix)
+		account, _, found := strings.Cut(rest, ":")
+		if ok && found && account != "" {
+			out[account] += r.N
+		}
+	}
+	return out, nil
+}
+
+// kfUserPrefix starts the user id of a kf conversation (adapter.kfUser).
+const kfUserPrefix = "kf:"

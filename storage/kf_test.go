@@ -243,3 +243,48 @@ func testDropUnanswered(t *testing.T) {
 		t.Errorf("recalled message = %+v", got)
 	}
 }
+
+func TestKFMessagesSince(t *testing.T) { eachDriver(t, testKFMessagesSince) }
+
+func testKFMessagesSince(t *testing.T) {
+	db, clk := newDB(t)
+	ctx := t.Context()
+	midnight := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	msg := func(key, user, msgType string, sent time.Time) Message {
+		return Message{DedupeKey: key, UserID: user, MsgType: msgType, CreateTime: sent.Unix(), State: MessageIgnored, ReceivedAt: clk.Now()}
+	}
+	for _, a := range []string{"wkA", "wkB"} {
+		_, err := db.StartKFAccount(ctx, "bot", a)
+		must(t, err)
+	}
+	// Yesterday's message, stored yesterday.
+	clk.now = midnight.Add(-time.Hour)
+	_, err := db.StoreKFPage(ctx, "bot", "wkA", "", []Message{msg("y1", "kf:wkA:c1", "text", clk.now)})
+	must(t, err)
+	clk.now = t0
+	_, err = db.StoreKFPage(ctx, "bot", "wkA", "", []Message{
+		msg("a1", "kf:wkA:c1", "text", t0.Add(-time.Hour)),          // a customer's
+		msg("a2", "kf:wkA:c2", "image", t0.Add(-time.Minute)),       // another customer's
+		msg("a3", "kf:wkA:c1", "text", midnight),                    // a receptionist's, at midnight
+		msg("a4", "kf:wkA:c1", "event", t0),                         // enter_session: not a message
+		msg("h1", "kf:wkA:c3", "text", midnight.Add(-48*time.Hour)), // history of a first pull, stored today
+	})
+	must(t, err)
+	_, err = db.StoreKFPage(ctx, "bot", "wkB", "", []Message{msg("b1", "kf:wkB:c1", "text", t0)})
+	must(t, err)
+	// Not kf conversations of bot.
+	insertMsg(t, db, "bot", "zhangsan", "e1")
+	insertMsg(t, db, "bot", "KF:wkA:c1", "e2")
+	insertMsg(t, db, "other", "kf:wkA:c1", "o1")
+
+	got, err := db.KFMessagesSince(ctx, "bot", midnight)
+	must(t, err)
+	if len(got) != 2 || got["wkA"] != 3 || got["wkB"] != 1 {
+		t.Errorf("KFMessagesSince = %v, want wkA 3, wkB 1", got)
+	}
+	none, err := db.KFMessagesSince(ctx, "quiet", midnight)
+	must(t, err)
+	if len(none) != 0 {
+		t.Errorf("KFMessagesSince of a bot without kf = %v", none)
+	}
+}

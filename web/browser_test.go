@@ -35,6 +35,8 @@ const (
 	browserAIBot    = "assistant"
 	browserBotID    = "aibBROWSER"
 	browserAISecret = "browser-aibot-SECRET-never-shown"
+	// The app's 微信客服 account.
+	browserKF = "wkBROWSERKF000000000000000000001"
 )
 
 // Texts the browser test's model treats apart.
@@ -85,7 +87,8 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 		// Port 1 on the loopback: the dial is refused at once.
 		down: llm.New(llm.Config{BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Model: "m", Timeout: config.Duration(5 * time.Second)})}}
 	e.sim = wecomsim.New(wecomsim.Options{Apps: []wecomsim.App{{CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret}},
-		AIBots: []wecomsim.AIBot{{BotID: browserBotID, Secret: browserAISecret}}})
+		AIBots:     []wecomsim.AIBot{{BotID: browserBotID, Secret: browserAISecret}},
+		KFAccounts: []wecomsim.KFAccount{{OpenKfID: browserKF, AgentID: browserAgent}}})
 	simSrv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(simSrv.Close)
 	db, err := storage.Open(t.Context(), storage.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "b.db")})
@@ -100,7 +103,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 		WeCom: adapter.WeComConfig{APIBase: simSrv.URL, TokenRefreshBefore: config.Duration(5 * time.Minute), RequestTimeout: config.Duration(5 * time.Second),
 			AIBotWSURL: "ws" + strings.TrimPrefix(simSrv.URL, "http") + "/wecom" + wecomsim.AIBotWSPath},
 		Bots: []adapter.BotConfig{{Name: "helpdesk", CorpID: browserCorp, AgentID: browserAgent, Secret: browserSecret,
-			Token: browserToken, EncodingAESKey: aesKey},
+			Token: browserToken, EncodingAESKey: aesKey, KF: adapter.KFConfig{Enabled: true, Accounts: []string{browserKF}}},
 			{Name: browserAIBot, Kind: adapter.KindAIBot, Mode: adapter.ModeWebSocket, BotID: browserBotID, Secret: browserAISecret}},
 		Pipeline: adapter.PipelineConfig{LLM: adapter.LLMConfig{MaxConcurrency: 2, HistoryTurns: 10}, Replies: adapter.Replies{Unavailable: "unavailable"},
 			Exclusive: true},
@@ -117,7 +120,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	engine := gin.New()
 	app.Routes(engine)
 	New(Options{
-		Admin: AdminConfig{Username: adminUser, Password: adminPW}, Bots: app, Outbox: app, Store: db,
+		Admin: AdminConfig{Username: adminUser, Password: adminPW}, Bots: app, KF: app, Outbox: app, Store: db,
 		Config: func() ConfigReport { return ConfigReport{Text: "admin:\n  password: '******'\n"} }, Log: quiet,
 	}).Routes(engine)
 	srv := httptest.NewServer(engine)
@@ -129,7 +132,19 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	})
 	e.url = srv.URL
 	e.cb = &wecomsim.Callback{URL: srv.URL + "/wecom/helpdesk/callback", Token: browserToken, EncodingAESKey: aesKey, CorpID: browserCorp}
+	e.sim.SetKFCallback(browserAgent, e.cb)
 	return e
+}
+
+// kfWrites has a WeChat customer write text to the kf account and waits
+// for the answer.
+func (e *browserEnv) kfWrites(customer, text string) {
+	e.t.Helper()
+	n := len(e.sim.KFReceived(browserKF, customer))
+	if _, err := e.sim.KFCustomerWrites(e.t.Context(), browserKF, customer, text); err != nil {
+		e.t.Fatal(err)
+	}
+	eventually.True(e.t, func() bool { return len(e.sim.KFReceived(browserKF, customer)) > n }, "the answer to customer %s", customer)
 }
 
 // say posts a text from user through the encrypted callback.
@@ -356,9 +371,28 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the failing model's cause in Chinese %q", s)
 	}
 	screenshot("wecombot-dashboard-zh-375.png")
-	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"), visible("article.status-failed"))
+	// A WeChat customer writes to the app's 微信客服 account: the card
+	// lists the account, Messages names the customer.
+	e.sim.SetKFNickname("wmBROWSER", "赵六")
+	e.kfWrites("wmBROWSER", "你好")
+	do("open the dashboard with a kf message", chromedp.Navigate(e.url+"/admin/"), visible("#kf-helpdesk .kf-account"))
+	if s := text("#kf-helpdesk h4"); s != "微信客服" {
+		t.Errorf("the kf part of the card in Chinese %q", s)
+	}
+	if s := text("#kf-helpdesk .kf-today"); s != "1" {
+		t.Errorf("kf messages today %q, want 1", s)
+	}
+	if s := text("#kf-helpdesk .last-pull"); s == "—" || s == "" {
+		t.Errorf("the kf account's last pull %q", s)
+	}
+	screenshot("wecombot-dashboard-kf-zh-375.png")
+	do("open Messages in Chinese", chromedp.Navigate(e.url+"/admin/messages"), visible(".filters"), visible("article.status-failed"),
+		visible("article .nickname"))
 	if s := text(".filters button"); s != "筛选" {
 		t.Errorf("the filter button in Chinese %q", s)
+	}
+	if s := text("article .nickname"); s != "赵六" {
+		t.Errorf("the kf customer's nickname %q", s)
 	}
 	for _, p := range []string{"/admin/", "/admin/messages", "/admin/conversations/helpdesk/zhangsan"} {
 		do("open "+p+" in Chinese", chromedp.Navigate(e.url+p), visible("main"))

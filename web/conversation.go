@@ -29,12 +29,20 @@ const (
 type conversationHandler struct {
 	render *renderer
 	bots   Bots
+	kf     KF // nil: kf customers are shown by their ids
 	store  Conversations
 }
 
 type botUsers struct {
 	Bot   string
-	Users []storage.UserSummary
+	Users []userRow
+}
+
+// userRow is a user of the conversations list; Customer names a kf
+// customer (nil: the id is shown).
+type userRow struct {
+	storage.UserSummary
+	Customer *adapter.KFCustomer
 }
 
 type conversationsData struct {
@@ -53,7 +61,16 @@ func (h *conversationHandler) list(c *gin.Context) {
 			h.render.fail(c, err)
 			return
 		}
-		data.Bots = append(data.Bots, botUsers{Bot: b.Name, Users: users})
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = u.UserID
+		}
+		names := customersOf(c.Request.Context(), h.kf, map[string][]string{b.Name: ids})
+		rows := make([]userRow, len(users))
+		for i, u := range users {
+			rows[i] = userRow{UserSummary: u, Customer: customer(names, b.Name, u.UserID)}
+		}
+		data.Bots = append(data.Bots, botUsers{Bot: b.Name, Users: rows})
 	}
 	h.render.page(c, http.StatusOK, "conversations", data)
 }
@@ -67,6 +84,8 @@ type conversationData struct {
 	// user's next message.
 	Turns   []storage.Turn
 	CanSend bool // the bot can write to the user first (canSend)
+	// Customer names a kf customer; nil: the id is shown.
+	Customer *adapter.KFCustomer
 }
 
 // exchange is one message of the user with its answer.
@@ -74,6 +93,7 @@ type exchange struct {
 	storage.MessageWithReply
 	Status string
 	Cause  string // see messageRow
+	Hint   string // see messageRow
 	// Reset is how the model's context was started afresh after this
 	// message: resetByUser (/reset, /new), resetByAdmin (the panel's
 	// Reset conversation, storage.EventAdminReset), or "".
@@ -103,7 +123,8 @@ func (h *conversationHandler) show(c *gin.Context) {
 		h.render.fail(c, err)
 		return
 	}
-	data := conversationData{Bot: bot, User: user, Turns: turns, CanSend: canSend(b)}
+	data := conversationData{Bot: bot, User: user, Turns: turns, CanSend: canSend(b),
+		Customer: customer(customersOf(ctx, h.kf, map[string][]string{bot: {user}}), bot, user)}
 	for i := len(msgs) - 1; i >= 0; i-- { // newest first: turned oldest first
 		data.Exchanges = append(data.Exchanges, exchangeOf(msgs[i]))
 	}
@@ -113,7 +134,9 @@ func (h *conversationHandler) show(c *gin.Context) {
 func exchangeOf(m storage.MessageWithReply) exchange {
 	x := exchange{MessageWithReply: m, Status: statusOfState(m.State)}
 	if m.Error != "" {
-		x.Cause, _ = adapter.ParseFailure(m.Error)
+		var detail string
+		x.Cause, detail = adapter.ParseFailure(m.Error)
+		x.Hint = hintKey(x.Cause, detail)
 	}
 	switch {
 	case m.MsgType == "event" && m.Event == storage.EventAdminReset:

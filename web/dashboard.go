@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"net/http"
 	"time"
@@ -16,6 +17,8 @@ import (
 // Stats are the dashboard's numbers (storage.DB).
 type Stats interface {
 	CountMessages(ctx context.Context, since time.Time) (storage.MessageCounts, error)
+	// KFMessagesSince counts a bot's kf messages by account (open_kfid).
+	KFMessagesSince(ctx context.Context, bot string, since time.Time) (map[string]int64, error)
 	HourlyActivity(ctx context.Context, now time.Time, hours int) ([]storage.HourCount, error)
 }
 
@@ -23,9 +26,11 @@ type Stats interface {
 type dashboardHandler struct {
 	render *renderer
 	bots   Bots
+	kf     KF
 	stats  Stats
 	now    func() time.Time
 	loc    *time.Location
+	log    *slog.Logger
 }
 
 // botCard is one bot on the dashboard: a self-built app shows its token;
@@ -34,6 +39,9 @@ type botCard struct {
 	adapter.BotStatus
 	CallbackURL string
 	ExpiresIn   int64 // seconds; meaningful when Token.ExpiresAt is set
+	// KFAccounts are an app's 微信客服 accounts (KF is set), with today's
+	// messages.
+	KFAccounts []kfAccount
 }
 
 // AIBot: the card is an AI bot's (no token, no refresh).
@@ -69,7 +77,8 @@ func (h *dashboardHandler) show(c *gin.Context) {
 	ctx := c.Request.Context()
 	now := h.now()
 	y, m, d := now.In(h.loc).Date()
-	today, err := h.stats.CountMessages(ctx, time.Date(y, m, d, 0, 0, 0, 0, h.loc))
+	midnight := time.Date(y, m, d, 0, 0, 0, 0, h.loc)
+	today, err := h.stats.CountMessages(ctx, midnight)
 	if err != nil {
 		h.render.fail(c, err)
 		return
@@ -85,11 +94,23 @@ func (h *dashboardHandler) show(c *gin.Context) {
 	}
 	data := dashboardData{Today: today, Chart: newChart(hours)}
 	for _, b := range h.bots.Bots() {
-		data.Bots = append(data.Bots, botCard{
+		card := botCard{
 			BotStatus:   b,
 			CallbackURL: scheme + "://" + c.Request.Host + callbackPath(b.Name),
 			ExpiresIn:   expiresIn(b.Token, now),
-		})
+			KFAccounts:  kfAccountsOf(ctx, h.kf, b, h.log),
+		}
+		if b.KF != nil {
+			counts, err := h.stats.KFMessagesSince(ctx, b.Name, midnight)
+			if err != nil {
+				h.render.fail(c, err)
+				return
+			}
+			for i, a := range card.KFAccounts {
+				card.KFAccounts[i].Today = counts[a.OpenKfID]
+			}
+		}
+		data.Bots = append(data.Bots, card)
 	}
 	h.render.page(c, http.StatusOK, "dashboard", data)
 }

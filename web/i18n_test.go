@@ -2,6 +2,7 @@ package web
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -76,12 +77,18 @@ func TestCausesTranslated(t *testing.T) {
 		llm.CauseUnreachable, llm.CauseBadKey, llm.CauseUnknownModel, llm.CauseNoQuota,
 		llm.CauseRateLimited, llm.CauseTimeout, llm.CauseFailed,
 		adapter.FailureInterrupted, adapter.FailureAbandoned,
+		adapter.FailureKFPerson, adapter.FailureKFRecalled, adapter.FailureKFUndelivered,
 	}
 	for _, c := range causes {
 		for _, key := range []string{"cause." + c, "cause_hint." + c} {
 			if _, ok := d[langEN][key]; !ok {
 				t.Errorf("no text for %q", key)
 			}
+		}
+	}
+	for _, ft := range kfFailTypes {
+		if key := hintKey(adapter.FailureKFUndelivered, "fail_type "+strconv.Itoa(ft)+": x"); d[langEN][key] == "" {
+			t.Errorf("no text for %q", key)
 		}
 	}
 	for _, s := range []string{adapter.ModelOK, adapter.ModelFailing, adapter.ModelUnknown} {

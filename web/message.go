@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -63,6 +64,7 @@ func statusOfState(state string) string {
 type messageHandler struct {
 	render *renderer
 	bots   Bots
+	kf     KF // nil: kf customers are shown by their ids
 	store  Messages
 	outbox Outbox
 }
@@ -75,6 +77,9 @@ type messageRow struct {
 	// a hint (adapter.ParseFailure); "": the reason is shown as stored.
 	Cause  string
 	Detail string // the error behind Cause
+	Hint   string // the dictionary key of Cause's hint (hintKey)
+	// Customer names a kf customer; nil: the id is shown.
+	Customer *adapter.KFCustomer
 	// Feedback is the user's verdict on an AI bot's answer (accurate or
 	// inaccurate); nil when none is given, or it was withdrawn.
 	Feedback *storage.AIBotFeedback
@@ -142,14 +147,20 @@ func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithRep
 	if err != nil {
 		return nil, err
 	}
+	users := map[string][]string{}
+	for _, m := range msgs {
+		users[m.Bot] = append(users[m.Bot], m.UserID)
+	}
+	names := customersOf(ctx, h.kf, users)
 	var rows []messageRow
 	for _, m := range msgs {
-		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State)}
+		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State), Customer: customer(names, m.Bot, m.UserID)}
 		if f := streams[m.ID].Feedback; f.Type == feedbackAccurate || f.Type == feedbackInaccurate {
 			row.Feedback = &f
 		}
 		if m.Error != "" {
 			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
+			row.Hint = hintKey(row.Cause, row.Detail)
 		}
 		for _, p := range m.Parts {
 			if p.State == storage.OutboxFailed {
@@ -203,3 +214,18 @@ func (h *messageHandler) resend(c *gin.Context) {
 	}
 	redirect(c, c.PostForm("back"), "/admin/messages", "resent")
 }
+
+// hintKey is the dictionary key of the hint of a failure's cause: a kf
+// answer WeCom could not deliver has one per fail_type it explains.
+func hintKey(cause, detail string) string {
+	if cause == adapter.FailureKFUndelivered {
+		if t, ok := adapter.KFFailType(detail); ok && slices.Contains(kfFailTypes, t) {
+			return "kf_fail_type." + strconv.Itoa(t)
+		}
+	}
+	return "cause_hint." + cause
+}
+
+// kfFailTypes are the msg_send_fail fail_types the dictionaries explain
+// (KF.md §4); the others get the cause's general hint.
+var kfFailTypes = []int{0, 1, 2, 4, 5, 6, 10}

@@ -83,12 +83,17 @@ type Options struct {
 	// Simulator, when set (demo mode, or api_base at the simulator), adds
 	// the "chat as a WeCom user" page to the panel.
 	Simulator Simulator
+	// KF, when set, shows the apps' 微信客服 accounts and names their
+	// customers (adapter.App); nil: the kf accounts are listed from the
+	// configuration alone and customers by their ids.
+	KF KF
 }
 
 // Server is the admin side's handlers with their dependencies.
 type Server struct {
 	admin    credentials
 	bots     Bots
+	kf       KF
 	metrics  http.Handler
 	throttle *throttle
 	origin   *http.CrossOriginProtection
@@ -130,14 +135,14 @@ func New(o Options) *Server {
 		r.chat = true
 	}
 	return &Server{
-		admin: admin, bots: o.Bots, metrics: o.Metrics, throttle: th,
+		admin: admin, bots: o.Bots, kf: o.KF, metrics: o.Metrics, throttle: th,
 		origin: http.NewCrossOriginProtection(), render: r, log: o.Log, now: o.Now,
 		session: &sessionHandler{
 			render: r, admin: admin, throttle: th, sessions: ss, log: o.Log,
 		},
-		dashboard:    &dashboardHandler{render: r, bots: o.Bots, stats: o.Store, now: o.Now, loc: o.Location},
-		conversation: &conversationHandler{render: r, bots: o.Bots, store: o.Store},
-		message:      &messageHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
+		dashboard:    &dashboardHandler{render: r, bots: o.Bots, kf: o.KF, stats: o.Store, now: o.Now, loc: o.Location, log: o.Log},
+		conversation: &conversationHandler{render: r, bots: o.Bots, kf: o.KF, store: o.Store},
+		message:      &messageHandler{render: r, bots: o.Bots, kf: o.KF, store: o.Store, outbox: o.Outbox},
 		send:         &sendHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
 		config:       &configHandler{render: r, report: o.Config},
 		chat:         chat,
@@ -271,6 +276,8 @@ type botJSON struct {
 	Token       *tokenJSON      `json:"token,omitempty"`
 	Connection  *connectionJSON `json:"connection,omitempty"`
 	LLM         modelJSON       `json:"llm"`
+	// KF: an app with kf.enabled; absent otherwise.
+	KF *kfJSON `json:"kf,omitempty"`
 }
 
 func rfc3339(t time.Time) *string {
@@ -316,11 +323,20 @@ func botView(b adapter.BotStatus, now time.Time) botJSON {
 	return v
 }
 
+// apiBot is botView with the kf accounts of an app with kf.
+func (s *Server) apiBot(ctx context.Context, b adapter.BotStatus, now time.Time) botJSON {
+	v := botView(b, now)
+	if b.KF != nil {
+		v.KF = kfView(kfAccountsOf(ctx, s.kf, b, s.log))
+	}
+	return v
+}
+
 func (s *Server) listBots(c *gin.Context) {
 	bots, now := s.bots.Bots(), s.now()
 	out := make([]botJSON, len(bots))
 	for i, b := range bots {
-		out[i] = botView(b, now)
+		out[i] = s.apiBot(c.Request.Context(), b, now)
 	}
 	c.JSON(http.StatusOK, gin.H{"bots": out})
 }
@@ -331,5 +347,5 @@ func (s *Server) refreshToken(c *gin.Context) {
 		s.render.failJSON(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, botView(b, s.now()))
+	c.JSON(http.StatusOK, s.apiBot(c.Request.Context(), b, s.now()))
 }

@@ -3,6 +3,8 @@ package kf
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // ErrMalformed is wrapped by every error about an answer that is not the JSON
@@ -167,4 +169,19 @@ func Hint(err error) string {
 		return "This message was already sent (same msgid)."
 	}
 	return ""
+}
+
+// HintOf is Hint for an error kept as text (a failed pull's stored
+// last_error): the hint of the first "errcode N" in it, "" if none.
+func HintOf(text string) string {
+	_, rest, ok := strings.Cut(text, "errcode ")
+	if !ok {
+		return ""
+	}
+	n, _, _ := strings.Cut(rest, ":")
+	c, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil {
+		return ""
+	}
+	return Hint(&Error{Code: c})
 }

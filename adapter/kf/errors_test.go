@@ -57,3 +57,15 @@ func TestErrorClassification(t *testing.T) {
 		}
 	}
 }
+
+func TestHintOf(t *testing.T) {
+	stored := (&Error{API: "kf/sync_msg", Code: CodeIPNotTrusted, Msg: "not allow to access from your ip"}).Error()
+	if got, want := HintOf("adapter: "+stored), Hint(&Error{Code: CodeIPNotTrusted}); got != want || got == "" {
+		t.Errorf("HintOf(%q) = %q, want %q", stored, got, want)
+	}
+	for _, text := range []string{"", "kf: kf/sync_msg: HTTP status 502", "errcode x: y", "kf: kf/sync_msg: errcode 45009: busy"} {
+		if got := HintOf(text); got != "" {
+			t.Errorf("HintOf(%q) = %q, want none", text, got)
+		}
+	}
+}

@@ -103,8 +103,10 @@ type kfState struct {
 	sent      []KFSent
 	syncCalls map[string]int
 	apiCalls  map[string]int // by API, past the access token check
-	emptyNext int            // sync_msg pages to answer empty with has_more=1
-	noCursor  int            // sync_msg pages to answer without next_cursor
+	// batchGets counts the kf/customer/batchget calls answered.
+	batchGets int
+	emptyNext int // sync_msg pages to answer empty with has_more=1
+	noCursor  int // sync_msg pages to answer without next_cursor
 }
 
 type kfAccount struct {
@@ -417,6 +419,14 @@ func (s *Server) KFCalls(api string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.kf.apiCalls[api]
+}
+
+// KFBatchGetCalls counts the kf/customer/batchget calls answered (not the
+// refused ones).
+func (s *Server) KFBatchGetCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kf.batchGets
 }
 
 // KFReceived returns what the customer received on the account, in order;

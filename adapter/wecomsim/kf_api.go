@@ -278,6 +278,7 @@ func (s *Server) kfBatchGetLocked(app int, body []byte) (map[string]any, int, st
 			"avatar": "https://wecomsim.invalid/avatar/" + id, "gender": 0, "unionid": ""})
 	}
 	sort.Strings(invalid)
+	s.kf.batchGets++
 	return map[string]any{"customer_list": list, "invalid_external_userid": invalid}, 0, ""
 }
 

@@ -474,6 +474,9 @@ func TestKFBatchGet(t *testing.T) {
 	if p := f.call(t, APIKFBatchGet, f.tok, map[string]any{"external_userid_list": []string{}}); p.ErrCode != KFErrBadParam {
 		t.Errorf("empty list: errcode %d", p.ErrCode)
 	}
+	if n := f.sim.KFBatchGetCalls(); n != 1 {
+		t.Errorf("KFBatchGetCalls = %d, want 1 (the refused call is not counted)", n)
+	}
 }
 
 // TestKFLostCallbackAndFaults: without a callback the message is still

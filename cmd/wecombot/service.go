@@ -154,6 +154,7 @@ func (m *Main) Open(ctx context.Context) error {
 	web.New(web.Options{
 		Admin:     cfg.Admin,
 		Bots:      app,
+		KF:        app,
 		Outbox:    app,
 		Store:     db,
 		Config:    func() web.ConfigReport { return panelConfig(cfg, model == llm.EchoModel) },
