@@ -529,6 +529,35 @@ func TestKFSendFailEvent(t *testing.T) {
 	}
 }
 
+// TestKFResendAfterSendFail: the admin's re-send of a part WeCom accepted
+// and then reported undelivered reaches the customer: it is not refused as
+// a duplicate of the first send and counted delivered without a message.
+func TestKFResendAfterSendFail(t *testing.T) {
+	e := newKFEnv(t)
+	in := e.start("a", true)
+	e.writes(kfCustomer, "q")
+	e.received(kfCustomer, 1)
+	sent := e.sim.KFReceived(kfAccount, kfCustomer)
+	e.settled()
+	if _, err := e.sim.KFSendFails(t.Context(), kfAccount, kfCustomer, sent[0].MsgID, kf.FailUnknown); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message was not failed")
+	m := e.messages(storage.MessageFailed)[0]
+	if err := in.Resend(t.Context(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := e.sim.KFReceived(kfAccount, kfCustomer)
+	eventually.True(t, func() bool {
+		got = e.sim.KFReceived(kfAccount, kfCustomer)
+		return len(got) == 2
+	}, "the re-send did not reach the customer: %+v", got)
+	if got[1].Content != "answer to q" || got[1].MsgID == got[0].MsgID {
+		t.Errorf("re-sent %+v after %+v; want the answer again under a msgid of its own", got[1], got[0])
+	}
+	eventually.True(t, func() bool { return e.states(storage.MessageAnswered) == 1 }, "the re-sent message is not answered")
+}
+
 // TestKFRecalled: a message the customer withdrew before the bot heard of
 // it is stored, not answered.
 func TestKFRecalled(t *testing.T) {

@@ -73,6 +73,14 @@ func (k *kfBot) Deliver(ctx context.Context, part storage.OutboxPart, _ time.Dur
 	if !refused.IsZero() && (part.MessageID == 0 || sentAt.Before(refused.Truncate(time.Second))) {
 		return "", permanent(errors.New("adapter: kf: " + kfFailReason(kf.FailRefused)))
 	}
+	if part.WeComMsgID != "" {
+		// WeCom accepted this part before and later reported it
+		// undelivered (msg_send_fail); the admin re-sends it. The old
+		// msgid would be refused as a duplicate and counted delivered: the
+		// re-send gets its own, named by when it was asked for, the same
+		// across this re-send's retries.
+		source += ":resend:" + strconv.FormatInt(part.CreatedAt.UnixNano(), 10)
+	}
 	msgID := kf.OutboundMsgID(source, part.Seq)
 	req := kf.TextMessage(account, customer, msgID, part.Content)
 	err = k.app.tokens.Do(ctx, "kf/send_msg", func(ctx context.Context, at string) error {

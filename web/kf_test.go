@@ -205,13 +205,13 @@ func TestMessagesKF(t *testing.T) {
 		`">`+unnamed+`</a>`, ">zhangsan</a>",
 		"Handled by a person", "A receptionist has this customer&#39;s conversation",
 		"Withdrawn by the customer", "WeCom could not deliver the answer",
-		"The customer refuses messages from this account (fail_type 10).", "fail_type 10: the customer refuses messages",
+		"The customer refuses messages from this account (fail_type 10): nothing more is sent to them until they write again.", "fail_type 10: the customer refuses messages",
 	)
 	if got := k.asked["helpdesk"]; len(got) != 1 || !slices.Equal(got[0], []string{unnamed, named}) {
 		t.Errorf("lookups = %q, want one of the two kf users", got)
 	}
 	zh := e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
-	wantBody(t, zh, "微信客户", "经客服账号 wkA", "已由人工接待", "客户已撤回", "企业微信未能送达回答", "客户拒收该客服账号的消息（fail_type 10）。")
+	wantBody(t, zh, "微信客户", "经客服账号 wkA", "已由人工接待", "客户已撤回", "企业微信未能送达回答", "客户拒收该客服账号的消息（fail_type 10）：在客户再次发消息之前不再向其发送。")
 
 	rec = e.get("/admin/conversations", s)
 	wantBody(t, rec, `<span class="nickname">张三</span>`, ">"+unnamed+"</a>", ">lisi</a>")
