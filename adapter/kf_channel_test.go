@@ -485,6 +485,22 @@ func TestKFHandOverEvent(t *testing.T) {
 	}
 }
 
+// answeredThenUndelivered has the customer ask q and get the answer, which
+// WeCom then reports undelivered with failType; it returns the failed
+// message.
+func (e *kfEnv) answeredThenUndelivered(q string, failType int) storage.MessageWithReply {
+	e.t.Helper()
+	e.writes(kfCustomer, q)
+	e.received(kfCustomer, 1)
+	sent := e.sim.KFReceived(kfAccount, kfCustomer)
+	e.settled()
+	if _, err := e.sim.KFSendFails(e.t.Context(), kfAccount, kfCustomer, sent[0].MsgID, failType); err != nil {
+		e.t.Fatal(err)
+	}
+	eventually.True(e.t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message was not failed")
+	return e.messages(storage.MessageFailed)[0]
+}
+
 // TestKFSendFailEvent: a msg_send_fail for a part WeCom had accepted marks
 // it and its message failed, with the fail_type explained. When the
 // customer refuses messages (fail_type 10), nothing more is sent to them,
@@ -492,15 +508,7 @@ func TestKFHandOverEvent(t *testing.T) {
 func TestKFSendFailEvent(t *testing.T) {
 	e := newKFEnv(t)
 	in := e.start("a", true)
-	e.writes(kfCustomer, "q")
-	e.received(kfCustomer, 1)
-	sent := e.sim.KFReceived(kfAccount, kfCustomer)
-	e.settled()
-	if _, err := e.sim.KFSendFails(t.Context(), kfAccount, kfCustomer, sent[0].MsgID, kf.FailRefused); err != nil {
-		t.Fatal(err)
-	}
-	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message was not failed")
-	m := e.messages(storage.MessageFailed)[0]
+	m := e.answeredThenUndelivered("q", kf.FailRefused)
 	if !strings.Contains(m.Error, "the customer refuses messages") || m.Parts[0].State != storage.OutboxFailed {
 		t.Errorf("failed message = %+v", m)
 	}
@@ -535,15 +543,7 @@ func TestKFSendFailEvent(t *testing.T) {
 func TestKFResendAfterSendFail(t *testing.T) {
 	e := newKFEnv(t)
 	in := e.start("a", true)
-	e.writes(kfCustomer, "q")
-	e.received(kfCustomer, 1)
-	sent := e.sim.KFReceived(kfAccount, kfCustomer)
-	e.settled()
-	if _, err := e.sim.KFSendFails(t.Context(), kfAccount, kfCustomer, sent[0].MsgID, kf.FailUnknown); err != nil {
-		t.Fatal(err)
-	}
-	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the message was not failed")
-	m := e.messages(storage.MessageFailed)[0]
+	m := e.answeredThenUndelivered("q", kf.FailUnknown)
 	if err := in.Resend(t.Context(), m.ID); err != nil {
 		t.Fatal(err)
 	}
