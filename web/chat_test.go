@@ -320,7 +320,7 @@ func TestChatWelcomeAndFailingSends(t *testing.T) {
 
 	wantRedirect(t, e.post("/admin/chat", s, url.Values{"action": {"fail"}, "n": {"3"}, "bot": {"helpdesk"}, "user": {"u1"}}),
 		"/admin/chat?bot=helpdesk&flash=chat_failing&user=u1")
-	wantBody(t, e.get("/admin/chat?flash=chat_failing", s), "The simulator will refuse the next message/send calls.")
+	wantBody(t, e.get("/admin/chat?flash=chat_failing", s), "The simulator will refuse the next sends (message/send, kf/send_msg).")
 	for _, n := range []string{"0", "21", "x", ""} {
 		rec := e.post("/admin/chat", s, url.Values{"action": {"fail"}, "n": {n}})
 		wantStatus(t, rec, http.StatusBadRequest)

@@ -297,9 +297,12 @@ func (l localDeliveries) After(ctx context.Context, n int) ([]wecomsim.Sent, err
 	return sent[min(n, len(sent)):], err
 }
 
-// FailSends answers errcode -1 (system busy), which the outbox retries.
+// FailSends answers the next n message/send and n kf/send_msg calls with
+// errcode -1 (system busy), which the outbox retries.
 func (l localDeliveries) FailSends(_ context.Context, n int) error {
-	l.sim.FailNext(wecomsim.APISend, -1, "system busy (injected from the chat page)", n)
+	for _, api := range []string{wecomsim.APISend, wecomsim.APIKFSendMsg} {
+		l.sim.FailNext(api, -1, "system busy (injected from the chat page)", n)
+	}
 	return nil
 }
 
