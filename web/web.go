@@ -60,6 +60,20 @@ type ConfigReport struct {
 	// EchoModel: the service answers with the offline echo model (the
 	// demo without a model key); Text shows the llm section as it runs.
 	EchoModel bool
+	// Models are the bots' models, in configuration order.
+	Models []BotModel
+}
+
+// BotModel is a bot's model as the configuration page shows it: the llm
+// section overlaid with the bot's own `llm:` keys. Never the key itself.
+type BotModel struct {
+	Bot   string
+	Model string
+	// Host is base_url's host; empty: none (the echo model).
+	Host   string
+	KeySet bool
+	// Overrides are the keys of the llm section the bot sets itself.
+	Overrides []string
 }
 
 // Options are the dependencies of a Server.

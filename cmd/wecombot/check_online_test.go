@@ -93,7 +93,7 @@ func TestCheckOnline(t *testing.T) {
 			"  bot helpdesk (app): gettoken: ok\n",
 			"  bot assistant (AI bot, websocket): subscribe: ok\n",
 			"  bot front (AI bot, callback): nothing to check online; WeCom checks the URL when you save it\n",
-			"  model gpt-4o-mini at "+e.modelURL+"/v1: one-token chat completion: ok\n",
+			"  model gpt-4o-mini at "+e.modelURL+"/v1 (bots helpdesk, assistant, front): one-token chat completion: ok\n",
 			"online checks OK")
 		wantLines(t, stderr, "bots[1] (assistant): the subscribe takes the long connection")
 		if n := e.sim.TokenFetches(1000002); n != 1 {
