@@ -148,7 +148,7 @@ bots:
 	}
 	// Second turns: helpdesk sends its history, hr (history_turns: 0) not.
 	post("helpdesk", testAgent, "alice", "second")
-	sent = waitDelivered(3)
+	waitDelivered(3)
 	post("hr", hrAgent, "bob", "second")
 	sent = waitDelivered(4)
 	if got := answer(sent, testAgent, "alice"); !strings.HasSuffix(got, "messages=4") {
