@@ -25,8 +25,8 @@ type ModelHealth struct {
 	Host string
 	// KeySet says whether an api_key is set; the key is never shown.
 	KeySet bool
-	// Endpoint numbers the pipeline's endpoints from 1, in the order of
-	// the first bot calling each: the bots of one endpoint share it.
+	// Endpoint numbers the pipeline's endpoints from 1: the bots with one
+	// number call one endpoint, and share this health.
 	Endpoint int
 	State    string
 	// LastError is the last failure's error, kept after a success until
