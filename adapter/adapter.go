@@ -127,7 +127,9 @@ func New(o Options) (*App, error) {
 		k.attach(a.pipeline)
 	}
 	a.pipeline.metrics = o.Metrics
-	o.Metrics.watchLimiter(a.pipeline.limiter)
+	for _, ep := range a.pipeline.usedEndpoints() {
+		o.Metrics.watchLimiter(ep.limiter, ep.Model, ep.Host)
+	}
 	o.Metrics.watchOutbox(o.Store)
 	if o.Claims != nil {
 		a.pipeline.UseClaims(o.Claims)
@@ -258,7 +260,8 @@ type BotStatus struct {
 	// Connection is the long connection of an AI bot in websocket mode
 	// (nil otherwise), as this instance sees it.
 	Connection *ConnectionStatus
-	// LLM is the health of the bot's model.
+	// LLM is the health of the bot's model endpoint, shared with the
+	// other bots calling it.
 	LLM ModelHealth
 	// KF is the 微信客服 channel of an app with kf.enabled; nil otherwise.
 	KF *KFStatus
@@ -282,7 +285,7 @@ func (a *App) Bots() []BotStatus {
 
 func (a *App) status(name string) BotStatus {
 	c := a.cfgs[name]
-	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID, LLM: a.pipeline.health.status(name)}
+	s := BotStatus{Name: name, Kind: KindApp, CorpID: c.CorpID, AgentID: c.AgentID, LLM: a.pipeline.ModelStatus(name)}
 	if b, ok := a.bots[name]; ok {
 		s.Token, s.HasToken = b.tokens.Status(), true
 		if _, ok := a.kfbots[name]; ok {

@@ -122,7 +122,7 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 	case strings.EqualFold(text, "/help"):
 		return a, p.cfg.Replies.Help
 	}
-	if sc, ok := p.llm.(StreamCompleter); ok && p.cfg.LLM.Stream {
+	if sc, ok := p.model(m.Bot).ep.LLM.(StreamCompleter); ok && p.botLLM(m.Bot).Stream {
 		return p.stream(ctx, log, m, text, sc, reply)
 	}
 	answer, err := p.complete(ctx, log, m, text)
@@ -141,16 +141,17 @@ func (p *Pipeline) failed(log *slog.Logger, a storage.Answer, err error) (storag
 	return a, p.cfg.Replies.Unavailable
 }
 
-// conversation is what the LLM is asked: the system prompt, the history and
-// the new text.
+// conversation is what the LLM is asked: the bot's system prompt, the
+// history and the new text.
 func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text string) ([]llm.Message, error) {
-	history, err := p.store.History(ctx, m.Bot, m.UserID, p.cfg.LLM.HistoryTurns)
+	cfg := p.botLLM(m.Bot)
+	history, err := p.store.History(ctx, m.Bot, m.UserID, cfg.HistoryTurns)
 	if err != nil {
 		return nil, err
 	}
 	msgs := make([]llm.Message, 0, len(history)+2)
-	if p.cfg.LLM.SystemPrompt != "" {
-		msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: p.cfg.LLM.SystemPrompt})
+	if cfg.SystemPrompt != "" {
+		msgs = append(msgs, llm.Message{Role: llm.RoleSystem, Content: cfg.SystemPrompt})
 	}
 	for _, t := range history {
 		msgs = append(msgs, llm.Message{Role: t.Role, Content: t.Content})
@@ -166,14 +167,14 @@ func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Mes
 	}
 	var answer string
 	err = p.ask(ctx, log, m, func() (bool, error) {
-		answer, err = p.llm.Complete(ctx, msgs)
+		answer, err = p.model(m.Bot).ep.LLM.Complete(ctx, msgs)
 		return true, err
 	})
 	return answer, err
 }
 
-// ask makes the call try to the model for m, each attempt within the
-// limiter, until it succeeds or it is time to give up:
+// ask makes the call try to the model of m's bot, each attempt within its
+// endpoint's limiter, until it succeeds or it is time to give up:
 //   - refused for the provider's rate limit: tried again when the limiter
 //     lets calls through, while m is younger than RateLimitWait;
 //   - a configuration error (bad key, unknown model): not retried, since
@@ -186,21 +187,23 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 	// their pauses wait on the model.
 	<-p.storing
 	defer func() { p.storing <- struct{}{} }()
+	bm := p.model(m.Bot)
+	ep := bm.ep
 	pauses := llmRetryBackOff()
 	failures := 0
 	for {
-		permit, err := p.limiter.acquire(ctx)
+		permit, err := ep.limiter.acquire(ctx)
 		if err != nil {
 			return err
 		}
 		start := p.clock.Now()
 		retryable, err := try()
 		took := p.clock.Since(start)
-		p.limiter.release(permit, err)
+		ep.limiter.release(permit, err)
 		p.metrics.llmRequest(m.Bot, err, took)
 		statsOf(ctx).modelTime += took
 		if ctx.Err() == nil {
-			p.health.record(m.Bot, err)
+			ep.health.record(err)
 		}
 		if err == nil {
 			return nil
@@ -213,12 +216,12 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 			log.Error("the model refused the call; not retried", "err", err, "hint", llm.Hint(err))
 			return err
 		case llm.KindRateLimited:
-			if p.clock.Since(m.ReceivedAt) < p.cfg.RateLimitWait {
+			if p.clock.Since(m.ReceivedAt) < ep.RateLimitWait {
 				continue // the limiter holds the call back
 			}
 			return err
 		}
-		if failures >= p.cfg.LLM.Retries {
+		if failures >= bm.cfg.Retries {
 			return err
 		}
 		failures++

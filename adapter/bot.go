@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/wecombot/wecombot/adapter/wxcrypto"
 	"github.com/wecombot/wecombot/internal/config"
 )
@@ -45,6 +47,11 @@ type BotConfig struct {
 	BotID string `yaml:"bot_id"`
 	// KF: app only. The app also answers 微信客服 customers.
 	KF KFConfig `yaml:"kf"`
+	// LLM is the bot's `llm:` keys as the file has them (${VAR} expanded):
+	// any key of the `llm:` section, overriding it for this bot. cmd
+	// overlays them on the section and hands the result to the pipeline
+	// (PipelineConfig.Bots); the adapter does not read this.
+	LLM yaml.Node `yaml:"llm,omitempty"`
 }
 
 // KFConfig is `bots[].kf`: whether a self-built app answers the customers

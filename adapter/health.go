@@ -16,11 +16,19 @@ const (
 	ModelFailing = "failing" // the last call failed
 )
 
-// ModelHealth is what the admin API and the panel show of a bot's calls to
-// the model: how the last one went and when one last worked.
+// ModelHealth is what the admin API and the panel show of the calls to a
+// model endpoint (Endpoint): how the last one went and when one last
+// worked. The bots calling one endpoint share its health.
 type ModelHealth struct {
 	Model string // the configured model's name
-	State string
+	// Host is the model's base_url host; empty: none (the echo model).
+	Host string
+	// KeySet says whether an api_key is set; the key is never shown.
+	KeySet bool
+	// Endpoint numbers the pipeline's endpoints from 1: the bots with one
+	// number call one endpoint, and share this health.
+	Endpoint int
+	State    string
 	// LastError is the last failure's error, kept after a success until
 	// the next failure; it never carries the key or the request URL
 	// (llm.callError leaves them out).
@@ -30,35 +38,32 @@ type ModelHealth struct {
 	LastOKAt  time.Time
 }
 
-// modelHealth follows the calls to the model, per bot, from where the
+// modelHealth follows the calls to one model endpoint, from where the
 // pipeline makes them (Pipeline.ask).
 type modelHealth struct {
-	model string
 	clock clockwork.Clock
 
-	mu   sync.Mutex
-	bots map[string]*ModelHealth
+	mu sync.Mutex
+	st ModelHealth
 }
 
-func newModelHealth(model string, clock clockwork.Clock) *modelHealth {
-	return &modelHealth{model: model, clock: clock, bots: map[string]*ModelHealth{}}
+func newModelHealth(e Endpoint, number int, clock clockwork.Clock) *modelHealth {
+	return &modelHealth{clock: clock, st: ModelHealth{
+		Model: e.Model, Host: e.Host, KeySet: e.KeySet, Endpoint: number, State: ModelUnknown,
+	}}
 }
 
-// record notes how a call of bot to the model ended. Errors that are not
-// the model's (llm.CauseOf says none: storage, a cancelled context, an
-// empty text) say nothing of its health and are not recorded.
-func (h *modelHealth) record(bot string, err error) {
+// record notes how a call to the model ended. Errors that are not the
+// model's (llm.CauseOf says none: storage, a cancelled context, an empty
+// text) say nothing of its health and are not recorded.
+func (h *modelHealth) record(err error) {
 	cause := llm.CauseOf(err)
 	if err != nil && cause == "" {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, ok := h.bots[bot]
-	if !ok {
-		s = &ModelHealth{}
-		h.bots[bot] = s
-	}
+	s := &h.st
 	if err == nil {
 		s.State, s.LastOKAt = ModelOK, h.clock.Now()
 		return
@@ -66,14 +71,9 @@ func (h *modelHealth) record(bot string, err error) {
 	s.State, s.LastError, s.Cause, s.Hint = ModelFailing, err.Error(), cause, llm.Hint(err)
 }
 
-// status is the health of bot's calls.
-func (h *modelHealth) status(bot string) ModelHealth {
+// status is the endpoint's health.
+func (h *modelHealth) status() ModelHealth {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := ModelHealth{State: ModelUnknown}
-	if s, ok := h.bots[bot]; ok {
-		st = *s
-	}
-	st.Model = h.model
-	return st
+	return h.st
 }

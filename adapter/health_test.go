@@ -41,8 +41,8 @@ func TestModelHealthEachWay(t *testing.T) {
 	ln.Close() // nothing listens there: connection refused
 
 	clock := clockwork.NewFakeClock()
-	h := newModelHealth("gpt-test", clock)
-	if st := h.status("b"); st.State != ModelUnknown || st.Model != "gpt-test" || !st.LastOKAt.IsZero() {
+	h := newModelHealth(Endpoint{Model: "gpt-test"}, 1, clock)
+	if st := h.status(); st.State != ModelUnknown || st.Model != "gpt-test" || !st.LastOKAt.IsZero() {
 		t.Fatalf("before any call: %+v, want unknown", st)
 	}
 	call := func(baseURL, apiKey string, reply llmtest.Reply) error {
@@ -67,8 +67,8 @@ func TestModelHealthEachWay(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: the call succeeded", w.name)
 		}
-		h.record("b", err)
-		st := h.status("b")
+		h.record(err)
+		st := h.status()
 		if st.State != ModelFailing || st.Cause != w.cause || !strings.Contains(st.Hint, w.hint) || st.LastError == "" {
 			t.Errorf("%s: %+v, want failing, cause %s, a hint naming %s", w.name, st, w.cause, w.hint)
 		}
@@ -80,20 +80,20 @@ func TestModelHealthEachWay(t *testing.T) {
 	if err := call(srv.URL+"/v1", key, llmtest.Reply{Content: "fine"}); err != nil {
 		t.Fatal(err)
 	}
-	h.record("b", nil)
-	st := h.status("b")
+	h.record(nil)
+	st := h.status()
 	if st.State != ModelOK || !st.LastOKAt.Equal(clock.Now()) {
 		t.Errorf("after a success: %+v, want ok at %v", st, clock.Now())
 	}
 	if st.Cause != llm.CauseTimeout {
 		t.Errorf("after a success the last failure is %q, want it kept (timeout)", st.Cause)
 	}
-	// Other bots are not affected; errors that are not the model's say
-	// nothing of it.
-	h.record("other", context.Canceled)
-	h.record("other", llm.ErrEmpty)
-	if st := h.status("other"); st.State != ModelUnknown {
-		t.Errorf("other bot: %+v, want unknown", st)
+	// Errors that are not the model's say nothing of it.
+	other := newModelHealth(Endpoint{Model: "gpt-test"}, 2, clock)
+	other.record(context.Canceled)
+	other.record(llm.ErrEmpty)
+	if st := other.status(); st.State != ModelUnknown {
+		t.Errorf("after errors that are not the model's: %+v, want unknown", st)
 	}
 }
 
@@ -143,7 +143,7 @@ func TestPipelineModelHealthMetricsAndLog(t *testing.T) {
 				return "the answer", nil
 			})
 		reg, logs := e.observe(slog.LevelInfo)
-		if st := e.p.health.status("b"); st.State != ModelUnknown {
+		if st := e.p.ModelStatus("b"); st.State != ModelUnknown {
 			t.Fatalf("before any message: %+v", st)
 		}
 
@@ -151,7 +151,7 @@ func TestPipelineModelHealthMetricsAndLog(t *testing.T) {
 		if cause, _ := ParseFailure(failed.Error); cause != llm.CauseBadKey || strings.HasPrefix(failed.Error, "llm: llm:") {
 			t.Errorf("stored reason %q: want the cause bad_key first, no doubled prefix", failed.Error)
 		}
-		if st := e.p.health.status("b"); st.State != ModelFailing || st.Cause != llm.CauseBadKey || !strings.Contains(st.Hint, "llm.api_key") {
+		if st := e.p.ModelStatus("b"); st.State != ModelFailing || st.Cause != llm.CauseBadKey || !strings.Contains(st.Hint, "llm.api_key") {
 			t.Errorf("after a 401: %+v, want failing with the key's hint", st)
 		}
 
@@ -160,7 +160,7 @@ func TestPipelineModelHealthMetricsAndLog(t *testing.T) {
 		mu.Unlock()
 		e.clock.Advance(time.Minute)
 		e.done(e.text("alice", "secret question two"))
-		if st := e.p.health.status("b"); st.State != ModelOK || !st.LastOKAt.Equal(e.clock.Now()) || st.Model != "gpt-test" {
+		if st := e.p.ModelStatus("b"); st.State != ModelOK || !st.LastOKAt.Equal(e.clock.Now()) || st.Model != "gpt-test" {
 			t.Errorf("after an answer: %+v, want ok at %v", st, e.clock.Now())
 		}
 		// An event needs no answer: ignored, and not a call.

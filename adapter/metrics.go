@@ -35,7 +35,7 @@ type Metrics struct {
 
 	mu       sync.Mutex
 	managers []*TokenManager
-	limiters []*callLimiter
+	limiters []watchedLimiter
 	outboxes []PendingCounter
 }
 
@@ -76,9 +76,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Calls to the model by bot and result (ok, rate_limited, error, timeout, config_error).",
 		}, []string{"bot", "result"}),
 		inFlight: prometheus.NewDesc("wecombot_llm_in_flight",
-			"Calls to the model in flight.", nil, nil),
+			"Calls to the model in flight, by model and base_url host.", []string{"model", "host"}, nil),
 		callLimit: prometheus.NewDesc("wecombot_llm_concurrency_limit",
-			"Calls to the model allowed in flight: llm.max_concurrency, lower while the provider rate-limits.", nil, nil),
+			"Calls to the model allowed in flight, by model and base_url host: llm.max_concurrency, lower while the provider rate-limits.",
+			[]string{"model", "host"}, nil),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wecombot_messages_total",
 			Help: "Messages by bot and result: received (stored new), answered (an answer or a reply of the bot's own stored for sending), " +
@@ -143,9 +144,18 @@ func (m *Metrics) watchOutbox(c PendingCounter) {
 	m.mu.Unlock()
 }
 
-func (m *Metrics) watchLimiter(l *callLimiter) {
+// watchedLimiter is the limiter of a model endpoint, with the labels of
+// its gauges.
+type watchedLimiter struct {
+	l           *callLimiter
+	model, host string
+}
+
+// watchLimiter reports the calls in flight of the endpoint of model at
+// host and their limit at every scrape.
+func (m *Metrics) watchLimiter(l *callLimiter, model, host string) {
 	m.mu.Lock()
-	m.limiters = append(m.limiters, l)
+	m.limiters = append(m.limiters, watchedLimiter{l, model, host})
 	m.mu.Unlock()
 }
 
@@ -162,16 +172,32 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	managers := append([]*TokenManager(nil), m.managers...)
-	limiters := append([]*callLimiter(nil), m.limiters...)
+	limiters := append([]watchedLimiter(nil), m.limiters...)
 	outboxes := append([]PendingCounter(nil), m.outboxes...)
 	m.mu.Unlock()
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
 	}
-	for _, l := range limiters {
-		inFlight, limit := l.stats()
-		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(inFlight))
-		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(limit))
+	// Endpoints of one model and host (another key or timeout) are added
+	// up: a series is one pair of labels.
+	type labels struct{ model, host string }
+	type sums struct{ inFlight, limit int }
+	var order []labels
+	byLabels := map[labels]*sums{}
+	for _, w := range limiters {
+		k := labels{w.model, w.host}
+		if byLabels[k] == nil {
+			byLabels[k] = &sums{}
+			order = append(order, k)
+		}
+		inFlight, limit := w.l.stats()
+		byLabels[k].inFlight += inFlight
+		byLabels[k].limit += limit
+	}
+	for _, k := range order {
+		s := byLabels[k]
+		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(s.inFlight), k.model, k.host)
+		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(s.limit), k.model, k.host)
 	}
 	for _, c := range outboxes {
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)

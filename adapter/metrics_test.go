@@ -2,9 +2,11 @@ package adapter
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
@@ -110,5 +112,35 @@ func TestTokenMetrics(t *testing.T) {
 	}
 	if samples != 4+1+4 {
 		t.Errorf("%d samples, want 9: 4 fetch results, 1 expiry, 4 API errors", samples)
+	}
+}
+
+// TestLimiterMetricsPerModel: the calls in flight and their limit are
+// reported by model and host, one series a pair: endpoints of one model
+// and host (another key) are added up.
+func TestLimiterMetricsPerModel(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	clock := clockwork.NewFakeClock()
+	log := slog.New(slog.DiscardHandler)
+	a1, a2, b := newCallLimiter(10, clock, log), newCallLimiter(5, clock, log), newCallLimiter(3, clock, log)
+	m.watchLimiter(a1, "model-a", "api.example")
+	m.watchLimiter(b, "model-b", "dashscope.example")
+	m.watchLimiter(a2, "model-a", "api.example")
+	if _, err := b.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		name, model, host string
+		want              float64
+	}{
+		{"wecombot_llm_concurrency_limit", "model-a", "api.example", 15},
+		{"wecombot_llm_concurrency_limit", "model-b", "dashscope.example", 3},
+		{"wecombot_llm_in_flight", "model-a", "api.example", 0},
+		{"wecombot_llm_in_flight", "model-b", "dashscope.example", 1},
+	} {
+		if got, ok := tokMetric(t, reg, w.name, map[string]string{"model": w.model, "host": w.host}); !ok || got != w.want {
+			t.Errorf("%s{model=%s,host=%s} = %v (%v), want %v", w.name, w.model, w.host, got, ok, w.want)
+		}
 	}
 }

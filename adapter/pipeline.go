@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,8 +78,16 @@ type PipelineConfig struct {
 	LLM     LLMConfig
 	Replies Replies
 	// Model names the model the pipeline calls, as the panel shows it
-	// (llm.model).
-	Model string
+	// (llm.model); Host and KeySet say where it is and whether a key is
+	// set (Endpoint). They, LLM, RateLimitWait and the completer given to
+	// NewPipeline are the pipeline's own model: every bot's but those in
+	// Bots.
+	Model  string
+	Host   string
+	KeySet bool
+	// Bots are the bots' own model settings (`bots[].llm`), by name; a
+	// bot not there uses the pipeline's own.
+	Bots map[string]BotModel
 	// RateLimitWait is how old a message may get while its calls are
 	// refused for the provider's rate limit before the user gets
 	// Replies.Unavailable (llm.timeout). Default one minute.
@@ -148,15 +158,17 @@ type userKey struct{ bot, user string }
 type Pipeline struct {
 	cfg    PipelineConfig
 	store  MessageStore
-	llm    Completer
 	outbox interface{ Notify() }
 	clock  clockwork.Clock
 	log    *slog.Logger
-	// limiter bounds the calls to the model in flight, following the
-	// provider's rate limits.
-	limiter *callLimiter
-	metrics *Metrics
-	health  *modelHealth
+	// def is the pipeline's own model settings, models each bot's that has
+	// its own; endpoints are the distinct models they call, each with the
+	// limiter that bounds its calls in flight, following the provider's
+	// rate limits, and its health.
+	def       *botModel
+	models    map[string]*botModel
+	endpoints []*endpoint
+	metrics   *Metrics
 	// repliers are the channels of the bots that do not reply with parts
 	// (UseReplier); parts replies for the others.
 	repliers map[string]Replier
@@ -173,12 +185,10 @@ type Pipeline struct {
 	stopSweep  context.CancelFunc
 	background sync.WaitGroup // the sweeper
 
-	mu      sync.Mutex
-	again   map[userKey]bool // woken while being served: look again before leaving
-	active  map[userKey]bool // queued or being served
-	ready   []userKey
-	running int
-	closed  bool
+	mu     sync.Mutex
+	again  map[userKey]bool // woken while being served: look again before leaving
+	active map[userKey]bool // queued or being served; ready and running are the endpoints'
+	closed bool
 }
 
 // NewPipeline returns a pipeline; Start sets it working.
@@ -199,16 +209,43 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		clock = clockwork.NewRealClock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pipeline{
-		cfg: cfg, store: store, llm: completer, outbox: outbox, clock: clock, log: log,
-		limiter: newCallLimiter(cfg.LLM.MaxConcurrency, clock, log), metrics: NewMetrics(nil),
-		health:   newModelHealth(cfg.Model, clock),
+	p := &Pipeline{
+		cfg: cfg, store: store, outbox: outbox, clock: clock, log: log,
+		models: map[string]*botModel{}, metrics: NewMetrics(nil),
 		repliers: map[string]Replier{},
 		parts:    &partsReplier{store: store, outbox: outbox, now: clock.Now},
 		storing:  make(chan struct{}, storageSlots),
 		workCtx:  ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
+	own := Endpoint{
+		Model: cfg.Model, Host: cfg.Host, KeySet: cfg.KeySet, LLM: completer,
+		MaxConcurrency: cfg.LLM.MaxConcurrency, RateLimitWait: cfg.RateLimitWait,
+	}
+	p.def = &botModel{cfg: cfg.LLM, ep: p.addEndpoint(own)}
+	// In the order of the bots' names, so that the endpoints' numbers do
+	// not change from one start to the next.
+	shared := map[*Endpoint]*endpoint{}
+	for _, bot := range slices.Sorted(maps.Keys(cfg.Bots)) {
+		bm := cfg.Bots[bot]
+		m := &botModel{cfg: bm.LLM, ep: p.def.ep}
+		if e := bm.Endpoint; e != nil {
+			if shared[e] == nil {
+				shared[e] = p.addEndpoint(*e)
+			}
+			m.ep = shared[e]
+		}
+		m.cfg.MaxConcurrency = m.ep.MaxConcurrency
+		p.models[bot] = m
+	}
+	return p
+}
+
+// addEndpoint adds e to the endpoints the pipeline calls.
+func (p *Pipeline) addEndpoint(e Endpoint) *endpoint {
+	ep := newEndpoint(e, len(p.endpoints)+1, p.clock, p.log)
+	p.endpoints = append(p.endpoints, ep)
+	return ep
 }
 
 // UseReplier has bot's answers shown by r instead of parts. Call it before

@@ -2,7 +2,9 @@ package adapter
 
 // Scheduling: which users are served now. Each user with work is queued once
 // (active), served by one goroutine at a time, in the order users became
-// ready, up to MaxConcurrency at once; a user woken while being served is
+// ready, up to the MaxConcurrency of the user's bot's model endpoint at once
+// (each endpoint has its own queue, so that a slow or rate-limited model
+// does not hold up the bots of another); a user woken while being served is
 // looked at again before the goroutine leaves (again). A served user's
 // storage work takes one of storageSlots slots.
 
@@ -26,15 +28,18 @@ func (p *Pipeline) enqueue(k userKey) {
 		return
 	}
 	p.active[k] = true
-	p.ready = append(p.ready, k)
-	p.dispatchLocked()
+	ep := p.model(k.bot).ep
+	ep.ready = append(ep.ready, k)
+	p.dispatchLocked(ep)
 }
 
-func (p *Pipeline) dispatchLocked() {
-	for !p.closed && p.running < p.cfg.LLM.MaxConcurrency && len(p.ready) > 0 {
-		k := p.ready[0]
-		p.ready = p.ready[1:]
-		p.running++
+// dispatchLocked starts serving the ready users of ep, up to its
+// MaxConcurrency.
+func (p *Pipeline) dispatchLocked(ep *endpoint) {
+	for !p.closed && ep.running < ep.MaxConcurrency && len(ep.ready) > 0 {
+		k := ep.ready[0]
+		ep.ready = ep.ready[1:]
+		ep.running++
 		p.wg.Add(1)
 		go p.serve(k)
 	}
@@ -56,8 +61,9 @@ func (p *Pipeline) serve(k userKey) {
 		}
 		delete(p.again, k)
 		delete(p.active, k)
-		p.running--
-		p.dispatchLocked()
+		ep := p.model(k.bot).ep
+		ep.running--
+		p.dispatchLocked(ep)
 		p.mu.Unlock()
 		return
 	}

@@ -28,3 +28,18 @@ func TestConfigPageEchoModel(t *testing.T) {
 	wantBody(t, e.do(request{method: "GET", path: "/admin/config", cookie: s, header: map[string]string{"Accept-Language": "zh"}}),
 		"本演示使用离线回声模型回复")
 }
+
+// TestConfigPageModels: the configuration page lists each bot's model,
+// its host, whether a key is set (masked) and the keys it sets itself.
+func TestConfigPageModels(t *testing.T) {
+	e := newPanelEnv(t)
+	s := e.login()
+	e.report.Models = []BotModel{
+		{Bot: "helpdesk", Model: "gpt-4o", Host: "api.openai.com", KeySet: true, Overrides: []string{"model", "system_prompt"}},
+		{Bot: "hr", Model: "qwen-plus", Host: "dashscope.aliyuncs.com"},
+	}
+	wantBody(t, e.get("/admin/config", s),
+		`<tr id="model-of-helpdesk"><td>helpdesk</td><td><code>gpt-4o</code></td><td><code>api.openai.com</code></td><td>******</td><td><code>model</code>, <code>system_prompt</code></td></tr>`,
+		`<tr id="model-of-hr"><td>hr</td><td><code>qwen-plus</code></td><td><code>dashscope.aliyuncs.com</code></td><td>—</td><td>—</td></tr>`,
+		"Each bot&#39;s model")
+}

@@ -31,7 +31,8 @@ func TestDashboard(t *testing.T) {
 		"<svg", `class="bar-msg"`, "10:00 — 3 messages, 1 answer", "messages (4)", "answers (1)",
 		"Refresh token", `action="/admin/bots/helpdesk/token/refresh"`,
 		// The model cards: working, and failing with what to do.
-		`id="model-helpdesk"`, `<span class="badge state-ok" data-test="model-state">ok</span>`, `<code>gpt-test</code>`,
+		`id="model-helpdesk"`, `<span class="badge state-ok" data-test="model-state">ok</span>`,
+		`<code>gpt-test</code> <span class="muted small model-host">api.example.com</span>`,
 		`<dd class="last-ok">2026-03-02 10:25:00</dd>`,
 		`<section class="card model state-failing" id="model-sales"`, `<span class="badge state-failing" data-test="model-state">failing</span>`,
 		"The model API cannot be reached.", "Check llm.base_url, DNS and the network",

@@ -87,7 +87,7 @@ func newPanelEnv(t *testing.T, with ...func(*Options)) *panelEnv {
 		Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
 		Token: adapter.TokenStatus{State: adapter.TokenValid, ExpiresAt: t0.Add(90 * time.Minute), FetchedAt: t0.Add(-30 * time.Minute),
 			RefreshCount: 3, Source: adapter.SourceGettoken},
-		LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelOK, LastOKAt: t0.Add(-5 * time.Minute)},
+		LLM: adapter.ModelHealth{Model: "gpt-test", Host: "api.example.com", KeySet: true, State: adapter.ModelOK, LastOKAt: t0.Add(-5 * time.Minute)},
 	}, {
 		Name: "sales", CorpID: "ww1", AgentID: 1000003,
 		Token: adapter.TokenStatus{State: adapter.TokenError, RefreshCount: 1,

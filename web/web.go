@@ -60,6 +60,20 @@ type ConfigReport struct {
 	// EchoModel: the service answers with the offline echo model (the
 	// demo without a model key); Text shows the llm section as it runs.
 	EchoModel bool
+	// Models are the bots' models, in configuration order.
+	Models []BotModel
+}
+
+// BotModel is a bot's model as the configuration page shows it: the llm
+// section overlaid with the bot's own `llm:` keys. Never the key itself.
+type BotModel struct {
+	Bot   string
+	Model string
+	// Host is base_url's host; empty: none (the echo model).
+	Host   string
+	KeySet bool
+	// Overrides are the keys of the llm section the bot sets itself.
+	Overrides []string
 }
 
 // Options are the dependencies of a Server.
@@ -244,14 +258,53 @@ type tokenJSON struct {
 	Source       string  `json:"source"`
 }
 
-// modelJSON is a bot's model health (adapter.ModelHealth): the field names
-// are a contract with scripts.
+// modelJSON is a bot's model and its health (adapter.ModelHealth): the
+// field names are a contract with scripts. The key is never shown: api_key
+// is masked when one is set, empty when none is.
 type modelJSON struct {
 	Model     string  `json:"model"`
+	Host      string  `json:"host"`
+	APIKey    string  `json:"api_key"`
 	State     string  `json:"state"`
 	LastError string  `json:"last_error"`
 	Hint      string  `json:"hint"`
 	LastOKAt  *string `json:"last_ok_at"`
+}
+
+// maskedSecret stands for a secret that is set, as the configuration page
+// shows it.
+const maskedSecret = "******"
+
+func modelView(h adapter.ModelHealth) modelJSON {
+	v := modelJSON{Model: h.Model, Host: h.Host, State: h.State, LastError: h.LastError, Hint: h.Hint, LastOKAt: rfc3339(h.LastOKAt)}
+	if h.KeySet {
+		v.APIKey = maskedSecret
+	}
+	return v
+}
+
+// endpointJSON is one model endpoint of GET /api/bots: its model and
+// health, and the bots calling it, which share both.
+type endpointJSON struct {
+	modelJSON
+	Bots []string `json:"bots"`
+}
+
+// endpointsView are the model endpoints of bots, in the order of the
+// first bot calling each.
+func endpointsView(bots []adapter.BotStatus) []endpointJSON {
+	out := []endpointJSON{}
+	index := map[int]int{}
+	for _, b := range bots {
+		i, ok := index[b.LLM.Endpoint]
+		if !ok {
+			i = len(out)
+			index[b.LLM.Endpoint] = i
+			out = append(out, endpointJSON{modelJSON: modelView(b.LLM)})
+		}
+		out[i].Bots = append(out[i].Bots, b.Name)
+	}
+	return out
 }
 
 // connectionJSON is an AI bot's long connection (adapter.ConnectionStatus)
@@ -306,7 +359,7 @@ func isAIBot(b adapter.BotStatus) bool { return b.Kind == adapter.KindAIBot }
 func botView(b adapter.BotStatus, now time.Time) botJSON {
 	v := botJSON{
 		Name: b.Name, Kind: adapter.KindApp, CorpID: b.CorpID, AgentID: b.AgentID, CallbackURL: callbackPath(b.Name),
-		LLM: modelJSON{Model: b.LLM.Model, State: b.LLM.State, LastError: b.LLM.LastError, Hint: b.LLM.Hint, LastOKAt: rfc3339(b.LLM.LastOKAt)},
+		LLM: modelView(b.LLM),
 	}
 	if isAIBot(b) {
 		v.Kind, v.Mode = adapter.KindAIBot, b.Mode
@@ -338,7 +391,7 @@ func (s *Server) listBots(c *gin.Context) {
 	for i, b := range bots {
 		out[i] = s.apiBot(c.Request.Context(), b, now)
 	}
-	c.JSON(http.StatusOK, gin.H{"bots": out})
+	c.JSON(http.StatusOK, gin.H{"bots": out, "models": endpointsView(bots)})
 }
 
 func (s *Server) refreshToken(c *gin.Context) {

@@ -87,19 +87,26 @@ func TestAPIAuth(t *testing.T) {
 
 func TestListBots(t *testing.T) {
 	exp := time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
+	failing := adapter.ModelHealth{Model: "gpt-test", Host: "api.openai.com", KeySet: true, Endpoint: 1,
+		State: adapter.ModelFailing, Cause: "bad_key", LastOKAt: exp.Add(-time.Hour),
+		LastError: "llm: chat completion: status 401: Incorrect API key", Hint: "the model API refused the key: check llm.api_key"}
 	h := newTestServerAt(t, fakeBots{list: func() []adapter.BotStatus {
 		return []adapter.BotStatus{{
 			Name: "helpdesk", CorpID: "ww1", AgentID: 1000002,
 			Token: adapter.TokenStatus{State: adapter.TokenError, ExpiresAt: exp, FetchedAt: exp.Add(-2 * time.Hour),
 				RefreshCount: 3, LastError: "wecom: gettoken: errcode 60020", Hint: "add 1.2.3.4", Source: adapter.SourceDatabase},
-			LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelFailing, Cause: "bad_key", LastOKAt: exp.Add(-time.Hour),
-				LastError: "llm: chat completion: status 401: Incorrect API key", Hint: "the model API refused the key: check llm.api_key"},
+			LLM: failing,
 		}, {Name: "cold", CorpID: "ww2", AgentID: 7, Token: adapter.TokenStatus{State: adapter.TokenNone},
-			LLM: adapter.ModelHealth{Model: "gpt-test", State: adapter.ModelUnknown}}}
+			LLM: adapter.ModelHealth{Model: "qwen-plus", Host: "dashscope.aliyuncs.com", Endpoint: 2, State: adapter.ModelUnknown},
+		}, {Name: "it", CorpID: "ww3", AgentID: 8, Token: adapter.TokenStatus{State: adapter.TokenNone}, LLM: failing}}
 	}}, func() time.Time { return exp.Add(-30 * time.Minute) })
 	rec := do(h, "GET", "/api/bots", "admin", "s3cret-pw")
+	if strings.Contains(rec.Body.String(), "sk-") {
+		t.Errorf("GET /api/bots shows a key: %s", rec.Body)
+	}
 	var out struct {
-		Bots []struct {
+		Models []map[string]any `json:"models"`
+		Bots   []struct {
 			Name         string         `json:"name"`
 			CorpID       string         `json:"corp_id"`
 			AgentID      int64          `json:"agent_id"`
@@ -108,7 +115,7 @@ func TestListBots(t *testing.T) {
 			LLM          map[string]any `json:"llm"`
 		} `json:"bots"`
 	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Bots) != 2 {
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Bots) != 3 {
 		t.Fatalf("%s: %v", rec.Body, err)
 	}
 	b := out.Bots[0]
@@ -128,16 +135,35 @@ func TestListBots(t *testing.T) {
 		t.Errorf("a bot without a token: %v", cold)
 	}
 	// The model's health: exactly these fields, a contract with scripts.
+	// A key that is set shows masked, as on the configuration page.
 	wantLLM := map[string]any{
-		"model": "gpt-test", "state": "failing", "last_error": "llm: chat completion: status 401: Incorrect API key",
+		"model": "gpt-test", "host": "api.openai.com", "api_key": "******",
+		"state": "failing", "last_error": "llm: chat completion: status 401: Incorrect API key",
 		"hint": "the model API refused the key: check llm.api_key", "last_ok_at": "2026-11-25T01:00:00Z",
 	}
 	if !maps.Equal(b.LLM, wantLLM) {
 		t.Errorf("llm = %v, want %v", b.LLM, wantLLM)
 	}
-	wantCold := map[string]any{"model": "gpt-test", "state": "unknown", "last_error": "", "hint": "", "last_ok_at": nil}
+	wantCold := map[string]any{"model": "qwen-plus", "host": "dashscope.aliyuncs.com", "api_key": "",
+		"state": "unknown", "last_error": "", "hint": "", "last_ok_at": nil}
 	if cold := out.Bots[1].LLM; !maps.Equal(cold, wantCold) {
 		t.Errorf("llm of a bot not called yet = %v, want %v", cold, wantCold)
+	}
+	// Each model endpoint once, with the bots calling it, which share
+	// its health.
+	if len(out.Models) != 2 {
+		t.Fatalf("models = %v, want 2", out.Models)
+	}
+	for i, want := range []struct {
+		llm  map[string]any
+		bots []any
+	}{{wantLLM, []any{"helpdesk", "it"}}, {wantCold, []any{"cold"}}} {
+		got := maps.Clone(out.Models[i])
+		bots, _ := got["bots"].([]any)
+		delete(got, "bots")
+		if !maps.Equal(got, want.llm) || !slices.Equal(bots, want.bots) {
+			t.Errorf("models[%d] = %v, want %v with bots %v", i, out.Models[i], want.llm, want.bots)
+		}
 	}
 }
 

@@ -52,10 +52,12 @@ func checkOnline(ctx context.Context, path string, cfg *Config, subscribe bool, 
 			report(fmt.Sprintf("bot %s (app): gettoken", b.Name), err, adapter.Hint(err))
 		}
 	}
-	// One llm section, one model: a call per bot would ask the same
-	// question again.
-	err := llm.New(cfg.LLM.Config).Probe(ctx)
-	report(fmt.Sprintf("model %s at %s: one-token chat completion", cfg.LLM.Model, shownURL(cfg.LLM.BaseURL)), err, llm.Hint(err))
+	// One call per model endpoint: the bots sharing one would ask the
+	// same question again.
+	for _, ep := range probedEndpoints(cfg) {
+		err := llm.New(ep.cfg).Probe(ctx)
+		report(fmt.Sprintf("model %s at %s (%s): one-token chat completion", ep.cfg.Model, shownURL(ep.cfg.BaseURL), ep.users), err, llm.Hint(err))
+	}
 	if failed > 0 {
 		fmt.Fprintf(stderr, "%s: %d online check(s) failed\n", path, failed)
 		return 1
@@ -64,14 +66,49 @@ func checkOnline(ctx context.Context, path string, cfg *Config, subscribe bool, 
 	return 0
 }
 
+// probedEndpoint is a model endpoint `check -online` calls, and which
+// bots call it ("bots helpdesk, hr").
+type probedEndpoint struct {
+	cfg   llm.Config
+	users string
+}
+
+// probedEndpoints are the distinct model endpoints of the bots, in the
+// order of the first bot calling each.
+func probedEndpoints(cfg *Config) []probedEndpoint {
+	var out []probedEndpoint
+	var bots [][]string
+	index := map[modelEndpoint]int{}
+	for i, b := range cfg.Bots {
+		l := cfg.BotLLM(i)
+		k := endpointOf(l)
+		j, ok := index[k]
+		if !ok {
+			j = len(out)
+			index[k] = j
+			out = append(out, probedEndpoint{cfg: l.Config})
+			bots = append(bots, nil)
+		}
+		bots[j] = append(bots[j], b.Name)
+	}
+	for j := range out {
+		what := "bot "
+		if len(bots[j]) > 1 {
+			what = "bots "
+		}
+		out[j].users = what + strings.Join(bots[j], ", ")
+	}
+	return out
+}
+
 // probeSecrets masks what the probes send, in case an answer echoes it
 // back (a provider's "Incorrect API key provided: sk-…"): the bots'
 // secrets and the model's key. The access token never reaches a line.
 // Longer secrets go first, so that one containing another is masked whole.
 func probeSecrets(cfg *Config) *strings.Replacer {
 	secrets := []string{cfg.LLM.APIKey}
-	for _, b := range cfg.Bots {
-		secrets = append(secrets, b.Secret)
+	for i, b := range cfg.Bots {
+		secrets = append(secrets, b.Secret, cfg.BotLLM(i).APIKey)
 	}
 	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	var pairs []string

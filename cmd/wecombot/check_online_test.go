@@ -93,7 +93,7 @@ func TestCheckOnline(t *testing.T) {
 			"  bot helpdesk (app): gettoken: ok\n",
 			"  bot assistant (AI bot, websocket): subscribe: ok\n",
 			"  bot front (AI bot, callback): nothing to check online; WeCom checks the URL when you save it\n",
-			"  model gpt-4o-mini at "+e.modelURL+"/v1: one-token chat completion: ok\n",
+			"  model gpt-4o-mini at "+e.modelURL+"/v1 (bots helpdesk, assistant, front): one-token chat completion: ok\n",
 			"online checks OK")
 		wantLines(t, stderr, "bots[1] (assistant): the subscribe takes the long connection")
 		if n := e.sim.TokenFetches(1000002); n != 1 {
@@ -188,4 +188,24 @@ func TestCheckOnline(t *testing.T) {
 			t.Errorf("went online anyway: %d gettoken, %d subscribes, %d model calls", n, s, m)
 		}
 	})
+}
+
+// TestCheckOnlinePerBotModels: each model endpoint is called once, named
+// with the bots calling it; a bot's own key that the model refuses fails
+// that endpoint only, the key masked.
+func TestCheckOnlinePerBotModels(t *testing.T) {
+	const wrongKey = "sk-front-wrong-key-never-echoed"
+	e := newOnlineEnv(t)
+	yml := e.yaml() + "    llm: {api_key: \"" + wrongKey + "\", model: other-model, system_prompt: \"Front desk.\"}\n"
+	code, stdout, _ := e.checkOnline(t, yml, wrongKey)
+	if code != 1 {
+		t.Fatalf("check -online = %d, want 1:\n%s", code, stdout)
+	}
+	wantLines(t, stdout,
+		"  model gpt-4o-mini at "+e.modelURL+"/v1 (bots helpdesk, assistant): one-token chat completion: ok\n",
+		"  model other-model at "+e.modelURL+"/v1 (bot front): one-token chat completion: FAILED: llm: probe: status 401: Incorrect API key provided")
+	// The refused call is counted, not recorded.
+	if rs, n := e.model.Requests(), e.model.Calls(); len(rs) != 1 || rs[0].Model != "gpt-4o-mini" || n != 2 {
+		t.Errorf("the model was called %d times (%+v accepted), want once per endpoint", n, rs)
+	}
 }

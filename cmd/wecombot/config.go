@@ -187,6 +187,7 @@ func ParseConfig(data []byte, lookup func(string) (string, bool)) (*Config, erro
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	problems = append(problems, unknownBotLLMKeys(&root)...)
 	var unset []unsetVar
 	expand(&root, "", lookup, &unset)
 	var typed []*keyError // values of the wrong type
@@ -334,7 +335,10 @@ func unknownKey(e string) string {
 	return e[:i] + prefix + field
 }
 
-var unmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
+var (
+	unmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
+	nodeType    = reflect.TypeFor[yaml.Node]()
+)
 
 // typeCheck reports each value under n that the Go type t of its key
 // cannot hold, in words for people ("want a number, got \"abc\""), with
@@ -353,6 +357,11 @@ func typeCheck(n *yaml.Node, t reflect.Type, key string, typed *[]*keyError) (ok
 	bad := func(format string, args ...any) bool {
 		*typed = append(*typed, &keyError{key: key, line: n.Line, msg: fmt.Sprintf(format, args...)})
 		return false
+	}
+	if t == nodeType {
+		// The only yaml.Node of Config is bots[].llm: keys of the llm
+		// section, which it overlays (Config.BotLLM).
+		t = reflect.TypeFor[LLMConfig]()
 	}
 	if reflect.PointerTo(t).Implements(unmarshaler) {
 		var te *yaml.TypeError
@@ -615,25 +624,12 @@ func (c *Config) validate() []error {
 	}
 	positive("wecom.token_refresh_before", c.WeCom.TokenRefreshBefore)
 	positive("wecom.request_timeout", c.WeCom.RequestTimeout)
-	urlKey("llm.base_url", c.LLM.BaseURL)
-	if c.LLM.Model == "" {
-		bad("llm.model", "is empty")
-	}
-	positive("llm.timeout", c.LLM.Timeout)
-	if c.LLM.HistoryTurns < 0 {
-		bad("llm.history_turns", "must be 0 or more, got %d", c.LLM.HistoryTurns)
-	}
-	if c.LLM.Retries < 0 || c.LLM.Retries > 5 {
-		bad("llm.retries", "must be between 0 and 5, got %d", c.LLM.Retries)
-	}
+	checkLLM("llm", c.LLM, func(string) bool { return true }, bad)
 	if c.Admin.Username == "" {
 		bad("admin.username", "is empty")
 	}
 	if c.Admin.Password == "" {
 		bad("admin.password", "is empty: the admin API and panel need one (set WECOMBOT_ADMIN_PASSWORD)")
-	}
-	if c.LLM.MaxConcurrency < 1 {
-		bad("llm.max_concurrency", "must be at least 1, got %d", c.LLM.MaxConcurrency)
 	}
 	if c.Pipeline.Workers != nil {
 		bad("pipeline.workers", "is no longer a setting: every user with a message waits on the model at once, up to llm.max_concurrency calls in flight (default %d); remove the key, or set llm.max_concurrency for a provider with a concurrency limit", adapter.DefaultMaxConcurrency)
@@ -668,8 +664,145 @@ func (c *Config) validate() []error {
 		}
 		seen[b.Name] = true
 		c.validateBot(key, b, bad)
+		checkLLM(key+".llm", c.BotLLM(i), botSets(b), bad)
+	}
+	c.checkSharedEndpoints(bad)
+	return errs
+}
+
+// checkLLM reports the problems of l, the keys of the llm section, as
+// key's (the section, or a bot's settings: the section overlaid with the
+// bot's keys). Only the keys that sets says are checked: a bot's problem
+// is one of its own keys, what it inherits is the section's.
+func checkLLM(key string, l LLMConfig, sets func(name string) bool, bad func(key, format string, args ...any)) {
+	check := func(name string, ok bool, format string, args ...any) {
+		if sets(name) && !ok {
+			bad(key+"."+name, format, args...)
+		}
+	}
+	u, err := url.Parse(l.BaseURL)
+	check("base_url", err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "%q is not an http(s) URL", l.BaseURL)
+	check("model", l.Model != "", "is empty")
+	check("timeout", l.Timeout > 0, "must be positive, got %s", l.Timeout)
+	check("history_turns", l.HistoryTurns >= 0, "must be 0 or more, got %d", l.HistoryTurns)
+	check("retries", l.Retries >= 0 && l.Retries <= 5, "must be between 0 and 5, got %d", l.Retries)
+	check("max_concurrency", l.MaxConcurrency >= 1, "must be at least 1, got %d", l.MaxConcurrency)
+}
+
+// botSets says which keys of the llm section bot b sets in its own `llm:`.
+func botSets(b adapter.BotConfig) func(name string) bool {
+	keys := overridden(b)
+	return func(name string) bool { return slices.Contains(keys, name) }
+}
+
+// overridden are the keys of the llm section that bot b sets itself, in
+// the file's order.
+func overridden(b adapter.BotConfig) []string {
+	var keys []string
+	n := resolved(&b.LLM)
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		keys = append(keys, n.Content[i].Value)
+	}
+	return keys
+}
+
+// BotLLM is the llm settings of the i-th bot: the llm section overlaid
+// with the bot's own `llm:` keys. A value of the wrong type was reported
+// and taken out as the file was read: the section's value stays.
+func (c *Config) BotLLM(i int) LLMConfig {
+	l := c.LLM
+	if n := resolved(&c.Bots[i].LLM); n.Kind == yaml.MappingNode {
+		_ = n.Decode(&l)
+	}
+	return l
+}
+
+// resolved is n, or what it is an alias of.
+func resolved(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
+}
+
+// modelEndpoint tells model endpoints apart: the bots whose settings have
+// the same call one client, and share its limit of calls in flight
+// (llm.max_concurrency) and its health.
+type modelEndpoint struct {
+	baseURL, apiKey, model string
+	timeout                config.Duration
+}
+
+func endpointOf(l LLMConfig) modelEndpoint {
+	return modelEndpoint{baseURL: l.BaseURL, apiKey: l.APIKey, model: l.Model, timeout: l.Timeout}
+}
+
+// checkSharedEndpoints reports bots that call one model endpoint with
+// different max_concurrency: the endpoint has one limit of calls in flight.
+func (c *Config) checkSharedEndpoints(bad func(key, format string, args ...any)) {
+	first := map[modelEndpoint]int{} // the first bot calling each
+	for i, b := range c.Bots {
+		l := c.BotLLM(i)
+		j, ok := first[endpointOf(l)]
+		if !ok {
+			first[endpointOf(l)] = i
+			continue
+		}
+		other := c.BotLLM(j)
+		if other.MaxConcurrency == l.MaxConcurrency {
+			continue
+		}
+		// Named at the bot that sets it (this one, or the first).
+		at, with, n := i, j, other.MaxConcurrency
+		if !botSets(b)("max_concurrency") {
+			at, with, n = j, i, l.MaxConcurrency
+		}
+		bad(fmt.Sprintf("bots[%d].llm.max_concurrency", at),
+			"is %d, but %s calls the same model (base_url, api_key, model and timeout) with %d: the bots of one model share its calls in flight; give them the same max_concurrency",
+			c.BotLLM(at).MaxConcurrency, c.keyName(fmt.Sprintf("bots[%d]", with)), n)
+	}
+}
+
+// unknownBotLLMKeys are the keys of the bots' `llm:` that are no key of
+// the llm section, as the probe reports the other unknown keys.
+func unknownBotLLMKeys(root *yaml.Node) []error {
+	var errs []error
+	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	known := yamlFields(reflect.TypeFor[LLMConfig]())
+	bots := mappingValue(root.Content[0], "bots")
+	if bots == nil || bots.Kind != yaml.SequenceNode {
+		return nil
+	}
+	for i, b := range bots.Content {
+		l := mappingValue(resolved(b), "llm")
+		if l != nil {
+			l = resolved(l)
+		}
+		if l == nil || l.Kind != yaml.MappingNode {
+			continue
+		}
+		for k := 0; k+1 < len(l.Content); k += 2 {
+			if name := l.Content[k]; known[name.Value] == nil {
+				errs = append(errs, fmt.Errorf("config: unknown key: line %d: bots[%d].llm.%s", name.Line, i, name.Value))
+			}
+		}
 	}
 	return errs
+}
+
+// mappingValue is the value of key in mapping n; nil: none.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // validateBot checks the keys of bot b, at key, against what its kind
@@ -797,12 +930,20 @@ func portOf(a string) string {
 // `check` prints them and `serve` logs them at start, neither refuses them.
 func (c *Config) warnings() []string {
 	var w []string
-	if u, err := url.Parse(c.LLM.BaseURL); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
-		!strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1") {
-		want := *u
-		want.Path = strings.TrimRight(u.Path, "/") + "/v1"
-		want.RawPath = ""
-		w = append(w, fmt.Sprintf("llm.base_url: the path does not end in /v1; OpenAI-compatible APIs usually need it (%s)", want.String()))
+	baseURL := func(key, v string) {
+		if u, err := url.Parse(v); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+			!strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1") {
+			want := *u
+			want.Path = strings.TrimRight(u.Path, "/") + "/v1"
+			want.RawPath = ""
+			w = append(w, fmt.Sprintf("%s: the path does not end in /v1; OpenAI-compatible APIs usually need it (%s)", key, want.String()))
+		}
+	}
+	baseURL("llm.base_url", c.LLM.BaseURL)
+	for i, b := range c.Bots {
+		if botSets(b)("base_url") {
+			baseURL(c.keyName(fmt.Sprintf("bots[%d].llm.base_url", i)), c.BotLLM(i).BaseURL)
+		}
 	}
 	return w
 }

@@ -441,8 +441,10 @@ func TestEndToEnd(t *testing.T) {
 			// Counters belong to the process: the restarted one fetched once.
 			`wecombot_token_fetch_total{bot="helpdesk",result="ok"} 1`,
 			`wecombot_token_expires_in_seconds{bot="helpdesk"} 7`,
-			"wecombot_llm_in_flight 0",            // nothing asked right now
-			"wecombot_llm_concurrency_limit 2000", // llm.max_concurrency, no rate limit seen
+			// By model and host: nothing asked right now; llm.max_concurrency,
+			// no rate limit seen.
+			fmt.Sprintf(`wecombot_llm_in_flight{host=%q,model="test-model"} 0`, strings.TrimPrefix(e.llmSrv.URL, "http://")),
+			fmt.Sprintf(`wecombot_llm_concurrency_limit{host=%q,model="test-model"} 2000`, strings.TrimPrefix(e.llmSrv.URL, "http://")),
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("metrics lack %s", want)

@@ -30,7 +30,7 @@ func secretKey(k string) bool {
 // without a model key), the service answers with llm.Echo: the llm section
 // is shown as that model runs, which calls no API with no key.
 func panelConfig(cfg *Config, echo bool) web.ConfigReport {
-	r := web.ConfigReport{EchoModel: echo}
+	r := web.ConfigReport{EchoModel: echo, Models: botModelRows(cfg, echo)}
 	shown := cfg
 	if echo {
 		c := *cfg

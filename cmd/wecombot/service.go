@@ -106,13 +106,12 @@ func (m *Main) Open(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := adapter.NewMetrics(reg)
-	completer, model := m.LLM, cfg.LLM.Model
+	// m.LLM, when set, answers for every bot, whatever its model.
+	completer := m.LLM
 	if completer == nil {
 		completer = llm.New(cfg.LLM.Config)
 	}
-	if _, ok := completer.(llm.Echo); ok {
-		model = llm.EchoModel
-	}
+	model, host := shownModel(cfg.LLM.Config, completer)
 	app, err := adapter.New(adapter.Options{
 		WeCom: cfg.WeCom.WeComConfig,
 		Bots:  cfg.Bots,
@@ -120,6 +119,9 @@ func (m *Main) Open(ctx context.Context) error {
 			LLM:     cfg.LLM.LLMConfig,
 			Replies: cfg.Replies,
 			Model:   model,
+			Host:    host,
+			KeySet:  cfg.LLM.APIKey != "" && model != llm.EchoModel,
+			Bots:    botModels(cfg, m.LLM),
 			// A message may wait out the provider's rate limit as long as
 			// one call may take.
 			RateLimitWait: time.Duration(cfg.LLM.Timeout),
