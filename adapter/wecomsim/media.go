@@ -46,10 +46,16 @@ func (s *Server) mediaLocked() *mediaState {
 // for the app, and returns its media_id.
 func (s *Server) AddMedia(data []byte) string {
 	id := "MEDIA_" + randomString(32)
-	s.mu.Lock()
-	s.mediaLocked().files[id] = append([]byte(nil), data...)
-	s.mu.Unlock()
+	s.PutMedia(id, data)
 	return id
+}
+
+// PutMedia stores a file for media/get under mediaID (MediaXML's
+// media_image_<msgid>, say).
+func (s *Server) PutMedia(mediaID string, data []byte) {
+	s.mu.Lock()
+	s.mediaLocked().files[mediaID] = append([]byte(nil), data...)
+	s.mu.Unlock()
 }
 
 // MediaGets counts the media/get calls answered with a file.
