@@ -117,8 +117,6 @@ func (e *appImageEnv) image(msgID int64, data []byte) string {
 // mediaIDOf is the media_id of MediaXML's image msgID.
 func mediaIDOf(msgID int64) string { return "media_image_" + strconv.FormatInt(msgID, 10) }
 
-
-
 func (e *appImageEnv) waitText(n int) string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
