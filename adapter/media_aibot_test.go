@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -127,4 +128,52 @@ func TestAIBotCallbackImageRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// completeOnly hides the client's Stream: the answer comes whole.
+type completeOnly struct{ c Completer }
+
+func (o completeOnly) Complete(ctx context.Context, msgs []llm.Message) (string, error) {
+	return o.c.Complete(ctx, msgs)
+}
+
+// TestAIBotWSImage: on the long connection each image carries its own
+// aeskey; the image reaches the model decrypted; an image whose URL
+// expired before the download gets the polite text.
+func TestAIBotWSImage(t *testing.T) {
+	e := newWSEnv(t)
+	model := newVisionModel(t)
+	in := e.startVision(model)
+	e.connected(in)
+
+	key := wecomsim.NewEncodingAESKey() // 43 characters: base64 without its "="
+	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	req := e.deliver(body)
+	if s := e.finished(req); s.Content != "looked at 🖼 for: 请描述这张图片。" {
+		t.Fatalf("stream %+v", s)
+	}
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != (llm.Image{MIME: "image/png", Data: testPNG}).DataURL() {
+		t.Error("the model did not get the exact bytes")
+	}
+
+	u, err = e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(wecomsim.AIBotMediaLifetime)
+	body = wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	req = e.deliver(body)
+	if s := e.finished(req); s.Content != "cannot use that image" {
+		t.Fatalf("expired: stream %+v", s)
+	}
+	if e.sim.AIBotMediaGets() != 1 {
+		t.Errorf("%d downloads answered, want 1", e.sim.AIBotMediaGets())
+	}
+	e.noViolations()
 }
