@@ -78,3 +78,23 @@ func (d *DB) MessageMedia(ctx context.Context, id int64, withData bool) ([]Messa
 	}
 	return out, nil
 }
+
+// MediaOf returns the images stored for each of ids, without their bytes,
+// by message id and seq.
+func (d *DB) MediaOf(ctx context.Context, ids []int64) (map[int64][]MessageMedia, error) {
+	out := map[int64][]MessageMedia{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []messageMediaRow
+	err := d.db.WithContext(ctx).Select("id", "message_id", "seq", "mime", "size", "reason", "created_at").
+		Where("message_id IN ?", ids).Order("message_id, seq").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: media of messages: %w", err)
+	}
+	for _, r := range rows {
+		out[r.MessageID] = append(out[r.MessageID], MessageMedia{MessageID: r.MessageID, Seq: r.Seq, MIME: r.MIME,
+			Size: r.Size, Reason: r.Reason, CreatedAt: r.CreatedAt})
+	}
+	return out, nil
+}

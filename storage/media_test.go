@@ -37,6 +37,11 @@ func testMessageMedia(t *testing.T) {
 	if len(light) != 2 || len(light[0].Data) != 0 || light[0].Size != int64(len(png)) {
 		t.Errorf("MessageMedia without data = %+v", light)
 	}
+	byID, err := db.MediaOf(ctx, []int64{m.ID, m.ID + 100})
+	must(t, err)
+	if len(byID) != 1 || len(byID[m.ID]) != 2 || len(byID[m.ID][0].Data) != 0 || byID[m.ID][0].MIME != "image/png" || byID[m.ID][1].Seq != 1 {
+		t.Errorf("MediaOf = %+v", byID)
+	}
 	if err := db.SaveMedia(ctx, MessageMedia{MessageID: m.ID, Seq: 2, Data: make([]byte, MaxMediaBytes+1)}); err == nil {
 		t.Error("SaveMedia of more than MaxMediaBytes: no error")
 	}
