@@ -46,7 +46,11 @@
   form.addEventListener("submit", function (e) {
     if (e.defaultPrevented) return;
     e.preventDefault();
-    var body = new URLSearchParams(new FormData(form, e.submitter));
+    var data = new FormData(form, e.submitter);
+    var file = form.querySelector("#chat-image");
+    // With an image the form goes as multipart; otherwise as the plain
+    // form it would be without the script.
+    var body = file && file.files.length ? data : new URLSearchParams(data);
     busy = true;
     alertBox("");
     start();
@@ -58,6 +62,7 @@
           if (!r.ok) throw new Error(s && s.error || r.statusText);
           show(s);
           if (!(e.submitter && e.submitter.value === "welcome")) text.value = "";
+          if (file) { file.value = ""; text.required = true; }
           // A reload keeps the bot, the user and the chat just used.
           var q = new URLSearchParams();
           ["bot", "user", "chat"].forEach(function (k) { if (body.get(k)) q.set(k, body.get(k)); });
@@ -73,5 +78,8 @@
         text.focus();
       });
   });
+  // An image may go without text.
+  var picker = form.querySelector("#chat-image");
+  if (picker) picker.addEventListener("change", function () { text.required = !picker.files.length; });
   if (log.hasAttribute("data-pending")) start();
 })();
