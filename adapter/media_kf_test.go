@@ -1,10 +1,13 @@
 package adapter
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
@@ -106,5 +109,47 @@ func TestKFImageTokenRevoked(t *testing.T) {
 	}
 	if e.sim.TokenFetches(kfAgent) != fetches+1 || e.sim.MediaGets() != 1 {
 		t.Errorf("token fetches %d→%d, media/get %d", fetches, e.sim.TokenFetches(kfAgent), e.sim.MediaGets())
+	}
+}
+
+// answerlessStore is the database except that answers cannot be stored:
+// a process that stops after downloading an image, before its answer.
+type answerlessStore struct{ *storage.DB }
+
+func (answerlessStore) SaveAnswer(context.Context, storage.Answer) error {
+	return errors.New("database is locked")
+}
+
+// TestKFImageRestart: an image downloaded and stored by an instance that
+// stopped before storing its answer is answered by the next start from
+// the stored bytes; media/get is not asked again.
+func TestKFImageRestart(t *testing.T) {
+	e, model := kfImageEnv(t, true)
+	e.store = answerlessStore{e.db}
+	first := e.start("a", true)
+	e.sendsImage(kfCustomer, testPNG)
+	eventually.True(t, func() bool {
+		ms := e.messages(storage.MessageReceived, storage.MessageAnswering)
+		if len(ms) != 1 {
+			return false
+		}
+		media, err := e.db.MessageMedia(t.Context(), ms[0].ID, false)
+		return err == nil && len(media) == 1 && model.fake.Calls() == 1
+	}, "the image was not downloaded and stored")
+	first.stop()
+	if n := len(e.sim.KFReceived(kfAccount, kfCustomer)); n != 0 {
+		t.Fatalf("the customer got %d messages from the stopped instance", n)
+	}
+
+	e.store = nil
+	e.start("b", true)
+	if got := e.received(kfCustomer, 1); got[0] != "looked at 🖼 for: 请描述这张图片。" {
+		t.Errorf("customer got %q", got)
+	}
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != (llm.Image{MIME: "image/png", Data: testPNG}).DataURL() {
+		t.Error("the model did not get the stored bytes")
+	}
+	if e.sim.MediaGets() != 1 {
+		t.Errorf("media/get answered %d times, want 1 (before the restart)", e.sim.MediaGets())
 	}
 }
