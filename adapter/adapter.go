@@ -115,6 +115,15 @@ func New(o Options) (*App, error) {
 	a.outbox = NewOutbox(o.Outbox, o.Store, a.deliver, o.Clock, o.Log)
 	a.pipeline = NewPipeline(o.Pipeline, o.Store, o.LLM, a.outbox, o.Clock, o.Log)
 	a.pipeline.parts.send = a.sendApp
+	for name, b := range a.bots {
+		a.pipeline.UseMedia(name, b) // its messages and its 微信客服 customers'
+	}
+	for name, b := range a.aibots {
+		a.pipeline.UseMedia(name, b)
+	}
+	for name, w := range a.wsbots {
+		a.pipeline.UseMedia(name, w.b)
+	}
 	for name, b := range a.aibots {
 		a.pipeline.UseReplier(name, b)
 	}

@@ -121,9 +121,14 @@ func (b *aibotBot) callback(ctx context.Context, p *Pipeline, msg aibot.Message)
 // inboundOf is the stored form of an AI bot message: one conversation per
 // group chat, whose users' turns are marked with their sender, one per user
 // in single chats. A message without text (an image, a file) is stored
-// with its type, for the pipeline's text_only reply.
+// with its type, for the pipeline's text_only reply; its images (of an
+// image, of a mixed message, of a quote) for the pipeline to download.
 func inboundOf(bot string, msg aibot.Message) Inbound {
-	in := Inbound{Bot: bot, UserID: msg.Conversation(), MsgType: msg.MsgType, DedupeKey: msg.MsgID, CreateTime: msg.CreateTime}
+	in := Inbound{Bot: bot, UserID: msg.Conversation(), MsgType: msg.MsgType, DedupeKey: msg.MsgID, CreateTime: msg.CreateTime,
+		Images: aibotImages(msg)}
+	if msg.MsgType == aibot.TypeMixed && len(in.Images) > 0 {
+		in.MsgType = aibot.TypeImage // images alone; with text it is text below
+	}
 	if msg.IsGroup() {
 		in.UserID = groupConversation(msg.ChatID)
 	}
@@ -135,6 +140,36 @@ func inboundOf(bot string, msg aibot.Message) Inbound {
 		}
 	}
 	return in
+}
+
+// aibotImages are the images of msg: its image or the images of its mixed
+// body, then those of the message it quotes.
+func aibotImages(msg aibot.Message) []MediaRef {
+	var refs []MediaRef
+	add := func(img *aibot.Media) {
+		if img != nil && img.URL != "" {
+			refs = append(refs, MediaRef{URL: img.URL, AESKey: img.AESKey})
+		}
+	}
+	addBody := func(msgType string, img *aibot.Media, mixed *aibot.Mixed) {
+		switch msgType {
+		case aibot.TypeImage:
+			add(img)
+		case aibot.TypeMixed:
+			if mixed != nil {
+				for _, it := range mixed.Items {
+					if it.MsgType == aibot.TypeImage {
+						add(it.Image)
+					}
+				}
+			}
+		}
+	}
+	addBody(msg.MsgType, msg.Image, msg.Mixed)
+	if q := msg.Quote; q != nil {
+		addBody(q.MsgType, q.Image, q.Mixed)
+	}
+	return refs
 }
 
 // groupConversation is the user id under which a group chat's messages

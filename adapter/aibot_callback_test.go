@@ -86,6 +86,11 @@ type aibotEnv struct {
 	// several, none of them has the database to itself.
 	instances int
 	served    [4]atomic.Int64 // requests each instance served
+	// vision and completer (instead of model), when set: images.
+	vision    bool
+	completer Completer
+	// simNow, when set, is the simulator's clock.
+	simNow func() time.Time
 }
 
 type aibotEnvOption func(*aibotEnv, *BotConfig)
@@ -101,10 +106,14 @@ func newAIBotEnv(t *testing.T, opts ...aibotEnvOption) *aibotEnv {
 		o(e, &bc)
 	}
 	e.store = openTestDB(t)
-	e.sim = wecomsim.New(wecomsim.Options{})
+	e.sim = wecomsim.New(wecomsim.Options{Now: e.simNow})
 	simSrv := httptest.NewServer(e.sim.Handler())
 	t.Cleanup(simSrv.Close)
 	e.metrics = NewMetrics(prometheus.NewRegistry())
+	var completer Completer = e.model
+	if e.completer != nil {
+		completer = e.completer
+	}
 	instances := max(e.instances, 1)
 	var engines []http.Handler
 	for i := range instances {
@@ -112,8 +121,8 @@ func newAIBotEnv(t *testing.T, opts ...aibotEnvOption) *aibotEnv {
 			WeCom:    WeComConfig{APIBase: simSrv.URL, RequestTimeout: config.Duration(5 * time.Second)},
 			Bots:     []BotConfig{bc},
 			Store:    e.store,
-			Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true}, Replies: e.replies, Exclusive: instances == 1, Owner: fmt.Sprint("instance-", i)},
-			LLM:      e.model,
+			Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true, Vision: e.vision}, Replies: e.replies, Exclusive: instances == 1, Owner: fmt.Sprint("instance-", i)},
+			LLM:      completer,
 			Clock:    e.clock,
 			Log:      slog.New(slog.DiscardHandler),
 			Metrics:  e.metrics,

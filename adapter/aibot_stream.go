@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -65,6 +66,58 @@ type aibotBot struct {
 	http    *http.Client
 	replies Replies
 	metrics *Metrics
+}
+
+// FetchMedia downloads an image of the bot's messages: its URL (valid 5
+// minutes) gives AES-256-CBC bytes, decrypted with the message's aeskey
+// (long connection) or the bot's EncodingAESKey (callback mode).
+func (b *aibotBot) FetchMedia(ctx context.Context, ref MediaRef, limit int64) ([]byte, error) {
+	keyText := ref.AESKey
+	if keyText == "" {
+		keyText = b.cfg.EncodingAESKey
+	}
+	key, err := aibot.MediaKey(keyText)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ref.URL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("aibot: image URL: %w", err)
+	}
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("aibot: download image: %w", withoutURL(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("aibot: download image: HTTP status %d (the URL is valid 5 minutes)", resp.StatusCode)
+	}
+	// The padding adds at most 32 bytes to the file.
+	data, err := readLimited(resp.Body, limit+32)
+	if err != nil {
+		if errors.Is(err, errMediaTooLarge) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("aibot: download image: %w", withoutURL(err))
+	}
+	plain, err := aibot.DecryptMedia(key, data)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(plain)) > limit {
+		return nil, errMediaTooLarge
+	}
+	return plain, nil
+}
+
+// withoutURL is err without the URL a *url.Error carries: a media URL is
+// long and says nothing to the admin.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // Begin starts the reply to m on its stream. A message accepted but not

@@ -186,6 +186,18 @@ type wsInstance struct {
 // with e.redis, on a database of its own.
 func (e *wsEnv) start(owner string, exclusive bool, model Completer, replies Replies) *wsInstance {
 	e.t.Helper()
+	return e.startWith(owner, exclusive, model, replies, LLMConfig{Stream: true, MaxConcurrency: 4, HistoryTurns: 10})
+}
+
+// startVision runs an instance alone on the database whose model, which
+// sees images, answers whole.
+func (e *wsEnv) startVision(model *visionModel) *wsInstance {
+	e.t.Helper()
+	return e.startWith("one", true, completeOnly{model.client()}, mediaReplies, LLMConfig{Vision: true})
+}
+
+func (e *wsEnv) startWith(owner string, exclusive bool, model Completer, replies Replies, llmCfg LLMConfig) *wsInstance {
+	e.t.Helper()
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	db := e.db
@@ -198,7 +210,7 @@ func (e *wsEnv) start(owner string, exclusive bool, model Completer, replies Rep
 	a, err := New(Options{
 		WeCom: WeComConfig{AIBotWSURL: e.url},
 		Bots:  []BotConfig{{Name: wsTestBot, Kind: KindAIBot, Mode: ModeWebSocket, BotID: wsTestBotID, Secret: wsTestSecret}},
-		Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true, MaxConcurrency: 4, HistoryTurns: 10}, Replies: replies,
+		Pipeline: PipelineConfig{LLM: llmCfg, Replies: replies,
 			Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
 		Store: db, Leases: leases, LLM: model, Clock: e.clock, Metrics: m,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", owner),

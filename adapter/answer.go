@@ -34,13 +34,20 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 			return false
 		}
 	}
+	img, err := p.images(ctx, log, m)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("cannot store or read the message's images", "err", err)
+		}
+		return false
+	}
 	ctx, stats := withAnswerStats(ctx)
 	reply, err := p.replier(m.Bot).Begin(ctx, m)
 	if err != nil {
 		log.Error("cannot start reply", "err", err)
 		return false
 	}
-	a, text := p.answer(ctx, log, m, &reply)
+	a, text := p.answer(ctx, log, m, img, &reply)
 	if ctx.Err() != nil {
 		return false // stopping or the lease lost: the message stays pending
 	}
@@ -96,11 +103,12 @@ func (p *Pipeline) interrupted(ctx context.Context, log *slog.Logger, m storage.
 	return true
 }
 
-// answer decides what to say to m: the answer to store (its turns, and
-// Failure when the user gets a failure notice instead of an answer) and the
-// text to finish the reply with. A streamed answer goes to *reply as it
-// comes; a nil *reply afterwards means the reply is gone.
-func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Message, reply *Reply) (storage.Answer, string) {
+// answer decides what to say to m, whose images (if the model sees them)
+// are img: the answer to store (its turns, and Failure when the user gets
+// a failure notice instead of an answer) and the text to finish the reply
+// with. A streamed answer goes to *reply as it comes; a nil *reply
+// afterwards means the reply is gone.
+func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Message, img images, reply *Reply) (storage.Answer, string) {
 	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
 	switch m.MsgType {
 	case "event":
@@ -110,27 +118,51 @@ func (p *Pipeline) answer(ctx context.Context, log *slog.Logger, m storage.Messa
 		return a, ""
 	case "text":
 	default:
-		return a, p.cfg.Replies.TextOnly
+		if !img.seen {
+			return a, p.cfg.Replies.TextOnly
+		}
 	}
 	text := strings.TrimSpace(m.Content)
-	switch {
-	case text == "":
-		return a, p.cfg.Replies.Empty
-	case IsResetCommand(text):
-		a.ResetConversation = true
-		return a, p.cfg.Replies.Reset
-	case strings.EqualFold(text, "/help"):
-		return a, p.cfg.Replies.Help
+	if m.MsgType != "text" {
+		text = "" // an image's Content is no caption (微信客服: the raw message)
+	}
+	var u userTurn
+	if img.seen {
+		if img.reason != "" {
+			log.Warn("image cannot be used", "reason", img.reason)
+			a.Failure = img.reason
+			return a, p.cfg.Replies.ImageFailed
+		}
+		u = img.turn(text, p.cfg.Replies.ImagePrompt)
+	} else {
+		switch {
+		case text == "":
+			return a, p.cfg.Replies.Empty
+		case IsResetCommand(text):
+			a.ResetConversation = true
+			return a, p.cfg.Replies.Reset
+		case strings.EqualFold(text, "/help"):
+			return a, p.cfg.Replies.Help
+		}
+		u = userTurn{msg: llm.Message{Role: llm.RoleUser, Content: text}, history: text}
 	}
 	if sc, ok := p.model(m.Bot).ep.LLM.(StreamCompleter); ok && p.botLLM(m.Bot).Stream {
-		return p.stream(ctx, log, m, text, sc, reply)
+		return p.stream(ctx, log, m, u, sc, reply)
 	}
-	answer, err := p.complete(ctx, log, m, text)
+	answer, err := p.complete(ctx, log, m, u)
 	if err != nil {
 		return p.failed(log, a, err)
 	}
-	a.UserTurn, a.AssistantTurn = text, answer
+	a.UserTurn, a.AssistantTurn = u.history, answer
 	return a, answer
+}
+
+// userTurn is the user's turn of a message: what the model is asked
+// (text, and images when it sees them) and what the conversation keeps of
+// it for the later turns (the text, with a placeholder for each image).
+type userTurn struct {
+	msg     llm.Message
+	history string
 }
 
 // failed is the answer to a message whose model call failed with err: the
@@ -142,8 +174,8 @@ func (p *Pipeline) failed(log *slog.Logger, a storage.Answer, err error) (storag
 }
 
 // conversation is what the LLM is asked: the bot's system prompt, the
-// history and the new text.
-func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text string) ([]llm.Message, error) {
+// history and the user's new turn.
+func (p *Pipeline) conversation(ctx context.Context, m storage.Message, u userTurn) ([]llm.Message, error) {
 	cfg := p.botLLM(m.Bot)
 	history, err := p.store.History(ctx, m.Bot, m.UserID, cfg.HistoryTurns)
 	if err != nil {
@@ -156,12 +188,12 @@ func (p *Pipeline) conversation(ctx context.Context, m storage.Message, text str
 	for _, t := range history {
 		msgs = append(msgs, llm.Message{Role: t.Role, Content: t.Content})
 	}
-	return append(msgs, llm.Message{Role: llm.RoleUser, Content: text}), nil
+	return append(msgs, u.msg), nil
 }
 
 // complete asks the LLM with the conversation so far.
-func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Message, text string) (string, error) {
-	msgs, err := p.conversation(ctx, m, text)
+func (p *Pipeline) complete(ctx context.Context, log *slog.Logger, m storage.Message, u userTurn) (string, error) {
+	msgs, err := p.conversation(ctx, m, u)
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -107,4 +108,20 @@ func (b *bot) sendText(ctx context.Context, user, content string, dupCheck time.
 		return err
 	})
 	return msgID, err
+}
+
+// FetchMedia downloads the image ref names (its media_id: a message of the
+// app, or of a 微信客服 customer) through media/get, healing a refused
+// token.
+func (b *bot) FetchMedia(ctx context.Context, ref MediaRef, limit int64) ([]byte, error) {
+	if ref.MediaID == "" {
+		return nil, errors.New("adapter: image without media_id")
+	}
+	var data []byte
+	err := b.tokens.Do(ctx, "media/get", func(ctx context.Context, token string) error {
+		var err error
+		data, err = b.api.getMedia(ctx, token, ref.MediaID, limit)
+		return err
+	})
+	return data, err
 }

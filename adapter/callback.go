@@ -150,6 +150,9 @@ func (a *App) receive(c *gin.Context) {
 		Bot: b.cfg.Name, UserID: msg.FromUserName, MsgType: msg.MsgType, Event: msg.Event,
 		Content: msg.Content, CreateTime: msg.CreateTime, DedupeKey: dedupeKey(msg),
 	}
+	if msg.MsgType == "image" && msg.MediaID != "" {
+		in.Images = []MediaRef{{MediaID: msg.MediaID}}
+	}
 	// The message must be durable before WeCom hears 200, whatever the
 	// client does with the connection meanwhile.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 4*time.Second)

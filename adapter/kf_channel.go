@@ -546,6 +546,9 @@ func (k *kfBot) messages(account string, list []kf.Message, history time.Time) (
 		if km.MsgType == kf.TypeText && km.Text != nil {
 			m.Content = km.Text.Content
 		}
+		if km.MsgType == kf.TypeImage && km.Image != nil && km.Image.MediaID != "" {
+			m.Media = encodeMedia([]MediaRef{{MediaID: km.Image.MediaID}})
+		}
 		if km.FromCustomer() && !time.Unix(km.SendTime, 0).Before(history) {
 			m.State = storage.MessageReceived
 		}

@@ -48,6 +48,9 @@ type kfEnv struct {
 	aesKey string
 	model  Completer
 	kfCfg  KFConfig
+	// llm and replies, when set, are the pipeline's (images).
+	llm     LLMConfig
+	replies *Replies
 	// store wraps db for the instances when set (fault injection).
 	store Store
 	// redis, when set, gives each instance a database of its own, with
@@ -99,12 +102,16 @@ func (e *kfEnv) start(owner string, exclusive bool) *kfInstance {
 		store, leases, claims = db, e.redis, e.redis
 	}
 	reg := prometheus.NewRegistry()
+	replies := Replies{TextOnly: "text only"}
+	if e.replies != nil {
+		replies = *e.replies
+	}
 	a, err := New(Options{
 		Metrics: NewMetrics(reg),
 		WeCom:   WeComConfig{APIBase: e.api, TokenRefreshBefore: config.Duration(5 * time.Minute)},
 		Bots: []BotConfig{{Name: "helpdesk", CorpID: kfCorp, AgentID: kfAgent, Secret: kfSecret, Token: kfToken,
 			EncodingAESKey: e.aesKey, KF: e.kfCfg}},
-		Pipeline: PipelineConfig{Replies: Replies{TextOnly: "text only"}, Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
+		Pipeline: PipelineConfig{LLM: e.llm, Replies: replies, Owner: owner, Lease: 3 * time.Second, Exclusive: exclusive},
 		Store:    store, Leases: leases, Claims: claims, LLM: e.model, Clock: e.clock,
 		Log: slog.New(slog.DiscardHandler),
 	})

@@ -21,11 +21,14 @@ import (
 // Inbound is a message of a user to a bot, as any channel delivers it to the
 // pipeline: the seam between WeCom's wire formats and the conversation.
 type Inbound struct {
-	Bot        string
-	UserID     string
-	MsgType    string // text, image, voice, video, file, location, link, event
-	Event      string // for MsgType event: subscribe, enter_agent, …
-	Content    string
+	Bot     string
+	UserID  string
+	MsgType string // text, image, voice, video, file, location, link, event
+	Event   string // for MsgType event: subscribe, enter_agent, …
+	Content string
+	// Images are the message's images, for its channel to download after
+	// the message is stored (an image, the images of a mixed message).
+	Images     []MediaRef
 	DedupeKey  string
 	CreateTime int64
 }
@@ -42,6 +45,13 @@ type Replies struct {
 	// Interrupted follows the parts of an answer whose stream was cut off
 	// by a stop or a crash; empty: Unavailable.
 	Interrupted string `yaml:"interrupted"`
+	// ImagePrompt is what the model is asked about an image sent without
+	// text (llm.vision).
+	ImagePrompt string `yaml:"image_prompt"`
+	// ImageFailed answers an image that cannot be used: its download
+	// failed, it is larger than 10 MB, or it is not a JPEG, PNG, GIF or
+	// WebP.
+	ImageFailed string `yaml:"image_failed"`
 	// Continued ends an AI bot's stream that WeCom stops showing before
 	// the answer is done (6 minutes); the whole answer follows in a
 	// message of its own. Empty: the stream ends without a note.
@@ -69,6 +79,10 @@ type LLMConfig struct {
 	// lower the calls for a while (callLimiter). Default
 	// DefaultMaxConcurrency.
 	MaxConcurrency int `yaml:"max_concurrency"`
+	// Vision says the model accepts images: a user's image is downloaded
+	// and sent to it as an image_url content part; false:
+	// Replies.TextOnly.
+	Vision bool `yaml:"vision"`
 }
 
 // PipelineConfig configures the conversation pipeline: the `llm:` keys and
@@ -126,6 +140,8 @@ type MessageStore interface {
 	PendingMessages(ctx context.Context, u storage.UserRef, limit int) ([]storage.Message, error)
 	UnclaimedUsers(ctx context.Context, now time.Time, limit int) ([]storage.UserRef, error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
+	SaveMedia(ctx context.Context, m storage.MessageMedia) error
+	MessageMedia(ctx context.Context, id int64, withData bool) ([]storage.MessageMedia, error)
 	AppendParts(ctx context.Context, id int64, bot, user string, parts []string) error
 	History(ctx context.Context, bot, user string, pairs int) ([]storage.Turn, error)
 }
@@ -173,6 +189,9 @@ type Pipeline struct {
 	// (UseReplier); parts replies for the others.
 	repliers map[string]Replier
 	parts    *partsReplier
+	// media are the channels that download the images of each bot's
+	// messages (UseMedia); a bot without one gets Replies.TextOnly.
+	media map[string]MediaFetcher
 	// storing holds a token for each user whose answer is doing anything
 	// but waiting on the model (storage, mostly); see storageSlots.
 	storing chan struct{}
@@ -212,7 +231,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 	p := &Pipeline{
 		cfg: cfg, store: store, outbox: outbox, clock: clock, log: log,
 		models: map[string]*botModel{}, metrics: NewMetrics(nil),
-		repliers: map[string]Replier{},
+		repliers: map[string]Replier{}, media: map[string]MediaFetcher{},
 		parts:    &partsReplier{store: store, outbox: outbox, now: clock.Now},
 		storing:  make(chan struct{}, storageSlots),
 		workCtx:  ctx, cancelWork: cancel,
@@ -267,7 +286,7 @@ func instanceName() string {
 func (p *Pipeline) Accept(ctx context.Context, in Inbound) (bool, error) {
 	m := &storage.Message{
 		Bot: in.Bot, DedupeKey: in.DedupeKey, UserID: in.UserID, MsgType: in.MsgType,
-		Event: in.Event, Content: in.Content, CreateTime: in.CreateTime, ReceivedAt: p.clock.Now(),
+		Event: in.Event, Content: in.Content, Media: encodeMedia(in.Images), CreateTime: in.CreateTime, ReceivedAt: p.clock.Now(),
 	}
 	if p.claims != nil {
 		return p.acceptClaimed(ctx, m)

@@ -81,9 +81,9 @@ func (s *streamSplitter) started() bool { return s.parts > 0 }
 // turns with SaveAnswer. A failed stream is retried, on a new reply, only
 // while nothing was shown; afterwards the user gets what was shown and the
 // Unavailable notice.
-func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, text string, sc StreamCompleter, reply *Reply) (storage.Answer, string) {
+func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Message, u userTurn, sc StreamCompleter, reply *Reply) (storage.Answer, string) {
 	a := storage.Answer{MessageID: m.ID, Bot: m.Bot, UserID: m.UserID}
-	msgs, err := p.conversation(ctx, m, text)
+	msgs, err := p.conversation(ctx, m, u)
 	if err != nil {
 		return p.failed(log, a, err)
 	}
@@ -128,6 +128,6 @@ func (p *Pipeline) stream(ctx context.Context, log *slog.Logger, m storage.Messa
 	case err != nil:
 		return p.failed(log, a, err)
 	}
-	a.UserTurn, a.AssistantTurn = text, answer
+	a.UserTurn, a.AssistantTurn = u.history, answer
 	return a, answer
 }

@@ -244,6 +244,47 @@ func (c *apiClient) do(ctx context.Context, api, method, path string, body []byt
 	return nil
 }
 
+// getMedia downloads a temporary media file (media/get): its bytes, or
+// errMediaTooLarge past limit. WeCom answers an error with a JSON body
+// carrying errcode instead of the file: that is an *APIError, not bytes.
+func (c *apiClient) getMedia(ctx context.Context, token, mediaID string, limit int64) ([]byte, error) {
+	const api = "media/get"
+	q := url.Values{"access_token": {token}, "media_id": {mediaID}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/cgi-bin/media/get?"+q.Encode(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("wecom: %s: %w", api, redact(err))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("wecom: %s: %w", api, redact(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, &HTTPError{API: api, Status: resp.StatusCode}
+	}
+	data, err := readLimited(resp.Body, limit)
+	if err != nil {
+		if errors.Is(err, errMediaTooLarge) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("wecom: %s: read answer: %w", api, redact(err))
+	}
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+		var r struct {
+			ErrCode *int   `json:"errcode"`
+			ErrMsg  string `json:"errmsg"`
+		}
+		if json.Unmarshal(t, &r) == nil && r.ErrCode != nil {
+			code := *r.ErrCode
+			if code == 0 {
+				return nil, &APIError{API: api, Code: 0, Msg: "answered JSON instead of the file: " + r.ErrMsg}
+			}
+			return nil, &APIError{API: api, Code: code, Msg: r.ErrMsg}
+		}
+	}
+	return data, nil
+}
+
 // HTTPError is a non-200 answer of the WeCom API (a proxy, an outage).
 type HTTPError struct {
 	API    string

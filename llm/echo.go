@@ -23,11 +23,20 @@ type Echo struct {
 // echoPieces is how many pieces a paced Stream sends.
 const echoPieces = 4
 
-// Complete answers the last user message.
+// Complete answers the last user message; an image in it with its type
+// and size ("image/png, 1234 bytes"), so the demo shows the path of
+// images without a model.
 func (Echo) Complete(_ context.Context, msgs []Message) (string, error) {
-	last, err := lastText(msgs)
+	m, err := last(msgs)
 	if err != nil {
 		return "", err
+	}
+	last := m.Content
+	for _, img := range m.Images {
+		if last != "" {
+			last += " "
+		}
+		last += "[" + img.MIME + ", " + strconv.Itoa(len(img.Data)) + " bytes]"
 	}
 	turns := 0
 	for _, m := range msgs {

@@ -5,6 +5,7 @@ package llm
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -35,22 +36,40 @@ const (
 	RoleAssistant = "assistant"
 )
 
-// Message is one chat message.
+// Message is one chat message. A user's message may carry Images, sent
+// with its text as content parts (for models that accept images).
 type Message struct {
 	Role    string
 	Content string
+	Images  []Image
+}
+
+// Image is an image of a user's message: its bytes and their MIME type
+// (image/jpeg, image/png, image/gif or image/webp).
+type Image struct {
+	MIME string
+	Data []byte
+}
+
+// DataURL is the image as a data: URL, the form of an image_url part.
+func (i Image) DataURL() string {
+	return "data:" + i.MIME + ";base64," + base64.StdEncoding.EncodeToString(i.Data)
 }
 
 // ErrEmpty is returned when the conversation has no user text to answer.
 var ErrEmpty = errors.New("llm: nothing to answer: the last message is empty")
 
-// lastText is the content of the last message, or ErrEmpty when there is
-// none or it is blank: the check every Complete and Stream starts with.
-func lastText(msgs []Message) (string, error) {
-	if len(msgs) == 0 || strings.TrimSpace(msgs[len(msgs)-1].Content) == "" {
-		return "", ErrEmpty
+// last is the last message, or ErrEmpty when there is none or it has
+// neither text nor images: the check every Complete and Stream starts with.
+func last(msgs []Message) (Message, error) {
+	if len(msgs) == 0 {
+		return Message{}, ErrEmpty
 	}
-	return msgs[len(msgs)-1].Content, nil
+	m := msgs[len(msgs)-1]
+	if strings.TrimSpace(m.Content) == "" && len(m.Images) == 0 {
+		return Message{}, ErrEmpty
+	}
+	return m, nil
 }
 
 // Client is a chat-completion client. Safe for concurrent use.
@@ -97,17 +116,36 @@ func (c *Client) Complete(ctx context.Context, msgs []Message) (string, error) {
 
 // request builds the API request. go-openai drops an empty Content field
 // (omitempty) and the API then refuses the whole request, so empty turns of
-// the history are left out and an empty last message is an error.
+// the history are left out and an empty last message is an error. A
+// message with images is sent as content parts: its text (if any), then
+// each image as an image_url part with a data: URL.
 func (c *Client) request(msgs []Message) (openai.ChatCompletionRequest, error) {
-	if _, err := lastText(msgs); err != nil {
+	if _, err := last(msgs); err != nil {
 		return openai.ChatCompletionRequest{}, err
 	}
 	out := make([]openai.ChatCompletionMessage, 0, len(msgs))
 	for _, m := range msgs {
+		if len(m.Images) > 0 {
+			out = append(out, openai.ChatCompletionMessage{Role: m.Role, MultiContent: parts(m)})
+			continue
+		}
 		if strings.TrimSpace(m.Content) == "" {
 			continue
 		}
 		out = append(out, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
 	}
 	return openai.ChatCompletionRequest{Model: c.model, Messages: out}, nil
+}
+
+// parts is the content of m as parts: its text, then its images.
+func parts(m Message) []openai.ChatMessagePart {
+	var ps []openai.ChatMessagePart
+	if strings.TrimSpace(m.Content) != "" {
+		ps = append(ps, openai.ChatMessagePart{Type: openai.ChatMessagePartTypeText, Text: m.Content})
+	}
+	for _, img := range m.Images {
+		ps = append(ps, openai.ChatMessagePart{Type: openai.ChatMessagePartTypeImageURL,
+			ImageURL: &openai.ChatMessageImageURL{URL: img.DataURL()}})
+	}
+	return ps
 }

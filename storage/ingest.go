@@ -49,7 +49,7 @@ func newIngest(ctx context.Context, d *DB) (*ingest, error) {
 	// cost as much as running it. On Postgres, RETURNING gives the id of a
 	// new row and no row for a duplicate; on SQLite an Exec reports the
 	// same (rows affected, last insert id) without the cost of a result set.
-	cols := []string{"bot", "dedupe_key", "user_id", "msg_type", "event", "content", "create_time",
+	cols := []string{"bot", "dedupe_key", "user_id", "msg_type", "event", "content", "media", "create_time",
 		"received_at", "state", "error", "attempts", "answered_at"}
 	marks := make([]string, len(cols))
 	for i := range marks {
@@ -178,7 +178,7 @@ func (g *ingest) writeTx(batch []*insertReq) (ids []int64, err error) {
 	ids = make([]int64, len(batch))
 	for i, r := range batch {
 		m := r.row
-		args := []any{m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime,
+		args := []any{m.Bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.Media, m.CreateTime,
 			m.ReceivedAt, m.State, m.Error, m.Attempts, m.AnsweredAt}
 		if g.d.postgres() { // INSERT … RETURNING id
 			if err := stmt.QueryRowContext(ctx, args...).Scan(&ids[i]); err != nil && !errors.Is(err, sql.ErrNoRows) {

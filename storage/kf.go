@@ -117,9 +117,9 @@ func (d *DB) StoreKFPage(ctx context.Context, bot, openKfID, cursor string, msgs
 				m.ReceivedAt = now
 			}
 			var ids []int64
-			err := tx.Raw("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, event, content, create_time, received_at, state, error, attempts, answered_at) "+
-				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (bot, dedupe_key) DO NOTHING RETURNING id",
-				bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.CreateTime, utc(m.ReceivedAt), m.State, m.Error, time.Time{}).
+			err := tx.Raw("INSERT INTO messages (bot, dedupe_key, user_id, msg_type, event, content, media, create_time, received_at, state, error, attempts, answered_at) "+
+				"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (bot, dedupe_key) DO NOTHING RETURNING id",
+				bot, m.DedupeKey, m.UserID, m.MsgType, m.Event, m.Content, m.Media, m.CreateTime, utc(m.ReceivedAt), m.State, m.Error, time.Time{}).
 				Scan(&ids).Error
 			if err != nil {
 				return err

@@ -23,13 +23,17 @@ const (
 
 // Message is one inbound message (or event) of a user to a bot.
 type Message struct {
-	ID         int64
-	Bot        string
-	DedupeKey  string // MsgId, or user+CreateTime+Event for events
-	UserID     string
-	MsgType    string
-	Event      string
-	Content    string
+	ID        int64
+	Bot       string
+	DedupeKey string // MsgId, or user+CreateTime+Event for events
+	UserID    string
+	MsgType   string
+	Event     string
+	Content   string
+	// Media names the message's images for the channel that downloads
+	// them (its own JSON: media ids, or URLs with their keys); "" when it
+	// has none. Never shown.
+	Media      string
 	CreateTime int64 // WeCom's CreateTime, seconds
 	ReceivedAt time.Time
 	State      string
@@ -46,6 +50,7 @@ type messageRow struct {
 	MsgType    string `gorm:"size:32;not null"`
 	Event      string `gorm:"size:64"`
 	Content    string
+	Media      string
 	CreateTime int64
 	ReceivedAt time.Time `gorm:"index"`
 	State      string    `gorm:"size:16;not null;index;index:idx_messages_user_state,priority:3"`
@@ -76,7 +81,7 @@ func (d *DB) InsertMessage(ctx context.Context, m *Message) (bool, error) {
 	}
 	row := messageRow{
 		Bot: m.Bot, DedupeKey: m.DedupeKey, UserID: m.UserID, MsgType: m.MsgType, Event: m.Event,
-		Content: m.Content, CreateTime: m.CreateTime, ReceivedAt: utc(m.ReceivedAt), State: m.State,
+		Content: m.Content, Media: m.Media, CreateTime: m.CreateTime, ReceivedAt: utc(m.ReceivedAt), State: m.State,
 	}
 	id, err := d.ingest.insert(ctx, row)
 	if err != nil || id == 0 {

@@ -18,6 +18,7 @@ type PruneResult struct {
 	Outbox   int64 // sent or failed reply parts
 	Turns    int64 // conversation turns
 	Streams  int64 // AI bot answer streams of deleted messages
+	Media    int64 // images of deleted messages
 }
 
 // Prune deletes what a long-running service no longer needs, in batches of
@@ -28,7 +29,8 @@ type PruneResult struct {
 //     with them: WeCom retries a callback within seconds, so a retention of
 //     days never lets a retry through. So do their AI bot streams (and
 //     streams whose message is gone, created before before): WeCom stops
-//     polling 6 minutes after the message. Messages still received or
+//     polling 6 minutes after the message. So do their images (and images
+//     whose message is gone, stored before before). Messages still received or
 //     answering, and messages with a pending part, are kept whatever their
 //     age;
 //   - sent or failed parts answering no message (admin sends) created
@@ -58,7 +60,7 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 		if len(ids) == 0 {
 			break
 		}
-		var parts, msgs, streams int64
+		var parts, msgs, streams, media int64
 		err = db.Transaction(func(tx *gorm.DB) error {
 			r := tx.Where("message_id IN ? AND state IN ?", ids, settled).Delete(&outboxRow{})
 			if r.Error != nil {
@@ -78,7 +80,14 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 			r = tx.Where("message_id IN ?", ids).
 				Where("NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = aibot_streams.message_id)").
 				Delete(&aibotStreamRow{})
+			if r.Error != nil {
+				return r.Error
+			}
 			streams = r.RowsAffected
+			r = tx.Where("message_id IN ?", ids).
+				Where("NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = message_media.message_id)").
+				Delete(&messageMediaRow{})
+			media = r.RowsAffected
 			return r.Error
 		})
 		if err != nil {
@@ -87,6 +96,7 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 		res.Outbox += parts
 		res.Messages += msgs
 		res.Streams += streams
+		res.Media += media
 		if len(ids) < pruneBatch {
 			break
 		}
@@ -110,6 +120,16 @@ func (d *DB) Prune(ctx context.Context, before time.Time) (PruneResult, error) {
 	res.Streams += n
 	if err != nil {
 		return res, fmt.Errorf("storage: prune streams: %w", err)
+	}
+
+	// Images whose message is gone another way.
+	n, err = d.pruneIDs(ctx, &messageMediaRow{}, func(q *gorm.DB) *gorm.DB {
+		return q.Where("created_at < ?", before).
+			Where("NOT EXISTS (SELECT 1 FROM messages WHERE messages.id = message_media.message_id)")
+	})
+	res.Media += n
+	if err != nil {
+		return res, fmt.Errorf("storage: prune media: %w", err)
 	}
 
 	n, err = d.pruneIDs(ctx, &turnRow{}, func(q *gorm.DB) *gorm.DB {

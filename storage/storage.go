@@ -146,7 +146,7 @@ const migrateLock = 0x77_65_63_6f_6d_62_6f_74
 // migration is one transaction that first waits for an advisory lock. SQLite
 // is one file of one process: its AutoMigrate runs as it is.
 func migrate(ctx context.Context, gdb *gorm.DB) error {
-	models := []any{&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}, &userLeaseRow{}, &aibotStreamRow{}, &kfAccountRow{}, &kfCustomerRow{}}
+	models := []any{&tokenRow{}, &messageRow{}, &turnRow{}, &outboxRow{}, &userLeaseRow{}, &aibotStreamRow{}, &kfAccountRow{}, &kfCustomerRow{}, &messageMediaRow{}}
 	run := func(tx *gorm.DB) error {
 		if err := tx.AutoMigrate(models...); err != nil {
 			return err

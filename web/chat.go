@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/wecombot/wecombot/adapter"
 )
 
 const (
@@ -81,7 +84,14 @@ type ChatRequest struct {
 	// KFAction, with KF, is ChatKFTakeOver or ChatKFEnd instead of the
 	// customer's text.
 	KFAction string
+	// Image, when set, is an image the user sends (a JPEG, PNG, GIF or
+	// WebP), with Text as its caption: an AI bot's mixed message; an
+	// app's image carries no text.
+	Image []byte
 }
+
+// chatMaxImage bounds an image sent from the page: the service's own cap.
+const chatMaxImage = 10 << 20
 
 // ChatTrace is one exchange, step by step, as WeCom would see it.
 type ChatTrace struct {
@@ -152,6 +162,7 @@ type chatExchange struct {
 	Group           string
 	Welcome         bool
 	KF, KFAction    string
+	Image           int // the bytes of the image sent; 0: none
 	Trace           ChatTrace
 }
 
@@ -203,6 +214,7 @@ type chatJSONEntry struct {
 	Welcome   bool     `json:"welcome,omitempty"`
 	KF        string   `json:"kf,omitempty"`
 	KFAction  string   `json:"kf_action,omitempty"`
+	Image     int      `json:"image,omitempty"`
 	Status    int      `json:"status"`
 	Answer    []string `json:"answer"`
 	Stream    string   `json:"stream,omitempty"`
@@ -258,7 +270,7 @@ func (h *chatHandler) showJSON(c *gin.Context, data chatData) {
 	for _, x := range data.History {
 		t := x.Trace
 		out.Exchanges = append(out.Exchanges, chatJSONEntry{ID: x.ID, Bot: x.Bot, User: x.User, Text: x.Text, Group: x.Group,
-			Welcome: x.Welcome, KF: x.KF, KFAction: x.KFAction, Status: t.Status, Answer: append([]string{}, t.Answer...), Stream: t.Stream,
+			Welcome: x.Welcome, KF: x.KF, KFAction: x.KFAction, Image: x.Image, Status: t.Status, Answer: append([]string{}, t.Answer...), Stream: t.Stream,
 			Refreshes: t.Refreshes, Finished: t.Finished, Later: t.Later, Pulls: t.Pulls, Human: t.Human, Done: t.Done})
 	}
 	c.Header("Cache-Control", "no-store")
@@ -312,16 +324,31 @@ func (h *chatHandler) submit(c *gin.Context) {
 			req.KFAction = action
 		}
 	}
-	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
-	if req.Welcome || kfAction {
-		check.Text, req.Text, req.Group = "enter", "", ""
+	img, err := chatImage(c)
+	if err != nil {
+		h.refuse(c, data, err)
+		return
 	}
-	err := validateSend(check, false)
+	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
 	switch {
-	case err == nil && kfAction && req.KF == "":
+	case req.Welcome || kfAction:
+		check.Text, req.Text, req.Group = "enter", "", ""
+	case img != nil:
+		req.Image = img
+		if strings.TrimSpace(req.Text) == "" {
+			check.Text, req.Text = "image", ""
+		}
+	}
+	err = validateSend(check, false)
+	bot, unknown := botOf(h.bots, req.Bot)
+	switch {
+	case err != nil:
+	case kfAction && req.KF == "":
 		err = invalid("chat_kf_only")
-	case err == nil && knownBot(h.bots, req.Bot) != nil:
+	case unknown != nil:
 		err = invalid("chat_unknown_bot")
+	case req.Image != nil && (bot.Kind != adapter.KindAIBot || req.KF != "") && req.Text != "":
+		err = invalid("chat_image_caption") // an app's or a customer's image carries no text
 	}
 	if err != nil {
 		h.refuse(c, data, err)
@@ -333,14 +360,18 @@ func (h *chatHandler) submit(c *gin.Context) {
 	defer cancel()
 	session := c.GetString(ctxSession)
 	id := h.remember(session, chatExchange{At: h.now(), Bot: req.Bot, User: req.User, Text: req.Text, Group: req.Group,
-		Welcome: req.Welcome, KF: req.KF, KFAction: req.KFAction})
+		Welcome: req.Welcome, KF: req.KF, KFAction: req.KFAction, Image: len(req.Image)})
 	trace, err := h.sim.Chat(ctx, req, func(t ChatTrace) { h.update(session, id, t) })
 	trace.Done = true
 	h.update(session, id, trace)
 	if err != nil {
 		h.forget(session, id)
 		if errors.Is(err, ErrChatUnsupported) {
-			h.refuse(c, data, invalid("chat_kf_unsupported"))
+			key := "chat_image_unsupported"
+			if req.KF != "" {
+				key = "chat_kf_unsupported"
+			}
+			h.refuse(c, data, invalid(key))
 			return
 		}
 		if wantsJSON(c) {
@@ -355,6 +386,38 @@ func (h *chatHandler) submit(c *gin.Context) {
 		return
 	}
 	redirect(c, back, "/admin/chat", "")
+}
+
+// chatImage is the image the form sends (the file of "image"), nil when
+// none: at most 10 MB, and a JPEG, PNG, GIF or WebP by its bytes.
+func chatImage(c *gin.Context) ([]byte, error) {
+	fh, err := c.FormFile("image")
+	if errors.Is(err, http.ErrMissingFile) || errors.Is(err, http.ErrNotMultipart) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, invalid("chat_image_bad")
+	}
+	if fh.Size == 0 {
+		return nil, nil // the file input left empty
+	}
+	if fh.Size > chatMaxImage {
+		return nil, invalid("chat_image_too_large")
+	}
+	f, err := fh.Open()
+	if err != nil {
+		return nil, invalid("chat_image_bad")
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, chatMaxImage+1))
+	if err != nil || len(data) > chatMaxImage {
+		return nil, invalid("chat_image_too_large")
+	}
+	switch http.DetectContentType(data) {
+	case "image/jpeg", "image/png", "image/gif", "image/webp":
+		return data, nil
+	}
+	return nil, invalid("chat_image_bad")
 }
 
 // refuse shows the form again with the problem, or, for the page's

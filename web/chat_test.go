@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -372,7 +373,7 @@ func TestChatAsAWeChatCustomer(t *testing.T) {
 
 	wantRedirect(t, e.post("/admin/chat", s, url.Values{"bot": {"kf:" + account}, "user": {"wmCustomer1"}, "text": {"你好"}, "chat": {"group"}}),
 		"/admin/chat?bot=kf%3A"+account+"&chat=group&user=wmCustomer1")
-	if len(got) != 1 || got[0] != (ChatRequest{Bot: "helpdesk", User: "wmCustomer1", Text: "你好", KF: account}) {
+	if len(got) != 1 || !reflect.DeepEqual(got[0], ChatRequest{Bot: "helpdesk", User: "wmCustomer1", Text: "你好", KF: account}) {
 		t.Fatalf("requests %+v", got)
 	}
 	page := e.get("/admin/chat?bot=kf:"+account+"&user=wmCustomer1", s).Body.String()

@@ -1,10 +1,12 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -137,17 +139,36 @@ type request struct {
 	header       map[string]string
 	ip           string
 	tls          bool
+	// files, when set, makes the form multipart with these files (by
+	// field name).
+	files map[string][]byte
 }
 
 func (e *panelEnv) do(r request) *httptest.ResponseRecorder {
 	e.t.Helper()
 	var body io.Reader
-	if r.form != nil {
+	contentType := "application/x-www-form-urlencoded"
+	switch {
+	case r.files != nil:
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for k, vs := range r.form {
+			for _, v := range vs {
+				_ = mw.WriteField(k, v)
+			}
+		}
+		for k, data := range r.files {
+			fw, _ := mw.CreateFormFile(k, k+".bin")
+			_, _ = fw.Write(data)
+		}
+		_ = mw.Close()
+		body, contentType = &buf, mw.FormDataContentType()
+	case r.form != nil:
 		body = strings.NewReader(r.form.Encode())
 	}
 	req := httptest.NewRequest(r.method, "http://example.com"+r.path, body)
-	if r.form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if r.form != nil || r.files != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if r.method == http.MethodPost {
 		req.Header.Set("Sec-Fetch-Site", "same-origin")

@@ -193,6 +193,7 @@ func (s *Server) panelRoutes(r gin.IRouter) {
 	p.POST("/conversations/:bot/:user/reset", s.conversation.reset)
 	p.GET("/messages", s.message.list)
 	p.GET("/messages/rows", s.message.fragment)
+	p.GET("/messages/:id/image/:seq", s.message.image)
 	p.POST("/messages/:id/resend", s.message.resend)
 	p.GET("/send", s.send.form)
 	p.POST("/send", s.send.submit)

@@ -360,6 +360,8 @@ func (s *Server) serveAIBot(w http.ResponseWriter, r *http.Request) bool {
 		s.serveResponseURL(w, r)
 	case strings.HasSuffix(r.URL.Path, AIBotWSPath):
 		s.serveAIBotWS(w, r)
+	case strings.HasSuffix(r.URL.Path, AIBotMediaPath):
+		s.serveAIBotMedia(w, r)
 	default:
 		return false
 	}

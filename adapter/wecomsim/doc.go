@@ -6,6 +6,9 @@
 // streamed answer), and Server serves response_url and the long connection.
 // For 微信客服 (kf.go), Server keeps accounts and customers, announces their
 // news to the app's callback and serves sync_msg, send_msg and friends.
+// Users' images (media.go): media/get serves an app's and 微信客服's files
+// by media_id, and an AI bot's images sit behind encrypted URLs that expire
+// after 5 minutes (IssueAIBotMedia).
 //
 // It exists so the service's end-to-end tests, and the demo and simulate
 // commands, run against WeCom's actual behaviour, unpleasant parts included:

@@ -13,7 +13,7 @@ import (
 // An unknown api panics, because a typo would otherwise let a test pass
 // without injecting anything.
 func (s *Server) FailNext(api string, errcode int, errmsg string, n int) {
-	if api != APIGetToken && api != APISend && !isKFAPI(api) {
+	if api != APIGetToken && api != APISend && api != APIMediaGet && !isKFAPI(api) {
 		panic(fmt.Sprintf("wecomsim: FailNext: unknown api %q (want %q, %q or a kf API)", api, APIGetToken, APISend))
 	}
 	if n <= 0 {

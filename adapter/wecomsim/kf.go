@@ -205,6 +205,22 @@ func (s *Server) KFCustomerWrites(ctx context.Context, openKfID, externalUserID,
 	})
 }
 
+// KFCustomerSendsImage stores an image from the customer (origin 3): its
+// bytes for media/get (AddMedia) and a message of msgtype image with their
+// media_id, announced like KFCustomerWrites. It returns the message's msgid.
+func (s *Server) KFCustomerSendsImage(ctx context.Context, openKfID, externalUserID string, data []byte) (string, error) {
+	mediaID := s.AddMedia(data)
+	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
+		c := a.customer(externalUserID)
+		c.lastMessage, c.sentSince = now, 0
+		if c.state == KFStateEnded {
+			c.state = KFStateNew
+		}
+		return map[string]any{"msgid": randomString(19), "open_kfid": openKfID, "external_userid": externalUserID,
+			"send_time": now.Unix(), "origin": 3, "msgtype": "image", "image": map[string]any{"media_id": mediaID}}, nil
+	})
+}
+
 // KFCustomerEnters stores an enter_session event (the customer opened the
 // chat from a kf link with scene and sceneParam) and announces it. When the
 // customer has neither written nor been welcomed in the last 48 h, the event

@@ -94,6 +94,7 @@ type Server struct {
 	latency       time.Duration
 	ai            *aibotState // the AI bot side: response_urls and long connections
 	kf            *kfState    // the 微信客服 side: accounts, customers, cursors
+	media         *mediaState // media/get files and AI bot media URLs; see mediaLocked
 }
 
 type token struct {
@@ -161,6 +162,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		api = APISend
 	case kfAPI(r.URL.Path) != "":
 		api = kfAPI(r.URL.Path)
+	case strings.HasSuffix(r.URL.Path, "/cgi-bin/"+APIMediaGet):
+		api = APIMediaGet
 	default:
 		http.NotFound(w, r)
 		return
@@ -212,6 +215,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.getToken(w, r)
 	case APISend:
 		s.send(w, r, body)
+	case APIMediaGet:
+		s.mediaGet(w, r)
 	default:
 		s.serveKF(w, r, api, body)
 	}

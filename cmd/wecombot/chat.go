@@ -64,6 +64,9 @@ type deliveries interface {
 	// KF is the simulator whose 微信客服 customers the chat plays; nil
 	// when it runs in another process.
 	KF() *wecomsim.Server
+	// PutMedia stores data for media/get under mediaID (an app user's
+	// image); web.ErrChatUnsupported when the simulator cannot.
+	PutMedia(ctx context.Context, mediaID string, data []byte) error
 }
 
 func newSimChat(from deliveries, bots []adapter.BotConfig) *simChat {
@@ -143,8 +146,16 @@ func (d *simChat) chatApp(ctx context.Context, b adapter.BotConfig, req web.Chat
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: asking the simulator: %w", err)
 	}
 	plain := wecomsim.TextXML(b.CorpID, req.User, req.Text, msgID, time.Now().Unix(), b.AgentID)
-	if req.Welcome {
+	switch {
+	case req.Welcome:
 		plain = wecomsim.EventXML(b.CorpID, req.User, "enter_agent", time.Now().Unix(), b.AgentID)
+	case req.Image != nil:
+		// An app's image carries no text; MediaXML names its media_id
+		// after the msgid.
+		if err := d.from.PutMedia(ctx, "media_image_"+strconv.FormatInt(msgID, 10), req.Image); err != nil {
+			return web.ChatTrace{}, fmt.Errorf("simulator chat: %w", err)
+		}
+		plain = wecomsim.MediaXML(b.CorpID, req.User, "image", msgID, time.Now().Unix(), b.AgentID)
 	}
 	w := &wire{next: http.DefaultTransport}
 	cb := simCallback(b, service)
@@ -219,6 +230,25 @@ func (d *simChat) chatAIBot(ctx context.Context, b adapter.BotConfig, req web.Ch
 	switch {
 	case req.Welcome:
 		msg = wecomsim.AIBotEnterChat(b.BotID, req.User, time.Now())
+	case req.Image != nil:
+		if sim == nil {
+			return web.ChatTrace{}, fmt.Errorf("simulator chat: an AI bot's image: %w", web.ErrChatUnsupported)
+		}
+		u, err := sim.IssueAIBotMedia(simURL, b.EncodingAESKey, req.Image)
+		if err != nil {
+			return web.ChatTrace{}, fmt.Errorf("simulator chat: %w", err)
+		}
+		var items []wecomsim.AIBotItem
+		switch {
+		case req.Group != "":
+			items = append(items, wecomsim.MixedText("@"+b.Name+" "+req.Text))
+		case req.Text != "":
+			items = append(items, wecomsim.MixedText(req.Text))
+		}
+		msg = wecomsim.AIBotImage(b.BotID, req.User, u)
+		if len(items) > 0 {
+			msg = wecomsim.AIBotMixedMessage(b.BotID, req.Group, req.User, append(items, wecomsim.MixedImage(u))...)
+		}
 	case req.Group != "":
 		msg = wecomsim.AIBotGroupText(b.BotID, req.Group, req.User, b.Name, req.Text)
 	default:
@@ -310,6 +340,11 @@ func (l localDeliveries) ResponseURLs() (*wecomsim.Server, string) { return l.si
 
 func (l localDeliveries) KF() *wecomsim.Server { return l.sim }
 
+func (l localDeliveries) PutMedia(_ context.Context, mediaID string, data []byte) error {
+	l.sim.PutMedia(mediaID, data)
+	return nil
+}
+
 // remoteDeliveries reads a simulator in another process (`wecombot
 // simulate`) through its inspection endpoints under base, the api_base.
 type remoteDeliveries struct {
@@ -363,6 +398,11 @@ func (r remoteDeliveries) ResponseURLs() (*wecomsim.Server, string) { return nil
 
 // KF: a simulator in another process has no door for its customers.
 func (r remoteDeliveries) KF() *wecomsim.Server { return nil }
+
+// PutMedia is not offered: the simulator's endpoints are read-only.
+func (r remoteDeliveries) PutMedia(context.Context, string, []byte) error {
+	return web.ErrChatUnsupported
+}
 
 func (r remoteDeliveries) get(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+path, nil)

@@ -53,6 +53,8 @@ func (d *simChat) chatKF(ctx context.Context, b adapter.BotConfig, req web.ChatR
 		_, err = sim.KFHandOver(ctx, req.KF, req.User, kfReceptionist)
 	case req.KFAction == web.ChatKFEnd:
 		_, err = sim.KFEndSession(ctx, req.KF, req.User)
+	case req.Image != nil: // a customer's image carries no text
+		_, err = sim.KFCustomerSendsImage(ctx, req.KF, req.User, req.Image)
 	default:
 		_, err = sim.KFCustomerWrites(ctx, req.KF, req.User, req.Text)
 	}

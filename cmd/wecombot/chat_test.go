@@ -312,3 +312,30 @@ func TestDemoChatAsAWeChatCustomer(t *testing.T) {
 		t.Fatalf("remote kf chat: %v", err)
 	}
 }
+
+// TestDemoChatImage: the demo's echo model sees images; an image sent from
+// the chat goes through the simulator's media/get (app) or its encrypted
+// media URL (AI bot) and comes back described by type and size.
+func TestDemoChatImage(t *testing.T) {
+	d := startTestDemo(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 92)...)
+	trace, err := d.Chat.Chat(ctx, web.ChatRequest{Bot: demoBot, User: "xiaoming", Image: png}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trace.Answer) != 1 || !strings.Contains(trace.Answer[0], "请描述这张图片。 [image/png, 100 bytes]") {
+		t.Fatalf("app: answer %q", trace.Answer)
+	}
+	trace, err = d.Chat.Chat(ctx, web.ChatRequest{Bot: demoAIBot, User: "xiaoming", Text: "看看这个", Image: png}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !trace.Finished || !strings.Contains(trace.Stream, "看看这个 [image/png, 100 bytes]") {
+		t.Fatalf("AI bot: stream %q", trace.Stream)
+	}
+	if d.Sim.MediaGets() != 1 || d.Sim.AIBotMediaGets() != 1 {
+		t.Errorf("downloads: media/get %d, AI bot media %d", d.Sim.MediaGets(), d.Sim.AIBotMediaGets())
+	}
+}

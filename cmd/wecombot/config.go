@@ -138,6 +138,8 @@ func defaults() Config {
 			Unavailable: "抱歉，助手暂时无法回答，请稍后再试。",
 			Help:        "直接发送文字即可与助手对话。\n命令：\n/reset 或 /new 开始新的对话\n/help 查看帮助",
 			TextOnly:    "目前只能理解文字消息，请用文字描述您的问题。",
+			ImagePrompt: "请描述这张图片。",
+			ImageFailed: "抱歉，这张图片无法处理。请发送 10 MB 以内的 JPG、PNG、GIF 或 WebP 图片。",
 			Reset:       "好的，已开始新的对话。",
 			Empty:       "请输入文字内容。",
 			Interrupted: "（回答被中断了，请重新提问。）",

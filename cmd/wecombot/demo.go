@@ -121,6 +121,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	if !useReal {
 		d.Main.LLM = llm.Echo{Pace: demoPace}
 		d.Model = "offline echo model"
+		cfg.LLM.Vision = true // the echo model answers images with their type and size
 	}
 	if err := d.Main.Open(ctx); err != nil {
 		return nil, err

@@ -37,10 +37,10 @@ func janitor(ctx context.Context, db pruner, retention time.Duration, clock cloc
 			return
 		case err != nil:
 			log.Error("janitor: prune failed; retried next hour", "err", err,
-				"messages", res.Messages, "outbox", res.Outbox, "turns", res.Turns, "streams", res.Streams)
+				"messages", res.Messages, "outbox", res.Outbox, "turns", res.Turns, "streams", res.Streams, "media", res.Media)
 		case res != storage.PruneResult{}:
 			log.Info("janitor: pruned", "before", before.UTC().Format(time.RFC3339),
-				"messages", res.Messages, "outbox", res.Outbox, "turns", res.Turns, "streams", res.Streams,
+				"messages", res.Messages, "outbox", res.Outbox, "turns", res.Turns, "streams", res.Streams, "media", res.Media,
 				"took", clock.Since(start).Round(time.Millisecond))
 		}
 		select {

@@ -21,7 +21,7 @@ type wireMessage struct {
 func (wire *wireRequest) request() Request {
 	req := Request{Model: wire.Model, Stream: wire.Stream}
 	for _, m := range wire.Messages {
-		req.Messages = append(req.Messages, Message{Role: m.Role, Content: textOf(m.Content)})
+		req.Messages = append(req.Messages, Message{Role: m.Role, Content: textOf(m.Content), Images: imagesOf(m.Content)})
 	}
 	return req
 }
@@ -43,7 +43,7 @@ func (wire *wireRequest) validate() (msg, param string) {
 			// The one case where the API accepts a message without content.
 		case null:
 			return fmt.Sprintf("Missing required parameter: 'messages[%d].content'.", i), param
-		case textOf(m.Content) == "":
+		case textOf(m.Content) == "" && len(imagesOf(m.Content)) == 0:
 			// The real API lets some empty strings through; refusing them all
 			// is deliberate, since other compatible servers do and an empty
 			// turn is a bug in the service anyway.
@@ -73,4 +73,24 @@ func textOf(raw json.RawMessage) string {
 		}
 	}
 	return b.String()
+}
+
+// imagesOf reads the URLs of the image_url parts of content.
+func imagesOf(raw json.RawMessage) []string {
+	var parts []struct {
+		Type     string `json:"type"`
+		ImageURL struct {
+			URL string `json:"url"`
+		} `json:"image_url"`
+	}
+	if json.Unmarshal(raw, &parts) != nil {
+		return nil
+	}
+	var urls []string
+	for _, p := range parts {
+		if p.Type == "image_url" {
+			urls = append(urls, p.ImageURL.URL)
+		}
+	}
+	return urls
 }

@@ -12,13 +12,16 @@ import (
 	"time"
 )
 
-const maxBodyBytes = 4 << 20
+// maxBodyBytes holds a 10 MB image as a base64 data URL.
+const maxBodyBytes = 16 << 20
 
 // Message is one chat message as the fake understood it. Content made of
-// text parts is joined into one string.
+// text parts is joined into one string; Images are the URLs of its
+// image_url parts (data: URLs, as the service sends them).
 type Message struct {
 	Role    string
 	Content string
+	Images  []string
 }
 
 // Request is what the service asked for.

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -59,9 +59,9 @@ func TestEchoCompletion(t *testing.T) {
 	if resp.Choices[0].FinishReason != openai.FinishReasonStop || resp.Usage.TotalTokens == 0 {
 		t.Errorf("response %+v", resp)
 	}
-	want := Request{Model: "qwen-plus", Messages: []Message{{"system", "be brief"}, {"user", "你好，世界"}}}
+	want := Request{Model: "qwen-plus", Messages: []Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "你好，世界"}}}
 	got := fake.Requests()
-	if len(got) != 1 || got[0].Model != want.Model || got[0].Stream || !slices.Equal(got[0].Messages, want.Messages) {
+	if len(got) != 1 || got[0].Model != want.Model || got[0].Stream || !reflect.DeepEqual(got[0].Messages, want.Messages) {
 		t.Errorf("Requests() = %+v", got)
 	}
 	if fake.Calls() != 1 {

@@ -46,7 +46,11 @@
   form.addEventListener("submit", function (e) {
     if (e.defaultPrevented) return;
     e.preventDefault();
-    var body = new URLSearchParams(new FormData(form, e.submitter));
+    var data = new FormData(form, e.submitter);
+    var file = form.querySelector("#chat-image");
+    // With an image the form goes as multipart; otherwise as the plain
+    // form it would be without the script.
+    var body = file && file.files.length ? data : new URLSearchParams(data);
     busy = true;
     alertBox("");
     start();
@@ -60,6 +64,7 @@
           // Only a sent text is cleared; opening the chat and the
           // receptionist's buttons keep it.
           if (!(e.submitter && e.submitter.value)) text.value = "";
+          if (file) { file.value = ""; text.required = true; }
           // A reload keeps the bot, the user and the chat just used.
           var q = new URLSearchParams();
           ["bot", "user", "chat"].forEach(function (k) { if (body.get(k)) q.set(k, body.get(k)); });
@@ -80,5 +85,8 @@
   if (bot && kf) {
     bot.addEventListener("change", function () { kf.hidden = bot.value.indexOf("kf:") !== 0; });
   }
+  // An image may go without text.
+  var picker = form.querySelector("#chat-image");
+  if (picker) picker.addEventListener("change", function () { text.required = !picker.files.length; });
   if (log.hasAttribute("data-pending")) start();
 })();

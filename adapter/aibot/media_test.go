@@ -1,0 +1,48 @@
+package aibot
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"testing"
+)
+
+func TestMediaRoundTrip(t *testing.T) {
+	raw := bytes.Repeat([]byte{0xab}, 32)
+	for _, s := range []string{base64.StdEncoding.EncodeToString(raw), base64.RawStdEncoding.EncodeToString(raw)} {
+		key, err := MediaKey(s)
+		if err != nil || !bytes.Equal(key, raw) {
+			t.Fatalf("MediaKey(%q) = %x, %v", s, key, err)
+		}
+	}
+	key := raw
+	for _, n := range []int{0, 1, 31, 32, 33, 1000} {
+		plain := bytes.Repeat([]byte{byte(n)}, n)
+		enc, err := EncryptMedia(key, plain)
+		if err != nil || len(enc)%32 != 0 || len(enc) <= n {
+			t.Fatalf("EncryptMedia(%d bytes) = %d bytes, %v", n, len(enc), err)
+		}
+		got, err := DecryptMedia(key, enc)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("DecryptMedia of %d bytes: %d bytes, %v", n, len(got), err)
+		}
+	}
+}
+
+func TestMediaRefused(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 32)
+	other := bytes.Repeat([]byte{2}, 32)
+	enc, _ := EncryptMedia(key, []byte("\x89PNG\r\n\x1a\n some image"))
+	if _, err := MediaKey("c2hvcnQ"); !errors.Is(err, ErrMediaKey) {
+		t.Errorf("short key: %v", err)
+	}
+	if _, err := DecryptMedia(other, enc); !errors.Is(err, ErrMediaCipher) {
+		t.Errorf("wrong key: %v", err)
+	}
+	if _, err := DecryptMedia(key, enc[:len(enc)-1]); !errors.Is(err, ErrMediaCipher) {
+		t.Errorf("truncated: %v", err)
+	}
+	if _, err := DecryptMedia(key, []byte(`{"errcode":1}`)); !errors.Is(err, ErrMediaCipher) {
+		t.Errorf("a JSON page: %v", err)
+	}
+}

@@ -1,0 +1,179 @@
+package adapter
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/llm"
+	"github.com/wecombot/wecombot/storage"
+)
+
+// simTime is a clock for the simulator alone that the test moves: the
+// expiry of media URLs.
+type simTime struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (s *simTime) now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().Add(s.off)
+}
+
+func (s *simTime) advance(d time.Duration) {
+	s.mu.Lock()
+	s.off += d
+	s.mu.Unlock()
+}
+
+// withVision answers the AI bot with model, images seen.
+func withVision(model *visionModel, vision bool, clock *simTime) aibotEnvOption {
+	return func(e *aibotEnv, _ *BotConfig) {
+		e.vision, e.completer, e.simNow = vision, model.client(), clock.now
+		e.replies = mediaReplies
+	}
+}
+
+// imageURL issues an encrypted media URL for data under the bot's
+// EncodingAESKey (callback mode).
+func (e *aibotEnv) imageURL(data []byte) string {
+	e.t.Helper()
+	u, err := e.sim.IssueAIBotMedia(e.cb.SimURL, e.cb.EncodingAESKey, data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+func TestAIBotCallbackImageAnsweredByVisionModel(t *testing.T) {
+	model := newVisionModel(t)
+	e := newAIBotEnv(t, withVision(model, true, &simTime{}))
+	ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
+	if r := last(t, ex); !r.Finish || r.Content != "looked at 🖼 for: 请描述这张图片。" {
+		t.Fatalf("last reply %+v", r)
+	}
+	want := llm.Image{MIME: "image/png", Data: testPNG}.DataURL()
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != want {
+		t.Error("the model did not get the exact bytes")
+	}
+
+	// Mixed: its text and its images in one turn; a quoted image too.
+	gif := []byte("GIF89a\x01\x00\x01\x00 tiny")
+	ex = e.post(wecomsim.AIBotMixedMessage(aiBotID, "", "zhangsan",
+		wecomsim.MixedText("这两张图有什么不同？"), wecomsim.MixedImage(e.imageURL(testPNG))).Quoting(wecomsim.ImageQuote(e.imageURL(gif))))
+	if r := last(t, ex); !r.Finish || !strings.HasPrefix(r.Content, "looked at 🖼🖼 for: ") || !strings.HasSuffix(r.Content, "这两张图有什么不同？") {
+		t.Fatalf("mixed: last reply %+v", r)
+	}
+	imgs := model.lastImages(t)
+	if len(imgs) != 2 || imgs[0] != want || imgs[1] != (llm.Image{MIME: "image/gif", Data: gif}).DataURL() {
+		t.Errorf("mixed: the model got %d images, not the message's then the quote's", len(imgs))
+	}
+	if e.sim.AIBotMediaGets() != 3 {
+		t.Errorf("%d downloads, want 3", e.sim.AIBotMediaGets())
+	}
+}
+
+func TestAIBotCallbackImageVisionOff(t *testing.T) {
+	model := newVisionModel(t)
+	e := newAIBotEnv(t, withVision(model, false, &simTime{}))
+	ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
+	if r := last(t, ex); !r.Finish || r.Content != "text only" {
+		t.Fatalf("last reply %+v", r)
+	}
+	if e.sim.AIBotMediaGets() != 0 || model.fake.Calls() != 0 {
+		t.Error("downloaded or asked the model with vision off")
+	}
+}
+
+func TestAIBotCallbackImageRefused(t *testing.T) {
+	big := append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
+	cases := []struct {
+		name    string
+		data    []byte
+		expired bool
+		reason  string
+	}{
+		{"too large", big, false, "image: larger than 10 MB"},
+		{"not an image", []byte("%PDF-1.7 a document"), false, "image: not a JPEG, PNG, GIF or WebP image (application/pdf, 19 bytes)"},
+		{"expired URL", testPNG, true, "image: download failed: aibot: download image: HTTP status 403"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			model := newVisionModel(t)
+			clock := &simTime{}
+			e := newAIBotEnv(t, withVision(model, true, clock))
+			u := e.imageURL(c.data)
+			if c.expired {
+				clock.advance(wecomsim.AIBotMediaLifetime)
+			}
+			ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", u))
+			if r := last(t, ex); !r.Finish || r.Content != "cannot use that image" {
+				t.Fatalf("last reply %+v", r)
+			}
+			msgs, err := e.messages()
+			if err != nil || len(msgs) != 1 || msgs[0].State != storage.MessageFailed || !strings.HasPrefix(msgs[0].Error, c.reason) {
+				t.Fatalf("messages %+v, %v; want one failed with %q", msgs, err, c.reason)
+			}
+			media, err := e.store.MessageMedia(t.Context(), msgs[0].ID, false)
+			if err != nil || len(media) != 1 || media[0].Reason != msgs[0].Error {
+				t.Errorf("stored media %+v, %v; want the reason", media, err)
+			}
+			if model.fake.Calls() != 0 {
+				t.Error("the model was asked")
+			}
+		})
+	}
+}
+
+// completeOnly hides the client's Stream: the answer comes whole.
+type completeOnly struct{ c Completer }
+
+func (o completeOnly) Complete(ctx context.Context, msgs []llm.Message) (string, error) {
+	return o.c.Complete(ctx, msgs)
+}
+
+// TestAIBotWSImage: on the long connection each image carries its own
+// aeskey; the image reaches the model decrypted; an image whose URL
+// expired before the download gets the polite text.
+func TestAIBotWSImage(t *testing.T) {
+	e := newWSEnv(t)
+	model := newVisionModel(t)
+	in := e.startVision(model)
+	e.connected(in)
+
+	key := wecomsim.NewEncodingAESKey() // 43 characters: base64 without its "="
+	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	req := e.deliver(body)
+	if s := e.finished(req); s.Content != "looked at 🖼 for: 请描述这张图片。" {
+		t.Fatalf("stream %+v", s)
+	}
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != (llm.Image{MIME: "image/png", Data: testPNG}).DataURL() {
+		t.Error("the model did not get the exact bytes")
+	}
+
+	u, err = e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(wecomsim.AIBotMediaLifetime)
+	body = wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	req = e.deliver(body)
+	if s := e.finished(req); s.Content != "cannot use that image" {
+		t.Fatalf("expired: stream %+v", s)
+	}
+	if e.sim.AIBotMediaGets() != 1 {
+		t.Errorf("%d downloads answered, want 1", e.sim.AIBotMediaGets())
+	}
+	e.noViolations()
+}
