@@ -232,9 +232,9 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		cfg: cfg, store: store, outbox: outbox, clock: clock, log: log,
 		models: map[string]*botModel{}, metrics: NewMetrics(nil),
 		repliers: map[string]Replier{}, media: map[string]MediaFetcher{},
-		parts:    &partsReplier{store: store, outbox: outbox, now: clock.Now},
-		storing:  make(chan struct{}, storageSlots),
-		workCtx:  ctx, cancelWork: cancel,
+		parts:   &partsReplier{store: store, outbox: outbox, now: clock.Now},
+		storing: make(chan struct{}, storageSlots),
+		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
 	own := Endpoint{
