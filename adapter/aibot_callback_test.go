@@ -91,6 +91,10 @@ type aibotEnv struct {
 	completer Completer
 	// simNow, when set, is the simulator's clock.
 	simNow func() time.Time
+
+	bot     BotConfig
+	mu      sync.Mutex     // guards engines
+	engines []http.Handler // the instances' routes, behind one URL
 }
 
 type aibotEnvOption func(*aibotEnv, *BotConfig)
@@ -115,46 +119,73 @@ func newAIBotEnv(t *testing.T, opts ...aibotEnvOption) *aibotEnv {
 		completer = e.completer
 	}
 	instances := max(e.instances, 1)
-	var engines []http.Handler
+	e.engines = make([]http.Handler, instances)
 	for i := range instances {
-		app, err := New(Options{
-			WeCom:    WeComConfig{APIBase: simSrv.URL, RequestTimeout: config.Duration(5 * time.Second)},
-			Bots:     []BotConfig{bc},
-			Store:    e.store,
-			Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true, Vision: e.vision}, Replies: e.replies, Exclusive: instances == 1, Owner: fmt.Sprint("instance-", i)},
-			LLM:      completer,
-			Clock:    e.clock,
-			Log:      slog.New(slog.DiscardHandler),
-			Metrics:  e.metrics,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		app, engine := e.newApp(bc, fmt.Sprint("instance-", i), instances == 1, completer, simSrv.URL)
 		if i == 0 {
 			e.app = app
 		}
-		if err := app.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = app.Shutdown(context.Background()) })
-		gin.SetMode(gin.TestMode)
-		engine := gin.New()
-		app.Routes(engine)
-		engines = append(engines, engine)
+		e.engines[i] = engine
 	}
 	// A load balancer that hands each request to the next instance.
 	var next atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i := next.Add(1) - 1
 		e.served[i%int64(instances)].Add(1)
-		engines[i%int64(instances)].ServeHTTP(w, r)
+		e.mu.Lock()
+		engine := e.engines[i%int64(instances)]
+		e.mu.Unlock()
+		engine.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	e.bot = bc
 	e.cb = &wecomsim.AIBotCallback{
 		URL: srv.URL + "/wecom/" + aiBotName + "/callback", Token: aiToken, EncodingAESKey: bc.EncodingAESKey,
 		BotID: aiBotID, Sim: e.sim, SimURL: simSrv.URL, Clock: e.clock, PollInterval: 5 * time.Millisecond,
 	}
 	return e
+}
+
+// newApp starts an instance of the bot on the env's database, answered by
+// completer, and returns it with its routes.
+func (e *aibotEnv) newApp(bc BotConfig, owner string, exclusive bool, completer Completer, simURL string) (*App, http.Handler) {
+	e.t.Helper()
+	app, err := New(Options{
+		WeCom:    WeComConfig{APIBase: simURL, RequestTimeout: config.Duration(5 * time.Second)},
+		Bots:     []BotConfig{bc},
+		Store:    e.store,
+		Pipeline: PipelineConfig{LLM: LLMConfig{Stream: true, Vision: e.vision}, Replies: e.replies, Exclusive: exclusive, Owner: owner},
+		LLM:      completer,
+		Clock:    e.clock,
+		Log:      slog.New(slog.DiscardHandler),
+		Metrics:  e.metrics,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := app.Start(e.t.Context()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = app.Shutdown(context.Background()) })
+	gin.SetMode(gin.TestMode)
+	engine := gin.New()
+	app.Routes(engine)
+	return app, engine
+}
+
+// restart stops the (only) instance without waiting for what it is
+// answering, as a crash leaves it, and puts in its place a new one on the
+// same database answered by completer.
+func (e *aibotEnv) restart(completer Completer) *App {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(e.t.Context())
+	cancel()
+	_ = e.app.Shutdown(ctx)
+	app, engine := e.newApp(e.bot, "instance-0", true, completer, e.cb.SimURL)
+	e.mu.Lock()
+	e.app, e.engines[0] = app, engine
+	e.mu.Unlock()
+	return app
 }
 
 // post delivers msg and polls its stream to the end, failing the test on

@@ -725,25 +725,31 @@ func TestAIBotWSInterruptedAfterCrash(t *testing.T) {
 
 	second := e.start("one", true, &completerFake{complete: echoAnswer}, replies)
 	e.connected(second)
-	// The notice may have been tried before the link was up: it then
-	// waits for its retry, which the clock brings.
-	eventually.True(t, func() bool {
-		if len(e.sim.AIBotPushes()) > 0 {
-			return true
-		}
-		parts, err := e.db.PartsOf(t.Context(), 1)
-		if err == nil && len(parts) == 1 && parts[0].LastError != "" {
-			if wait := parts[0].NextAttemptAt.Sub(e.clock.Now()); wait > 0 {
-				e.clock.Advance(wait)
-			}
-		}
-		return false
-	}, "the notice was not sent")
-	if p := e.pushed(1)[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "interrupted, ask again" {
+	if p := e.pushedRetrying(1, 1)[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "interrupted, ask again" {
 		t.Errorf("push: %+v", p)
 	}
 	if model.calls.Load() != 1 {
 		t.Errorf("the model was asked again")
 	}
 	e.noViolations()
+}
+
+// pushedRetrying waits for n aibot_send_msg messages as pushed does, the
+// part of message id being one of them: tried before the link was up, it
+// waits for its retry, which the clock brings.
+func (e *wsEnv) pushedRetrying(n int, id int64) []aibot.SendMsg {
+	e.t.Helper()
+	eventually.True(e.t, func() bool {
+		if len(e.sim.AIBotPushes()) >= n {
+			return true
+		}
+		parts, err := e.db.PartsOf(e.t.Context(), id)
+		if err == nil && len(parts) == 1 && parts[0].LastError != "" {
+			if wait := parts[0].NextAttemptAt.Sub(e.clock.Now()); wait > 0 {
+				e.clock.Advance(wait)
+			}
+		}
+		return false
+	}, "message %d was not sent", id)
+	return e.pushed(n)
 }

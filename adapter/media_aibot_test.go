@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
@@ -175,5 +176,122 @@ func TestAIBotWSImage(t *testing.T) {
 	if e.sim.AIBotMediaGets() != 1 {
 		t.Errorf("%d downloads answered, want 1", e.sim.AIBotMediaGets())
 	}
+	e.noViolations()
+}
+
+// stuckModel never answers: each call is reported on asked, then waits
+// until its instance stops.
+type stuckModel struct{ asked chan struct{} }
+
+func newStuckModel() stuckModel { return stuckModel{asked: make(chan struct{}, 1)} }
+
+func (m stuckModel) Complete(ctx context.Context, _ []llm.Message) (string, error) {
+	select {
+	case m.asked <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// waitAsked waits for the model to be asked.
+func (m stuckModel) waitAsked(t *testing.T) {
+	t.Helper()
+	guard := time.NewTimer(wsGuard)
+	defer guard.Stop()
+	select {
+	case <-m.asked:
+	case <-guard.C:
+		t.Fatal("the model was not asked")
+	}
+}
+
+// storedImage checks that message id has the one image data stored.
+func storedImage(t *testing.T, db *storage.DB, id int64, data []byte) {
+	t.Helper()
+	media, err := db.MessageMedia(t.Context(), id, true)
+	if err != nil || len(media) != 1 || media[0].Reason != "" || string(media[0].Data) != string(data) {
+		t.Fatalf("stored media %d, %v; want the image", len(media), err)
+	}
+}
+
+// TestAIBotCallbackImageRestart: the instance that stored the message
+// downloads its image and stops before the model answers; the next start
+// answers the stream WeCom still polls from the stored bytes, after the
+// 5-minute URL has expired.
+func TestAIBotCallbackImageRestart(t *testing.T) {
+	model, stuck, clock := newVisionModel(t), newStuckModel(), &simTime{}
+	e := newAIBotEnv(t, withVision(model, true, clock), func(e *aibotEnv, _ *BotConfig) { e.completer = stuck })
+	ex := e.cb.Start(t.Context(), wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
+	stuck.waitAsked(t) // the image is downloaded and stored before the model is asked
+	msgs, err := e.messages()
+	if err != nil || len(msgs) != 1 || msgs[0].State != storage.MessageReceived {
+		t.Fatalf("messages %+v, %v; want one received", msgs, err)
+	}
+	storedImage(t, e.store, msgs[0].ID, testPNG)
+
+	clock.advance(wecomsim.AIBotMediaLifetime)
+	e.restart(model.client())
+	select {
+	case <-ex.Done():
+	case <-t.Context().Done():
+		t.Fatal("the stream never finished")
+	}
+	if err := ex.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := last(t, ex); !r.Finish || r.Content != "looked at 🖼 for: 请描述这张图片。" {
+		t.Fatalf("last reply %+v", r)
+	}
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != (llm.Image{MIME: "image/png", Data: testPNG}).DataURL() {
+		t.Error("the model did not get the stored bytes")
+	}
+	if n := e.sim.AIBotMediaGets(); n != 1 {
+		t.Errorf("%d downloads, want 1 (before the restart)", n)
+	}
+}
+
+// TestAIBotWSImageRestart: on the long connection, the instance that
+// downloaded and stored the image stops before the model answers; the next
+// start answers from the stored bytes (the URL has expired), by
+// aibot_send_msg since the req_id died with the first.
+func TestAIBotWSImageRestart(t *testing.T) {
+	e := newWSEnv(t)
+	model, stuck := newVisionModel(t), newStuckModel()
+	first := e.startWith("one", true, stuck, mediaReplies, LLMConfig{Vision: true})
+	e.connected(first)
+	key := wecomsim.NewEncodingAESKey()
+	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	e.deliver(body)
+	stuck.waitAsked(t)
+	storedImage(t, e.db, 1, testPNG)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_ = first.Shutdown(ctx) // as a crash leaves it: no waiting for the answer
+	if m, err := e.db.GetMessage(t.Context(), 1); err != nil || m.State != storage.MessageReceived {
+		t.Fatalf("message %+v, %v; want it received", m, err)
+	}
+
+	e.clock.Advance(wecomsim.AIBotMediaLifetime)
+	second := e.startVision(model)
+	e.connected(second)
+	if p := e.pushedRetrying(1, 1)[0]; p.ChatID != "zhangsan" || p.Markdown.Content != "looked at 🖼 for: 请描述这张图片。" {
+		t.Errorf("push: %+v", p)
+	}
+	if imgs := model.lastImages(t); len(imgs) != 1 || imgs[0] != (llm.Image{MIME: "image/png", Data: testPNG}).DataURL() {
+		t.Error("the model did not get the stored bytes")
+	}
+	if n := e.sim.AIBotMediaGets(); n != 1 {
+		t.Errorf("%d downloads, want 1 (before the restart)", n)
+	}
+	eventually.True(t, func() bool {
+		m, err := e.db.GetMessage(t.Context(), 1)
+		return err == nil && m.State == storage.MessageAnswered
+	}, "the message was not answered")
 	e.noViolations()
 }
