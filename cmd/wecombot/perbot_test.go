@@ -97,15 +97,7 @@ bots:
       history_turns: 0
 `, filepath.Join(t.TempDir(), "wecombot.db"), simSrv.URL, llmSrv.URL+"/v1", testAdminPW,
 		testCorp, testAgent, testSecret, testToken, aesKey, hrAgent, hrSecret)
-	cfg, err := ParseConfig([]byte(yml), envOf(map[string]string{"KEY_A": keyA, "KEY_B": keyB}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMain(cfg, io.Discard)
-	if err := m.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
+	m := openMain(t, yml, map[string]string{"KEY_A": keyA, "KEY_B": keyB})
 
 	var msgID int64 = 7450000000000000000
 	post := func(bot string, agent int64, user, text string) {
@@ -229,4 +221,20 @@ func apiBots(t *testing.T, addr string, secrets ...string) apiBotsJSON {
 		t.Fatalf("GET /api/bots: %d %s %v", resp.StatusCode, body, err)
 	}
 	return out
+}
+
+// openMain runs the service of the YAML configuration yml, its ${VAR}s
+// from env, until the test ends.
+func openMain(t *testing.T, yml string, env map[string]string) *Main {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yml), envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(cfg, io.Discard)
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
 }
