@@ -57,7 +57,12 @@ func (p *Pipeline) handle(ctx context.Context, m storage.Message) bool {
 			return false
 		}
 	}
-	if err := p.store.SaveAnswer(ctx, a); err != nil {
+	if err := p.store.SaveAnswer(ctx, a); errors.Is(err, storage.ErrDropped) {
+		// Withdrawn by the customer while it was answered, alone on the
+		// database (where it stays received until now): not sent.
+		log.Info("message dropped while it was answered; its answer is not sent")
+		return true
+	} else if err != nil {
 		log.Error("cannot store answer", "err", err)
 		return false
 	}

@@ -591,8 +591,10 @@ func (k *kfBot) welcome(ctx context.Context, log *slog.Logger, m storage.Message
 // before the bot answered it.
 const kfRecalled = "withdrawn by the customer"
 
-// recalled leaves unanswered a message the customer withdrew, unless the
-// bot has started answering it.
+// recalled leaves unanswered a message the customer withdrew, unless its
+// answer has started (several instances) or is stored: alone on the
+// database the message stays received while it is answered, and its
+// answer is dropped unsent (storage.ErrDropped).
 func (k *kfBot) recalled(ctx context.Context, log *slog.Logger, account string, km kf.Message) {
 	if km.Event == nil || km.Event.RecallMsgID == "" {
 		return

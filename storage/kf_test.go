@@ -288,3 +288,42 @@ func testKFMessagesSince(t *testing.T) {
 		t.Errorf("KFMessagesSince of a bot without kf = %v", none)
 	}
 }
+
+func TestAnswerOfDroppedMessage(t *testing.T) { eachDriver(t, testAnswerOfDroppedMessage) }
+
+// testAnswerOfDroppedMessage: a message dropped while it was answered
+// (read as received, then withdrawn) keeps its state; its answer (turns,
+// parts) is not stored, and StartAnswer does not revive it.
+func testAnswerOfDroppedMessage(t *testing.T) {
+	db, _ := newDB(t)
+	ctx := t.Context()
+	m := insertMsg(t, db, "bot", "u", "k1")
+	ok, err := db.DropUnanswered(ctx, "bot", "k1", "recalled")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	must(t, db.StartAnswer(ctx, m.ID))
+	err = db.SaveAnswer(ctx, Answer{MessageID: m.ID, Bot: "bot", UserID: "u", UserTurn: "q", AssistantTurn: "a", Parts: []string{"a"}})
+	if !errors.Is(err, ErrDropped) {
+		t.Errorf("SaveAnswer = %v, want ErrDropped", err)
+	}
+	got, err := db.GetMessage(ctx, m.ID)
+	must(t, err)
+	if got.State != MessageIgnored || got.Error != "recalled" {
+		t.Errorf("dropped message = %+v", got)
+	}
+	parts, err := db.PartsOf(ctx, m.ID)
+	must(t, err)
+	turns, err := db.History(ctx, "bot", "u", 5)
+	must(t, err)
+	if len(parts) != 0 || len(turns) != 0 {
+		t.Errorf("stored %d parts and %d turns of a dropped message's answer", len(parts), len(turns))
+	}
+
+	// Any other message is answered as before.
+	other := insertMsg(t, db, "bot", "u", "k2")
+	must(t, db.SaveAnswer(ctx, Answer{MessageID: other.ID, Bot: "bot", UserID: "u", Failure: "no model"}))
+	if got, err := db.GetMessage(ctx, other.ID); err != nil || got.State != MessageFailed || got.Error != "no model" {
+		t.Errorf("message = %+v, %v; want failed", got, err)
+	}
+}

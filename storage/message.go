@@ -105,7 +105,9 @@ func (d *DB) GetMessage(ctx context.Context, id int64) (Message, error) {
 
 // StartAnswer marks message id as being answered and counts the attempt.
 func (d *DB) StartAnswer(ctx context.Context, id int64) error {
-	err := d.db.WithContext(ctx).Model(&messageRow{}).Where("id = ?", id).
+	// A message dropped meanwhile (DropUnanswered) stays dropped; its
+	// answer is then not stored (SaveAnswer).
+	err := d.db.WithContext(ctx).Model(&messageRow{}).Where("id = ? AND state <> ?", id, MessageIgnored).
 		Updates(map[string]any{"state": MessageAnswering, "attempts": gorm.Expr("attempts + 1")}).Error
 	if err != nil {
 		return fmt.Errorf("storage: start answer %d: %w", id, err)
@@ -145,7 +147,9 @@ type Answer struct {
 }
 
 // SaveAnswer stores a and moves the message on: answering while parts wait
-// in the outbox, answered when there are none. Its statements are written
+// in the outbox, answered when there are none. A message dropped while it
+// was answered (ignored: withdrawn by the customer) stays as it is and
+// nothing of a is stored: ErrDropped. Its statements are written
 // out rather than built by GORM: on SQLite the transaction holds the one
 // connection the ingest waits for, and building and scanning them through
 // GORM took as long as SQLite ran them (BenchmarkAnswerPath). Target: ack
@@ -153,6 +157,34 @@ type Answer struct {
 func (d *DB) SaveAnswer(ctx context.Context, a Answer) error {
 	now := d.now()
 	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Parts streamed before (AppendParts) come first; the message
+		// stays answering while any of them is unsent.
+		pending := len(a.Parts) > 0
+		if !pending {
+			var n int64
+			if err := tx.Raw("SELECT COUNT(*) FROM outbox WHERE message_id = ? AND state = ?", a.MessageID, OutboxPending).Scan(&n).Error; err != nil {
+				return err
+			}
+			pending = n > 0
+		}
+		// The message first: a message dropped meanwhile (DropUnanswered)
+		// keeps its state, and nothing of the answer is stored. The update
+		// locks the row until the end, so a drop cannot come in between.
+		var res *gorm.DB
+		switch {
+		case pending:
+			res = tx.Exec("UPDATE messages SET state = ?, error = ? WHERE id = ? AND state <> ?", MessageAnswering, a.Failure, a.MessageID, MessageIgnored)
+		case a.Failure != "":
+			res = tx.Exec("UPDATE messages SET state = ?, error = ? WHERE id = ? AND state <> ?", MessageFailed, a.Failure, a.MessageID, MessageIgnored)
+		default:
+			res = tx.Exec("UPDATE messages SET state = ?, error = '', answered_at = ? WHERE id = ? AND state <> ?", MessageAnswered, now, a.MessageID, MessageIgnored)
+		}
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrDropped
+		}
 		if a.ResetConversation {
 			if err := tx.Exec("DELETE FROM turns WHERE bot = ? AND user_id = ?", a.Bot, a.UserID).Error; err != nil {
 				return err
@@ -164,27 +196,10 @@ func (d *DB) SaveAnswer(ctx context.Context, a Answer) error {
 				return err
 			}
 		}
-		// Parts streamed before (AppendParts) come first; the message
-		// stays answering while any of them is unsent.
-		pending := len(a.Parts) > 0
-		if pending {
-			if err := insertParts(tx, a.MessageID, a.Bot, a.UserID, a.Parts, now); err != nil {
-				return err
-			}
-		} else {
-			var n int64
-			if err := tx.Raw("SELECT COUNT(*) FROM outbox WHERE message_id = ? AND state = ?", a.MessageID, OutboxPending).Scan(&n).Error; err != nil {
-				return err
-			}
-			pending = n > 0
+		if len(a.Parts) > 0 {
+			return insertParts(tx, a.MessageID, a.Bot, a.UserID, a.Parts, now)
 		}
-		switch {
-		case pending:
-			return tx.Exec("UPDATE messages SET state = ?, error = ? WHERE id = ?", MessageAnswering, a.Failure, a.MessageID).Error
-		case a.Failure != "":
-			return tx.Exec("UPDATE messages SET state = ?, error = ? WHERE id = ?", MessageFailed, a.Failure, a.MessageID).Error
-		}
-		return tx.Exec("UPDATE messages SET state = ?, error = '', answered_at = ? WHERE id = ?", MessageAnswered, now, a.MessageID).Error
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("storage: save answer to message %d: %w", a.MessageID, err)

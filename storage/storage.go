@@ -30,6 +30,10 @@ import (
 // ErrNotFound is returned when a looked-up row does not exist.
 var ErrNotFound = errors.New("storage: not found")
 
+// ErrDropped is an answer to a message dropped while it was answered
+// (SaveAnswer): nothing of it is stored.
+var ErrDropped = errors.New("storage: the message was dropped while it was answered")
+
 // Config is the `storage:` section of the configuration. Driver is "sqlite"
 // (the default; DSN is a file name, or ":memory:") or "postgres" (DSN is a
 // libpq URL, postgres://user:pass@host:5432/db?sslmode=disable, or key=value
