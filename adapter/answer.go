@@ -250,7 +250,7 @@ func (p *Pipeline) ask(ctx context.Context, log *slog.Logger, m storage.Message,
 		}
 		switch llm.KindOf(err) {
 		case llm.KindConfig:
-			log.Error("the model refused the call; not retried", "err", err, "hint", llm.Hint(err))
+			log.Error("the model refused the call; not retried", "err", err, "hint", llm.HintFor(err, ep.KeyName))
 			return err
 		case llm.KindRateLimited:
 			if p.clock.Since(m.ReceivedAt) < ep.RateLimitWait {

@@ -34,21 +34,22 @@ type ModelHealth struct {
 	// (llm.callError leaves them out).
 	LastError string
 	Cause     string // llm.CauseOf the last failure
-	Hint      string // llm.Hint of the last failure
+	Hint      string // llm.HintFor the last failure and the endpoint's key
 	LastOKAt  time.Time
 }
 
 // modelHealth follows the calls to one model endpoint, from where the
 // pipeline makes them (Pipeline.ask).
 type modelHealth struct {
-	clock clockwork.Clock
+	clock   clockwork.Clock
+	keyName string // Endpoint.KeyName
 
 	mu sync.Mutex
 	st ModelHealth
 }
 
 func newModelHealth(e Endpoint, number int, clock clockwork.Clock) *modelHealth {
-	return &modelHealth{clock: clock, st: ModelHealth{
+	return &modelHealth{clock: clock, keyName: e.KeyName, st: ModelHealth{
 		Model: e.Model, Host: e.Host, KeySet: e.KeySet, Endpoint: number, State: ModelUnknown,
 	}}
 }
@@ -68,7 +69,7 @@ func (h *modelHealth) record(err error) {
 		s.State, s.LastOKAt = ModelOK, h.clock.Now()
 		return
 	}
-	s.State, s.LastError, s.Cause, s.Hint = ModelFailing, err.Error(), cause, llm.Hint(err)
+	s.State, s.LastError, s.Cause, s.Hint = ModelFailing, err.Error(), cause, llm.HintFor(err, h.keyName)
 }
 
 // status is the endpoint's health.

@@ -88,6 +88,12 @@ func TestModelHealthEachWay(t *testing.T) {
 	if st.Cause != llm.CauseTimeout {
 		t.Errorf("after a success the last failure is %q, want it kept (timeout)", st.Cause)
 	}
+	// A bot's own key: the hint names where it is configured.
+	own := newModelHealth(Endpoint{Model: "gpt-test", KeyName: "bots[1] (hr).llm.api_key"}, 3, clock)
+	own.record(call(srv.URL+"/v1", "sk-wrong", llmtest.Reply{}))
+	if st := own.status(); st.Cause != llm.CauseBadKey || st.Hint != "the model API refused the key: check bots[1] (hr).llm.api_key" {
+		t.Errorf("a bot's own key refused: %+v, want the hint to name it", st)
+	}
 	// Errors that are not the model's say nothing of it.
 	other := newModelHealth(Endpoint{Model: "gpt-test"}, 2, clock)
 	other.record(context.Canceled)

@@ -21,6 +21,9 @@ type Endpoint struct {
 	// KeySet says whether llm.api_key is set; the key itself never
 	// reaches the adapter's reports.
 	KeySet bool
+	// KeyName is where its key is configured, as the hints name it when
+	// it is not llm.api_key: a bot's own, "bots[1] (hr).llm.api_key".
+	KeyName string
 	// LLM makes the calls.
 	LLM Completer
 	// MaxConcurrency bounds its calls in flight (llm.max_concurrency).

@@ -126,6 +126,16 @@ var hints = map[string]string{
 // configuration would help.
 func Hint(err error) string { return hints[CauseOf(err)] }
 
+// HintFor is Hint for a model whose key is configured at keyName rather
+// than llm.api_key (a bot's own: "bots[1] (hr).llm.api_key"); "": Hint.
+func HintFor(err error, keyName string) string {
+	h := Hint(err)
+	if keyName != "" && CauseOf(err) == CauseBadKey {
+		h = strings.Replace(h, "llm.api_key", keyName, 1)
+	}
+	return h
+}
+
 // maxRetryAfter bounds a provider's Retry-After: a misconfigured proxy
 // saying "come back in a day" must not stall every answer for a day.
 const maxRetryAfter = time.Minute

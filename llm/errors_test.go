@@ -68,6 +68,11 @@ func TestCallErrorKinds(t *testing.T) {
 			if h := Hint(err); (c.hint == "") != (h == "") || !strings.Contains(h, c.hint) {
 				t.Errorf("%d %s: hint %q, want one mentioning %q", c.status, name, h, c.hint)
 			}
+			// A bot's own key is named where it is; the other hints stay.
+			own := strings.Replace(Hint(err), "llm.api_key", "bots[1] (hr).llm.api_key", 1)
+			if h := HintFor(err, "bots[1] (hr).llm.api_key"); h != own || HintFor(err, "") != Hint(err) {
+				t.Errorf("%d %s: HintFor = %q, want %q", c.status, name, h, own)
+			}
 			if !strings.Contains(err.Error(), "upstream says no") || strings.Contains(err.Error(), "sk-secret-key") {
 				t.Errorf("%d %s: error %q: want the API's message and never the key", c.status, name, err)
 			}

@@ -56,7 +56,7 @@ func checkOnline(ctx context.Context, path string, cfg *Config, subscribe bool, 
 	// same question again.
 	for _, ep := range probedEndpoints(cfg) {
 		err := llm.New(ep.cfg).Probe(ctx)
-		report(fmt.Sprintf("model %s at %s (%s): one-token chat completion", ep.cfg.Model, shownURL(ep.cfg.BaseURL), ep.users), err, llm.Hint(err))
+		report(fmt.Sprintf("model %s at %s (%s): one-token chat completion", ep.cfg.Model, shownURL(ep.cfg.BaseURL), ep.users), err, llm.HintFor(err, ep.keyName))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stderr, "%s: %d online check(s) failed\n", path, failed)
@@ -71,6 +71,8 @@ func checkOnline(ctx context.Context, path string, cfg *Config, subscribe bool, 
 type probedEndpoint struct {
 	cfg   llm.Config
 	users string
+	// keyName is where its key is configured when not llm.api_key.
+	keyName string
 }
 
 // probedEndpoints are the distinct model endpoints of the bots, in the
@@ -86,7 +88,7 @@ func probedEndpoints(cfg *Config) []probedEndpoint {
 		if !ok {
 			j = len(out)
 			index[k] = j
-			out = append(out, probedEndpoint{cfg: l.Config})
+			out = append(out, probedEndpoint{cfg: l.Config, keyName: cfg.botKeyName(i)})
 			bots = append(bots, nil)
 		}
 		bots[j] = append(bots[j], b.Name)

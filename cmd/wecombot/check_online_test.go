@@ -203,7 +203,8 @@ func TestCheckOnlinePerBotModels(t *testing.T) {
 	}
 	wantLines(t, stdout,
 		"  model gpt-4o-mini at "+e.modelURL+"/v1 (bots helpdesk, assistant): one-token chat completion: ok\n",
-		"  model other-model at "+e.modelURL+"/v1 (bot front): one-token chat completion: FAILED: llm: probe: status 401: Incorrect API key provided")
+		"  model other-model at "+e.modelURL+"/v1 (bot front): one-token chat completion: FAILED: llm: probe: status 401: Incorrect API key provided",
+		"    hint: the model API refused the key: check bots[2] (front).llm.api_key\n")
 	// The refused call is counted, not recorded.
 	if rs, n := e.model.Requests(), e.model.Calls(); len(rs) != 1 || rs[0].Model != "gpt-4o-mini" || n != 2 {
 		t.Errorf("the model was called %d times (%+v accepted), want once per endpoint", n, rs)

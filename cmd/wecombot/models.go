@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/wecombot/wecombot/adapter"
@@ -31,7 +33,7 @@ func botModels(cfg *Config, override adapter.Completer) map[string]adapter.BotMo
 				}
 				model, host := shownModel(l.Config, completer)
 				endpoints[k] = &adapter.Endpoint{
-					Model: model, Host: host, KeySet: l.APIKey != "" && model != llm.EchoModel, LLM: completer,
+					Model: model, Host: host, KeySet: l.APIKey != "" && model != llm.EchoModel, KeyName: cfg.botKeyName(i), LLM: completer,
 					MaxConcurrency: l.MaxConcurrency, RateLimitWait: time.Duration(l.Timeout),
 				}
 			}
@@ -74,4 +76,15 @@ func botModelRows(cfg *Config, echo bool) []web.BotModel {
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// botKeyName is where the i-th bot's model key is configured, as hints
+// name it: "bots[1] (hr).llm.api_key" when the bot has its own, "" (the
+// llm section's) when not. Bots sharing a model endpoint have one key; the
+// first of them names it.
+func (c *Config) botKeyName(i int) string {
+	if !slices.Contains(overridden(c.Bots[i]), "api_key") {
+		return ""
+	}
+	return c.keyName(fmt.Sprintf("bots[%d].llm.api_key", i))
 }

@@ -102,3 +102,27 @@ bots:
 		t.Error("hr's model was asked")
 	}
 }
+
+// TestBotKeyName: the hints of a model whose key is a bot's own name that
+// bot's key; the others the llm section's.
+func TestBotKeyName(t *testing.T) {
+	yml := fmt.Sprintf(`
+storage: {dsn: x.db}
+llm: {base_url: "https://api.example.com/v1", api_key: sk-a, model: model-a}
+admin: {password: pw}
+bots:
+  - {name: helpdesk, corp_id: %[1]q, agent_id: 1, secret: s, token: t, encoding_aes_key: %[2]q, llm: {model: model-b}}
+  - {name: hr, corp_id: %[1]q, agent_id: 2, secret: s, token: t, encoding_aes_key: %[2]q, llm: {api_key: sk-b}}
+`, testCorp, wecomsim.NewEncodingAESKey())
+	cfg, err := ParseConfig([]byte(yml), envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := botModels(cfg, nil)
+	if ep := models["helpdesk"].Endpoint; ep == nil || ep.KeyName != "" {
+		t.Errorf("helpdesk's endpoint %+v, want its own with the llm section's key", ep)
+	}
+	if ep := models["hr"].Endpoint; ep == nil || ep.KeyName != "bots[1] (hr).llm.api_key" {
+		t.Errorf("hr's endpoint %+v, want its key named bots[1] (hr).llm.api_key", ep)
+	}
+}
