@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/wecombot/wecombot/adapter"
+	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -71,6 +72,7 @@ type messageHandler struct {
 	kf     KF // nil: kf customers are shown by their ids
 	store  Messages
 	outbox Outbox
+	config func() ConfigReport // the bots' own model keys (keyNames); nil: none
 }
 
 type messageRow struct {
@@ -82,6 +84,8 @@ type messageRow struct {
 	Cause  string
 	Detail string // the error behind Cause
 	Hint   string // the dictionary key of Cause's hint (hintKey)
+	// HintArg is what Hint's text names: a bot's own model key; "": none.
+	HintArg string
 	// Customer names a kf customer; nil: the id is shown.
 	Customer *adapter.KFCustomer
 	// Feedback is the user's verdict on an AI bot's answer (accurate or
@@ -163,6 +167,7 @@ func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithRep
 	if err != nil {
 		return nil, err
 	}
+	keys := keyNames(h.config)
 	var rows []messageRow
 	for _, m := range msgs {
 		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State), Customer: customer(names, m.Bot, m.UserID)}
@@ -171,7 +176,7 @@ func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithRep
 		}
 		if m.Error != "" {
 			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
-			row.Hint = hintKey(row.Cause, row.Detail)
+			row.Hint, row.HintArg = hintOf(row.Cause, row.Detail, keys[m.Bot])
 		}
 		for _, img := range media[m.ID] {
 			if img.Reason == "" {
@@ -229,6 +234,30 @@ func (h *messageHandler) resend(c *gin.Context) {
 		return
 	}
 	redirect(c, c.PostForm("back"), "/admin/messages", "resent")
+}
+
+// hintOf is hintKey for a message of a bot whose model key is set at
+// keyName ("": llm.api_key), and what the hint's text names.
+func hintOf(cause, detail, keyName string) (key, arg string) {
+	if cause == llm.CauseBadKey && keyName != "" {
+		return "cause_hint.bad_key_of", keyName
+	}
+	return hintKey(cause, detail), ""
+}
+
+// keyNames are the bots that set their own model key, and where (Config
+// report's Models); none without a report.
+func keyNames(config func() ConfigReport) map[string]string {
+	out := map[string]string{}
+	if config == nil {
+		return out
+	}
+	for _, m := range config().Models {
+		if m.KeyName != "" {
+			out[m.Bot] = m.KeyName
+		}
+	}
+	return out
 }
 
 // hintKey is the dictionary key of the hint of a failure's cause: a kf

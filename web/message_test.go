@@ -111,6 +111,16 @@ func TestMessagesFailureReasons(t *testing.T) {
 	}
 	zh := e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
 	wantBody(t, zh, "无法连接模型 API。", "请检查 llm.api_key。", "错误详情")
+
+	// A bot with its own key: the hint names that key.
+	e.report.Models = []BotModel{{Bot: "helpdesk", Overrides: []string{"api_key"}, KeyName: "bots[0] (helpdesk).llm.api_key"}}
+	rec = e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "en"}})
+	wantStatus(t, rec, 200)
+	if body := rec.Body.String(); !strings.Contains(body, "Check bots[0] (helpdesk).llm.api_key (the bot&#39;s own key).") || strings.Contains(body, "Check llm.api_key.") {
+		t.Error("want the hint to name helpdesk's own key, not llm.api_key")
+	}
+	zh = e.do(request{method: "GET", path: "/admin/messages", cookie: s, header: map[string]string{"Accept-Language": "zh-CN"}})
+	wantBody(t, zh, "请检查 bots[0] (helpdesk).llm.api_key（该机器人自己的密钥）。")
 }
 
 func TestMessagesPaging(t *testing.T) {

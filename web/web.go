@@ -74,6 +74,9 @@ type BotModel struct {
 	KeySet bool
 	// Overrides are the keys of the llm section the bot sets itself.
 	Overrides []string
+	// KeyName is where its api_key is set when the bot sets its own, as
+	// the hints name it ("bots[1] (hr).llm.api_key"); "": llm.api_key.
+	KeyName string
 }
 
 // Options are the dependencies of a Server.
@@ -156,7 +159,7 @@ func New(o Options) *Server {
 		},
 		dashboard:    &dashboardHandler{render: r, bots: o.Bots, kf: o.KF, stats: o.Store, now: o.Now, loc: o.Location, log: o.Log},
 		conversation: &conversationHandler{render: r, bots: o.Bots, kf: o.KF, store: o.Store},
-		message:      &messageHandler{render: r, bots: o.Bots, kf: o.KF, store: o.Store, outbox: o.Outbox},
+		message:      &messageHandler{render: r, bots: o.Bots, kf: o.KF, store: o.Store, outbox: o.Outbox, config: o.Config},
 		send:         &sendHandler{render: r, bots: o.Bots, store: o.Store, outbox: o.Outbox},
 		config:       &configHandler{render: r, report: o.Config},
 		chat:         chat,

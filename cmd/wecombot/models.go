@@ -69,9 +69,9 @@ func botModelRows(cfg *Config, echo bool) []web.BotModel {
 	rows := make([]web.BotModel, 0, len(cfg.Bots))
 	for i, b := range cfg.Bots {
 		l := cfg.BotLLM(i)
-		r := web.BotModel{Bot: b.Name, Model: l.Model, Host: urlHost(l.BaseURL), KeySet: l.APIKey != "", Overrides: overridden(b)}
+		r := web.BotModel{Bot: b.Name, Model: l.Model, Host: urlHost(l.BaseURL), KeySet: l.APIKey != "", Overrides: overridden(b), KeyName: cfg.botKeyName(i)}
 		if echo {
-			r.Model, r.Host, r.KeySet = llm.EchoModel, "", false
+			r.Model, r.Host, r.KeySet, r.KeyName = llm.EchoModel, "", false, ""
 		}
 		rows = append(rows, r)
 	}

@@ -125,4 +125,8 @@ bots:
 	if ep := models["hr"].Endpoint; ep == nil || ep.KeyName != "bots[1] (hr).llm.api_key" {
 		t.Errorf("hr's endpoint %+v, want its key named bots[1] (hr).llm.api_key", ep)
 	}
+	// The panel's Messages page names it too.
+	if rows := botModelRows(cfg, false); len(rows) != 2 || rows[0].KeyName != "" || rows[1].KeyName != "bots[1] (hr).llm.api_key" {
+		t.Errorf("panel rows %+v, want hr's key named", rows)
+	}
 }
