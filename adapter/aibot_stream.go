@@ -90,7 +90,7 @@ func (b *aibotBot) FetchMedia(ctx context.Context, ref MediaRef, limit int64) ([
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("aibot: download image: HTTP status %d (the URL is valid 5 minutes)", resp.StatusCode)
+		return nil, fmt.Errorf("aibot: download image: %w (the URL is valid 5 minutes)", statusError(resp.StatusCode))
 	}
 	// The padding adds at most 32 bytes to the file.
 	data, err := readLimited(resp.Body, limit+32)

@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
@@ -149,14 +152,57 @@ func (p *Pipeline) images(ctx context.Context, log *slog.Logger, m storage.Messa
 	return img, nil
 }
 
+// statusError is an HTTP status other than 200 from a media URL.
+type statusError int
+
+func (e statusError) Error() string { return "HTTP status " + strconv.Itoa(int(e)) }
+
+// mediaRetries are the waits before a download is tried again after a
+// failure that may pass (transientFetch): an AI bot's URL lives 5 minutes,
+// so the tries stay well within it.
+var mediaRetries = []time.Duration{time.Second, 3 * time.Second}
+
+// transientFetch reports whether a failed download may succeed if tried
+// again soon: the network failed, WeCom was busy (errcode -1) or answered
+// an HTTP 5xx. A refusal (an unknown media_id, an expired URL, a rate
+// limit counted by the minute) is not tried again.
+func transientFetch(err error) bool {
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.Code == -1
+	}
+	var status *HTTPError
+	if errors.As(err, &status) {
+		return status.Status >= 500
+	}
+	var url statusError
+	if errors.As(err, &url) {
+		return url >= 500
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr)
+}
+
 // download fetches image seq of m through f: its bytes and type, or the
-// reason it cannot be used.
+// reason it cannot be used. A failure that may pass is tried again
+// (mediaRetries).
 func (p *Pipeline) download(ctx context.Context, f MediaFetcher, m storage.Message, seq int, ref MediaRef) storage.MessageMedia {
 	// The storage slot is given up while the download waits on WeCom.
 	<-p.storing
 	defer func() { p.storing <- struct{}{} }()
 	mm := storage.MessageMedia{MessageID: m.ID, Seq: seq, CreatedAt: p.clock.Now()}
 	data, err := f.FetchMedia(ctx, ref, MaxImageBytes)
+	for _, wait := range mediaRetries {
+		if err == nil || !transientFetch(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return mm // the caller sees ctx's error and stores nothing
+		case <-p.clock.After(wait):
+		}
+		data, err = f.FetchMedia(ctx, ref, MaxImageBytes)
+	}
 	switch {
 	case errors.Is(err, errMediaTooLarge):
 		mm.Reason = "image: larger than 10 MB"

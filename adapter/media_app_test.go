@@ -2,7 +2,10 @@ package adapter
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -239,5 +242,41 @@ func TestAppImageStoredBeforeRestart(t *testing.T) {
 	}
 	if e.sim.MediaGets() != 0 {
 		t.Errorf("media/get asked %d times", e.sim.MediaGets())
+	}
+}
+
+// TestAppImageDownloadRetried: a download that fails in a way that may pass
+// (WeCom busy, errcode -1) is tried again and the image answered; one
+// WeCom refuses for good is not (TestAppImageRefused).
+func TestAppImageDownloadRetried(t *testing.T) {
+	e := newAppImageEnv(t, true, nil)
+	e.sim.FailNext(wecomsim.APIMediaGet, -1, "system busy", 1)
+	if got := e.image(1, testPNG); got != "looked at 🖼 for: 请描述这张图片。" {
+		t.Errorf("answer %q", got)
+	}
+	if e.sim.Rejected()[-1] != 1 || e.sim.MediaGets() != 1 {
+		t.Errorf("media/get refused %d times, answered %d; want 1 and 1", e.sim.Rejected()[-1], e.sim.MediaGets())
+	}
+}
+
+func TestTransientFetch(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&APIError{API: "media/get", Code: -1}, true},
+		{&APIError{API: "media/get", Code: 40007}, false},
+		{&APIError{API: "media/get", Code: 45009}, false},
+		{&HTTPError{API: "media/get", Status: 502}, true},
+		{&HTTPError{API: "media/get", Status: 404}, false},
+		{fmt.Errorf("aibot: download image: %w", statusError(503)), true},
+		{fmt.Errorf("aibot: download image: %w", statusError(403)), false},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
+		{errMediaTooLarge, false},
+		{context.Canceled, false},
+	} {
+		if got := transientFetch(c.err); got != c.want {
+			t.Errorf("transientFetch(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
