@@ -46,3 +46,24 @@ func TestMediaRefused(t *testing.T) {
 		t.Errorf("a JSON page: %v", err)
 	}
 }
+
+// FuzzDecryptMedia: any downloaded bytes either decrypt or give
+// ErrMediaCipher, never a panic; what EncryptMedia made decrypts back.
+func FuzzDecryptMedia(f *testing.F) {
+	key := bytes.Repeat([]byte{7}, 32)
+	for _, s := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte{1}, 32), []byte("\x89PNG\r\n\x1a\n")} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, err := DecryptMedia(key, data); err != nil && !errors.Is(err, ErrMediaCipher) {
+			t.Fatalf("DecryptMedia(%x): %v", data, err)
+		}
+		enc, err := EncryptMedia(key, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := DecryptMedia(key, enc); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("round trip of %x: %x, %v", data, got, err)
+		}
+	})
+}
