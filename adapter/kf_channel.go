@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -387,74 +386,6 @@ func (k *kfBot) drain(ctx context.Context, log *slog.Logger, account, token stri
 	return fmt.Errorf("adapter: kf pull stopped after %d pages", kfPageLimit)
 }
 
-// kfHandledByPerson is the reason stored with a customer's message the bot
-// leaves to the person who has the conversation.
-const kfHandledByPerson = "handled by a person"
-
-// handOvers follows, message by message, who has each customer's
-// conversation: a person after a session_status_change that gives it to
-// one (or 95018 on a send, recorded by Deliver), the bot again once it
-// ends. A receptionist's message alone says nothing: a mixed page's
-// customer text is still the bot's to answer. The customers' messages a
-// person has are stored, not answered. It returns the changes to record
-// after the page is stored (a page read again gives the same changes).
-func (k *kfBot) handOvers(ctx context.Context, msgs []storage.Message, byKey map[string]kf.Message) (map[string]bool, error) {
-	var users []string
-	for _, m := range msgs {
-		if !slices.Contains(users, m.UserID) {
-			users = append(users, m.UserID)
-		}
-	}
-	human, err := k.store.KFHandedOver(ctx, k.app.cfg.Name, users, k.clock.Now().Add(-kfReplyWindow))
-	if err != nil {
-		return nil, err
-	}
-	changes := map[string]bool{}
-	set := func(user string, on bool) { human[user], changes[user] = on, on }
-	asked := map[string]bool{}
-	for i := range msgs {
-		m := &msgs[i]
-		km := byKey[m.DedupeKey]
-		switch {
-		case km.EventType() == kf.EventSessionStatusChange:
-			set(m.UserID, km.Event.ChangeType != kf.ChangeEnded)
-			asked[m.UserID] = true
-		case m.State == storage.MessageReceived && human[m.UserID] && !asked[m.UserID]:
-			// Recorded before this page: the end of the person's
-			// conversation may have come without an event seen here
-			// (95018 alone marks it), so WeCom is asked once.
-			asked[m.UserID] = true
-			if k.bots(ctx, m.UserID) {
-				set(m.UserID, false)
-				continue
-			}
-			fallthrough
-		case m.State == storage.MessageReceived && human[m.UserID]:
-			m.State, m.Error = storage.MessageIgnored, kfHandledByPerson
-		}
-	}
-	return changes, nil
-}
-
-// bots asks WeCom whether the conversation of user is the API's to answer
-// (kf/service_state/get: new or the assistant's). When WeCom cannot say,
-// the answer is no: a person may be talking to the customer.
-func (k *kfBot) bots(ctx context.Context, user string) bool {
-	account, customer, _ := splitKFUser(user)
-	var state int
-	err := k.app.tokens.Do(ctx, "kf/service_state/get", func(ctx context.Context, at string) error {
-		var err error
-		state, err = k.client.ServiceState(ctx, at, account, customer)
-		return err
-	})
-	if err != nil {
-		k.log.Warn("cannot read the kf conversation's state; leaving the customer to the person", "open_kfid", account,
-			"err", Redact(err.Error()), "hint", kf.Hint(err))
-		return false
-	}
-	return state == kf.StateNew || state == kf.StateAssistant
-}
-
 // kfClaimKeep is how long a kf message's Redis claim is kept: as long as
 // WeCom can return the message (3 days of history).
 const kfClaimKeep = 72 * time.Hour
@@ -568,102 +499,4 @@ func (k *kfBot) messages(account string, list []kf.Message, history time.Time) (
 		}
 	}
 	return out, byKey
-}
-
-// welcome answers a new enter_session that carries a welcome code with
-// kf.welcome, at once: the code lives 20 s and is good for one send, so
-// an older event (history, a replay) is not answered.
-func (k *kfBot) welcome(ctx context.Context, log *slog.Logger, m storage.Message, km kf.Message) {
-	if k.cfg.Welcome == "" || km.Event == nil || km.Event.WelcomeCode == "" || m.CreateTime < k.clock.Now().Add(-time.Minute).Unix() {
-		return
-	}
-	req := kf.EventText(km.Event.WelcomeCode, kf.OutboundMsgID(m.DedupeKey, 0), k.cfg.Welcome)
-	err := k.app.tokens.Do(ctx, "kf/send_msg_on_event", func(ctx context.Context, at string) error {
-		_, err := k.client.SendMsgOnEvent(ctx, at, req)
-		return err
-	})
-	if err != nil && !kf.DuplicateMsgID(err) {
-		log.Warn("kf welcome not sent", "customer", km.Customer(), "err", Redact(err.Error()), "hint", kf.Hint(err))
-	}
-}
-
-// kfRecalled is the reason stored with a message the customer withdrew
-// before the bot answered it.
-const kfRecalled = "withdrawn by the customer"
-
-// recalled leaves unanswered a message the customer withdrew, unless its
-// answer has started (several instances) or is stored: alone on the
-// database the message stays received while it is answered, and its
-// answer is dropped unsent (storage.ErrDropped).
-func (k *kfBot) recalled(ctx context.Context, log *slog.Logger, account string, km kf.Message) {
-	if km.Event == nil || km.Event.RecallMsgID == "" {
-		return
-	}
-	if _, err := k.store.DropUnanswered(ctx, k.app.cfg.Name, "kf:"+account+":"+km.Event.RecallMsgID, kfRecalled); err != nil {
-		log.Error("cannot drop a withdrawn kf message", "err", err)
-	}
-}
-
-// sendFailed marks the part WeCom could not deliver after all failed, with
-// the reason.
-func (k *kfBot) sendFailed(ctx context.Context, log *slog.Logger, km kf.Message) {
-	if km.Event == nil || km.Event.FailMsgID == "" {
-		return
-	}
-	reason := kfUndelivered(km.Event.FailType)
-	err := k.store.FailDeliveredPart(ctx, k.app.cfg.Name, km.Event.FailMsgID, reason)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) { // not found: a welcome, or pruned
-		log.Error("cannot record a kf delivery failure", "err", err)
-	}
-	if km.Event.FailType == kf.FailRefused {
-		// Nothing more is sent to them until they write again (Deliver).
-		if err := k.store.SetKFRefused(ctx, k.app.cfg.Name, kfUser(km.Account(), km.Customer())); err != nil {
-			log.Error("cannot record that the customer refuses messages", "err", err)
-		}
-	}
-}
-
-// kfUndeliveredPrefix starts the reason stored with a part WeCom could not
-// deliver after it accepted it (msg_send_fail): "… (fail_type 10): the
-// customer refuses messages". ParseFailure reads the fail_type back.
-const kfUndeliveredPrefix = "WeCom could not deliver it (fail_type "
-
-func kfUndelivered(failType int) string {
-	return kfUndeliveredPrefix + strconv.Itoa(failType) + "): " + kfFailReason(failType)
-}
-
-// KFFailType is the fail_type of a reason stored for a msg_send_fail (the
-// detail ParseFailure gives with FailureKFUndelivered, or the whole
-// reason).
-func KFFailType(reason string) (int, bool) {
-	rest, ok := strings.CutPrefix(reason, kfUndeliveredPrefix)
-	if !ok {
-		rest, ok = strings.CutPrefix(reason, "fail_type ")
-	}
-	if !ok {
-		return 0, false
-	}
-	n, _, _ := strings.Cut(rest, ")")
-	n, _, _ = strings.Cut(n, ":")
-	t, err := strconv.Atoi(n)
-	return t, err == nil
-}
-
-// kfFailReason explains a msg_send_fail's fail_type (KF.md §4).
-func kfFailReason(failType int) string {
-	switch failType {
-	case kf.FailAccountDeleted:
-		return "the customer-service account was deleted"
-	case kf.FailAppClosed:
-		return "the app was closed"
-	case kf.FailExpired:
-		return "more than 48 h since the customer's last message"
-	case kf.FailSessionClosed:
-		return "the conversation was closed"
-	case kf.FailOverLimit:
-		return "over the 5 messages allowed per customer message"
-	case kf.FailRefused:
-		return "the customer refuses messages"
-	}
-	return "a reason without explanation here"
 }
