@@ -1,6 +1,8 @@
 package adapter
 
 import (
+	"context"
+	"sync"
 	"testing"
 
 	"github.com/wecombot/wecombot/storage"
@@ -27,5 +29,49 @@ func TestKFUnlistedAccountIgnored(t *testing.T) {
 	}
 	if n := e.states(storage.MessageReceived, storage.MessageAnswered, storage.MessageIgnored); n != 0 {
 		t.Errorf("%d messages stored from an unlisted account", n)
+	}
+}
+
+// heldPageStore holds the first page's store until release is closed.
+type heldPageStore struct {
+	*storage.DB
+	holding chan struct{} // closed when the first page waits
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *heldPageStore) StoreKFPage(ctx context.Context, bot, account, cursor string, msgs []storage.Message) ([]storage.Message, error) {
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		close(s.holding)
+		<-s.release
+	}
+	return s.DB.StoreKFPage(ctx, bot, account, cursor, msgs)
+}
+
+// TestKFNewsDuringPull: news that arrives while the account is pulled is
+// not lost to the pull in progress: exactly one more pull follows it, and
+// no second pull runs beside the first.
+func TestKFNewsDuringPull(t *testing.T) {
+	e := newKFEnv(t)
+	held := &heldPageStore{DB: e.db, holding: make(chan struct{}), release: make(chan struct{})}
+	e.store = held
+	e.start("a", true)
+	e.writes(kfCustomer, "一")
+	<-held.holding // the first pull has read its page and waits to store it
+	calls := e.sim.KFSyncCalls(kfAccount)
+	e.writes(kfCustomer, "二") // its news, during the pull
+	e.writes(kfCustomer, "三")
+	if n := e.sim.KFSyncCalls(kfAccount); n != calls {
+		t.Errorf("%d pulls beside the one in progress", n-calls)
+	}
+	close(held.release)
+	if got := e.received(kfCustomer, 3); got[1] != "answer to 二" || got[2] != "answer to 三" {
+		t.Errorf("the customer got %q", got)
+	}
+	e.settled()
+	if n := e.sim.KFSyncCalls(kfAccount) - calls; n != 1 {
+		t.Errorf("%d pulls after the news during the pull, want 1 for both", n)
 	}
 }
