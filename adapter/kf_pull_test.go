@@ -2,9 +2,14 @@ package adapter
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/wecombot/wecombot/adapter/wecomsim"
+	"github.com/wecombot/wecombot/internal/eventually"
+	"github.com/wecombot/wecombot/llm"
 	"github.com/wecombot/wecombot/storage"
 )
 
@@ -73,5 +78,31 @@ func TestKFNewsDuringPull(t *testing.T) {
 	e.settled()
 	if n := e.sim.KFSyncCalls(kfAccount) - calls; n != 1 {
 		t.Errorf("%d pulls after the news during the pull, want 1 for both", n)
+	}
+}
+
+// TestKFNoAnswerAfterWindow: an answer ready more than 48 hours after the
+// customer's message is not sent: WeCom would refuse it (95002), so the
+// part fails without a call.
+func TestKFNoAnswerAfterWindow(t *testing.T) {
+	e := newKFEnv(t)
+	asked, release := make(chan struct{}), make(chan struct{})
+	e.model = fakeCompleter{fn: func(msgs []llm.Message) (string, error) {
+		close(asked)
+		<-release
+		return "too late", nil
+	}}
+	e.start("a", true)
+	e.writes(kfCustomer, "在吗")
+	<-asked
+	e.clock.Advance(kfReplyWindow + time.Minute)
+	calls := e.sim.KFCalls(wecomsim.APIKFSendMsg)
+	close(release)
+	eventually.True(t, func() bool { return e.states(storage.MessageFailed) == 1 }, "the late answer did not fail")
+	if m := e.messages(storage.MessageFailed)[0]; len(m.Parts) != 1 || !strings.Contains(m.Parts[0].LastError, "48 h") {
+		t.Errorf("failed message %+v; want its part failed for the 48 h window", m)
+	}
+	if n := e.sim.KFCalls(wecomsim.APIKFSendMsg) - calls; n != 0 {
+		t.Errorf("%d sends after the window", n)
 	}
 }
