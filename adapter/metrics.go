@@ -35,7 +35,7 @@ type Metrics struct {
 
 	mu       sync.Mutex
 	managers []*TokenManager
-	limiters []watchedLimiter
+	limiters []watchedLimiters
 	outboxes []PendingCounter
 }
 
@@ -144,19 +144,26 @@ func (m *Metrics) watchOutbox(c PendingCounter) {
 	m.mu.Unlock()
 }
 
-// watchedLimiter is the limiter of a model endpoint, with the labels of
-// its gauges.
-type watchedLimiter struct {
-	l           *callLimiter
+// watchedLimiters are the limiters of the model endpoints of one model and
+// host (another key or timeout), with the labels of their gauges: a series
+// is one pair of labels, and adds up its endpoints.
+type watchedLimiters struct {
 	model, host string
+	ls          []*callLimiter
 }
 
 // watchLimiter reports the calls in flight of the endpoint of model at
 // host and their limit at every scrape.
 func (m *Metrics) watchLimiter(l *callLimiter, model, host string) {
 	m.mu.Lock()
-	m.limiters = append(m.limiters, watchedLimiter{l, model, host})
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	for i := range m.limiters {
+		if w := &m.limiters[i]; w.model == model && w.host == host {
+			w.ls = append(w.ls, l)
+			return
+		}
+	}
+	m.limiters = append(m.limiters, watchedLimiters{model: model, host: host, ls: []*callLimiter{l}})
 }
 
 // Describe implements prometheus.Collector for the gauges computed at
@@ -172,32 +179,20 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	managers := append([]*TokenManager(nil), m.managers...)
-	limiters := append([]watchedLimiter(nil), m.limiters...)
+	limiters := append([]watchedLimiters(nil), m.limiters...)
 	outboxes := append([]PendingCounter(nil), m.outboxes...)
 	m.mu.Unlock()
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
 	}
-	// Endpoints of one model and host (another key or timeout) are added
-	// up: a series is one pair of labels.
-	type labels struct{ model, host string }
-	type sums struct{ inFlight, limit int }
-	var order []labels
-	byLabels := map[labels]*sums{}
 	for _, w := range limiters {
-		k := labels{w.model, w.host}
-		if byLabels[k] == nil {
-			byLabels[k] = &sums{}
-			order = append(order, k)
+		var inFlight, limit int
+		for _, l := range w.ls {
+			f, n := l.stats()
+			inFlight, limit = inFlight+f, limit+n
 		}
-		inFlight, limit := w.l.stats()
-		byLabels[k].inFlight += inFlight
-		byLabels[k].limit += limit
-	}
-	for _, k := range order {
-		s := byLabels[k]
-		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(s.inFlight), k.model, k.host)
-		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(s.limit), k.model, k.host)
+		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(inFlight), w.model, w.host)
+		ch <- prometheus.MustNewConstMetric(m.callLimit, prometheus.GaugeValue, float64(limit), w.model, w.host)
 	}
 	for _, c := range outboxes {
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)

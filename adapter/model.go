@@ -46,12 +46,10 @@ type BotModel struct {
 }
 
 // endpoint is an Endpoint at run time, with what its bots share. Its
-// ready users and running count are guarded by Pipeline.mu.
+// place among the pipeline's endpoints is its health's (ModelHealth.Endpoint).
+// Its ready users and running count are guarded by Pipeline.mu.
 type endpoint struct {
 	Endpoint
-	// number is its place among the pipeline's endpoints, from 1
-	// (ModelHealth.Endpoint).
-	number  int
 	limiter *callLimiter
 	health  *modelHealth
 	ready   []userKey
@@ -72,9 +70,9 @@ func newEndpoint(e Endpoint, number int, clock clockwork.Clock, log *slog.Logger
 		e.RateLimitWait = time.Minute
 	}
 	return &endpoint{
-		Endpoint: e, number: number,
-		limiter: newCallLimiter(e.MaxConcurrency, clock, log.With("model", e.Model)),
-		health:  newModelHealth(e, number, clock),
+		Endpoint: e,
+		limiter:  newCallLimiter(e.MaxConcurrency, clock, log.With("model", e.Model)),
+		health:   newModelHealth(e, number, clock),
 	}
 }
 

@@ -578,8 +578,7 @@ func (c *Config) validate() []error {
 		}
 	}
 	urlKey := func(key, v string) {
-		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if _, ok := httpURL(v); !ok {
 			bad(key, "%q is not an http(s) URL", v)
 		}
 	}
@@ -654,6 +653,7 @@ func (c *Config) validate() []error {
 		bad("bots", "no bot is configured")
 	}
 	seen := map[string]bool{}
+	llms := make([]LLMConfig, len(c.Bots)) // each bot's, overlaid once
 	for i, b := range c.Bots {
 		key := fmt.Sprintf("bots[%d]", i)
 		switch {
@@ -666,9 +666,10 @@ func (c *Config) validate() []error {
 		}
 		seen[b.Name] = true
 		c.validateBot(key, b, bad)
-		checkLLM(key+".llm", c.BotLLM(i), botSets(b), bad)
+		llms[i] = c.BotLLM(i)
+		checkLLM(key+".llm", llms[i], botSets(b), bad)
 	}
-	c.checkSharedEndpoints(bad)
+	c.checkSharedEndpoints(llms, bad)
 	return errs
 }
 
@@ -682,8 +683,8 @@ func checkLLM(key string, l LLMConfig, sets func(name string) bool, bad func(key
 			bad(key+"."+name, format, args...)
 		}
 	}
-	u, err := url.Parse(l.BaseURL)
-	check("base_url", err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "%q is not an http(s) URL", l.BaseURL)
+	_, ok := httpURL(l.BaseURL)
+	check("base_url", ok, "%q is not an http(s) URL", l.BaseURL)
 	check("model", l.Model != "", "is empty")
 	check("timeout", l.Timeout > 0, "must be positive, got %s", l.Timeout)
 	check("history_turns", l.HistoryTurns >= 0, "must be 0 or more, got %d", l.HistoryTurns)
@@ -741,16 +742,17 @@ func endpointOf(l LLMConfig) modelEndpoint {
 
 // checkSharedEndpoints reports bots that call one model endpoint with
 // different max_concurrency: the endpoint has one limit of calls in flight.
-func (c *Config) checkSharedEndpoints(bad func(key, format string, args ...any)) {
+// llms are the bots' settings (Config.BotLLM).
+func (c *Config) checkSharedEndpoints(llms []LLMConfig, bad func(key, format string, args ...any)) {
 	first := map[modelEndpoint]int{} // the first bot calling each
 	for i, b := range c.Bots {
-		l := c.BotLLM(i)
+		l := llms[i]
 		j, ok := first[endpointOf(l)]
 		if !ok {
 			first[endpointOf(l)] = i
 			continue
 		}
-		other := c.BotLLM(j)
+		other := llms[j]
 		if other.MaxConcurrency == l.MaxConcurrency {
 			continue
 		}
@@ -761,7 +763,7 @@ func (c *Config) checkSharedEndpoints(bad func(key, format string, args ...any))
 		}
 		bad(fmt.Sprintf("bots[%d].llm.max_concurrency", at),
 			"is %d, but %s calls the same model (base_url, api_key, model and timeout) with %d: the bots of one model share its calls in flight; give them the same max_concurrency",
-			c.BotLLM(at).MaxConcurrency, c.keyName(fmt.Sprintf("bots[%d]", with)), n)
+			llms[at].MaxConcurrency, c.keyName(fmt.Sprintf("bots[%d]", with)), n)
 	}
 }
 
@@ -905,6 +907,12 @@ func validateKF(key string, k adapter.KFConfig, bad func(key, format string, arg
 	}
 }
 
+// httpURL is v parsed, and whether it is an http(s) URL with a host.
+func httpURL(v string) (*url.URL, bool) {
+	u, err := url.Parse(v)
+	return u, err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
 // isHostPort says whether a is an address net.Listen and net.Dial take:
 // host:port, the host possibly empty, the port a number or a service name.
 func isHostPort(a string) bool {
@@ -933,8 +941,7 @@ func portOf(a string) string {
 func (c *Config) warnings() []string {
 	var w []string
 	baseURL := func(key, v string) {
-		if u, err := url.Parse(v); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
-			!strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1") {
+		if u, ok := httpURL(v); ok && !strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1") {
 			want := *u
 			want.Path = strings.TrimRight(u.Path, "/") + "/v1"
 			want.RawPath = ""

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"slices"
 	"time"
 
 	"github.com/wecombot/wecombot/adapter"
@@ -83,7 +82,7 @@ func botModelRows(cfg *Config, echo bool) []web.BotModel {
 // llm section's) when not. Bots sharing a model endpoint have one key; the
 // first of them names it.
 func (c *Config) botKeyName(i int) string {
-	if !slices.Contains(overridden(c.Bots[i]), "api_key") {
+	if !botSets(c.Bots[i])("api_key") {
 		return ""
 	}
 	return c.keyName(fmt.Sprintf("bots[%d].llm.api_key", i))
