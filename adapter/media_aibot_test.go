@@ -124,6 +124,20 @@ func (o completeOnly) Complete(ctx context.Context, msgs []llm.Message) (string,
 	return o.c.Complete(ctx, msgs)
 }
 
+// imageMessage is an image message of the long connection: testPNG behind
+// a fresh media URL, encrypted with key, the message's aeskey.
+func (e *wsEnv) imageMessage(key string) wecomsim.AIBotBody {
+	e.t.Helper()
+	base := strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath)
+	u, err := e.sim.IssueAIBotMedia(base, key, testPNG)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	return body
+}
+
 // TestAIBotWSImage: on the long connection each image carries its own
 // aeskey; the image reaches the model decrypted; an image whose URL
 // expired before the download gets the polite text.
@@ -134,12 +148,7 @@ func TestAIBotWSImage(t *testing.T) {
 	e.connected(in)
 
 	key := wecomsim.NewEncodingAESKey() // 43 characters: base64 without its "="
-	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
+	body := e.imageMessage(key)
 	req := e.deliver(body)
 	if s := e.finished(req); s.Content != "looked at 🖼 for: 请描述这张图片。" {
 		t.Fatalf("stream %+v", s)
@@ -148,13 +157,8 @@ func TestAIBotWSImage(t *testing.T) {
 		t.Error("the model did not get the exact bytes")
 	}
 
-	u, err = e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body = e.imageMessage(key)
 	e.clock.Advance(wecomsim.AIBotMediaLifetime)
-	body = wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
 	req = e.deliver(body)
 	if s := e.finished(req); s.Content != "cannot use that image" {
 		t.Fatalf("expired: stream %+v", s)
@@ -247,12 +251,7 @@ func TestAIBotWSImageRestart(t *testing.T) {
 	first := e.startWith("one", true, stuck, mediaReplies, LLMConfig{Vision: true})
 	e.connected(first)
 	key := wecomsim.NewEncodingAESKey()
-	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
+	body := e.imageMessage(key)
 	e.deliver(body)
 	stuck.waitAsked(t)
 	storedImage(t, e.db, 1, testPNG)
