@@ -191,17 +191,18 @@ func (p *Pipeline) download(ctx context.Context, f MediaFetcher, m storage.Messa
 	<-p.storing
 	defer func() { p.storing <- struct{}{} }()
 	mm := storage.MessageMedia{MessageID: m.ID, Seq: seq, CreatedAt: p.clock.Now()}
-	data, err := f.FetchMedia(ctx, ref, MaxImageBytes)
-	for _, wait := range mediaRetries {
-		if err == nil || !transientFetch(err) {
+	var data []byte
+	var err error
+	for try := 0; ; try++ {
+		data, err = f.FetchMedia(ctx, ref, MaxImageBytes)
+		if err == nil || try == len(mediaRetries) || !transientFetch(err) {
 			break
 		}
 		select {
 		case <-ctx.Done():
 			return mm // the caller sees ctx's error and stores nothing
-		case <-p.clock.After(wait):
+		case <-p.clock.After(mediaRetries[try]):
 		}
-		data, err = f.FetchMedia(ctx, ref, MaxImageBytes)
 	}
 	switch {
 	case errors.Is(err, errMediaTooLarge):

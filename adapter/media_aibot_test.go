@@ -3,9 +3,10 @@ package adapter
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/wecombot/wecombot/adapter/wecomsim"
 	"github.com/wecombot/wecombot/internal/eventually"
@@ -13,29 +14,14 @@ import (
 	"github.com/wecombot/wecombot/storage"
 )
 
-// simTime is a clock for the simulator alone that the test moves: the
+// newSimClock is a clock for the simulator alone that the test moves: the
 // expiry of media URLs.
-type simTime struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (s *simTime) now() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return time.Now().Add(s.off)
-}
-
-func (s *simTime) advance(d time.Duration) {
-	s.mu.Lock()
-	s.off += d
-	s.mu.Unlock()
-}
+func newSimClock() *clockwork.FakeClock { return clockwork.NewFakeClockAt(time.Now()) }
 
 // withVision answers the AI bot with model, images seen.
-func withVision(model *visionModel, vision bool, clock *simTime) aibotEnvOption {
+func withVision(model *visionModel, vision bool, clock *clockwork.FakeClock) aibotEnvOption {
 	return func(e *aibotEnv, _ *BotConfig) {
-		e.vision, e.completer, e.simNow = vision, model.client(), clock.now
+		e.vision, e.completer, e.simNow = vision, model.client(), clock.Now
 		e.replies = mediaReplies
 	}
 }
@@ -53,7 +39,7 @@ func (e *aibotEnv) imageURL(data []byte) string {
 
 func TestAIBotCallbackImageAnsweredByVisionModel(t *testing.T) {
 	model := newVisionModel(t)
-	e := newAIBotEnv(t, withVision(model, true, &simTime{}))
+	e := newAIBotEnv(t, withVision(model, true, newSimClock()))
 	ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
 	if r := last(t, ex); !r.Finish || r.Content != "looked at 🖼 for: 请描述这张图片。" {
 		t.Fatalf("last reply %+v", r)
@@ -81,7 +67,7 @@ func TestAIBotCallbackImageAnsweredByVisionModel(t *testing.T) {
 
 func TestAIBotCallbackImageVisionOff(t *testing.T) {
 	model := newVisionModel(t)
-	e := newAIBotEnv(t, withVision(model, false, &simTime{}))
+	e := newAIBotEnv(t, withVision(model, false, newSimClock()))
 	ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
 	if r := last(t, ex); !r.Finish || r.Content != "text only" {
 		t.Fatalf("last reply %+v", r)
@@ -92,7 +78,7 @@ func TestAIBotCallbackImageVisionOff(t *testing.T) {
 }
 
 func TestAIBotCallbackImageRefused(t *testing.T) {
-	big := append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
+	big := tooLargePNG()
 	cases := []struct {
 		name    string
 		data    []byte
@@ -106,11 +92,11 @@ func TestAIBotCallbackImageRefused(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			model := newVisionModel(t)
-			clock := &simTime{}
+			clock := newSimClock()
 			e := newAIBotEnv(t, withVision(model, true, clock))
 			u := e.imageURL(c.data)
 			if c.expired {
-				clock.advance(wecomsim.AIBotMediaLifetime)
+				clock.Advance(wecomsim.AIBotMediaLifetime)
 			}
 			ex := e.post(wecomsim.AIBotImage(aiBotID, "zhangsan", u))
 			if r := last(t, ex); !r.Finish || r.Content != "cannot use that image" {
@@ -138,6 +124,20 @@ func (o completeOnly) Complete(ctx context.Context, msgs []llm.Message) (string,
 	return o.c.Complete(ctx, msgs)
 }
 
+// imageMessage is an image message of the long connection: testPNG behind
+// a fresh media URL, encrypted with key, the message's aeskey.
+func (e *wsEnv) imageMessage(key string) wecomsim.AIBotBody {
+	e.t.Helper()
+	base := strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath)
+	u, err := e.sim.IssueAIBotMedia(base, key, testPNG)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
+	body.Image.AESKey = key
+	return body
+}
+
 // TestAIBotWSImage: on the long connection each image carries its own
 // aeskey; the image reaches the model decrypted; an image whose URL
 // expired before the download gets the polite text.
@@ -148,12 +148,7 @@ func TestAIBotWSImage(t *testing.T) {
 	e.connected(in)
 
 	key := wecomsim.NewEncodingAESKey() // 43 characters: base64 without its "="
-	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
+	body := e.imageMessage(key)
 	req := e.deliver(body)
 	if s := e.finished(req); s.Content != "looked at 🖼 for: 请描述这张图片。" {
 		t.Fatalf("stream %+v", s)
@@ -162,13 +157,8 @@ func TestAIBotWSImage(t *testing.T) {
 		t.Error("the model did not get the exact bytes")
 	}
 
-	u, err = e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body = e.imageMessage(key)
 	e.clock.Advance(wecomsim.AIBotMediaLifetime)
-	body = wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
 	req = e.deliver(body)
 	if s := e.finished(req); s.Content != "cannot use that image" {
 		t.Fatalf("expired: stream %+v", s)
@@ -220,7 +210,7 @@ func storedImage(t *testing.T, db *storage.DB, id int64, data []byte) {
 // answers the stream WeCom still polls from the stored bytes, after the
 // 5-minute URL has expired.
 func TestAIBotCallbackImageRestart(t *testing.T) {
-	model, stuck, clock := newVisionModel(t), newStuckModel(), &simTime{}
+	model, stuck, clock := newVisionModel(t), newStuckModel(), newSimClock()
 	e := newAIBotEnv(t, withVision(model, true, clock), func(e *aibotEnv, _ *BotConfig) { e.completer = stuck })
 	ex := e.cb.Start(t.Context(), wecomsim.AIBotImage(aiBotID, "zhangsan", e.imageURL(testPNG)))
 	stuck.waitAsked(t) // the image is downloaded and stored before the model is asked
@@ -230,7 +220,7 @@ func TestAIBotCallbackImageRestart(t *testing.T) {
 	}
 	storedImage(t, e.store, msgs[0].ID, testPNG)
 
-	clock.advance(wecomsim.AIBotMediaLifetime)
+	clock.Advance(wecomsim.AIBotMediaLifetime)
 	e.restart(model.client())
 	select {
 	case <-ex.Done():
@@ -261,12 +251,7 @@ func TestAIBotWSImageRestart(t *testing.T) {
 	first := e.startWith("one", true, stuck, mediaReplies, LLMConfig{Vision: true})
 	e.connected(first)
 	key := wecomsim.NewEncodingAESKey()
-	u, err := e.sim.IssueAIBotMedia(strings.TrimSuffix(strings.Replace(e.url, "ws", "http", 1), "/wecom"+wecomsim.AIBotWSPath), key, testPNG)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := wecomsim.AIBotImage(wsTestBotID, "zhangsan", u)
-	body.Image.AESKey = key
+	body := e.imageMessage(key)
 	e.deliver(body)
 	stuck.waitAsked(t)
 	storedImage(t, e.db, 1, testPNG)

@@ -169,14 +169,18 @@ func TestAppImageVisionOff(t *testing.T) {
 	}
 }
 
+// refusedImage is a case of an image the pipeline cannot use: its bytes,
+// an errcode media/get answers instead (0: none) and the reason stored.
+type refusedImage struct {
+	name   string
+	data   []byte
+	fault  int
+	reason string
+}
+
 func TestAppImageRefused(t *testing.T) {
-	big := append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
-	cases := []struct {
-		name   string
-		data   []byte
-		fault  int
-		reason string
-	}{
+	big := tooLargePNG()
+	cases := []refusedImage{
 		{"too large", big, 0, "image: larger than 10 MB"},
 		{"not an image", []byte("<html>not found</html>"), 0, "image: not a JPEG, PNG, GIF or WebP image (text/html; charset=utf-8, 22 bytes)"},
 		{"unknown media_id", nil, 0, "image: download failed: wecom: media/get: errcode 40007: invalid media_id"},

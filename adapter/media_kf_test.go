@@ -59,13 +59,8 @@ func TestKFImageVisionOff(t *testing.T) {
 }
 
 func TestKFImageRefused(t *testing.T) {
-	big := append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
-	cases := []struct {
-		name   string
-		data   []byte
-		fault  int
-		reason string
-	}{
+	big := tooLargePNG()
+	cases := []refusedImage{
 		{"too large", big, 0, "image: larger than 10 MB"},
 		{"not an image", []byte("plain words"), 0, "image: not a JPEG, PNG, GIF or WebP image (text/plain; charset=utf-8, 11 bytes)"},
 		{"media/get errcode", testPNG, 40007, "image: download failed: wecom: media/get: errcode 40007"},

@@ -17,6 +17,11 @@ import (
 // calls image/png.
 var testPNG = append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), bytes.Repeat([]byte{7, 0, 255}, 100)...)
 
+// tooLargePNG is testPNG grown past MaxImageBytes.
+func tooLargePNG() []byte {
+	return append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
+}
+
 // fetcherFake is a channel's download: the bytes (or error) of each ref,
 // by media id, counting the calls.
 type fetcherFake struct {
@@ -63,7 +68,7 @@ func imageEnv(t *testing.T, vision bool, f *fetcherFake) *pipelineEnv {
 
 func TestPipelineImages(t *testing.T) {
 	dataURL := llm.Image{MIME: "image/png", Data: testPNG}.DataURL()
-	big := append(append([]byte(nil), testPNG...), make([]byte, MaxImageBytes)...)
+	big := tooLargePNG()
 	cases := []struct {
 		name     string
 		vision   bool

@@ -275,11 +275,11 @@ func (c *apiClient) getMedia(ctx context.Context, token, mediaID string, limit i
 			ErrMsg  string `json:"errmsg"`
 		}
 		if json.Unmarshal(t, &r) == nil && r.ErrCode != nil {
-			code := *r.ErrCode
-			if code == 0 {
-				return nil, &APIError{API: api, Code: 0, Msg: "answered JSON instead of the file: " + r.ErrMsg}
+			msg := r.ErrMsg
+			if *r.ErrCode == 0 {
+				msg = "answered JSON instead of the file: " + msg
 			}
-			return nil, &APIError{API: api, Code: code, Msg: r.ErrMsg}
+			return nil, &APIError{API: api, Code: *r.ErrCode, Msg: msg}
 		}
 	}
 	return data, nil

@@ -39,6 +39,14 @@ type messageMediaRow struct {
 
 func (messageMediaRow) TableName() string { return "message_media" }
 
+// mediaNoData are the columns of message_media but the bytes.
+var mediaNoData = []string{"id", "message_id", "seq", "mime", "size", "reason", "created_at"}
+
+func (r messageMediaRow) media() MessageMedia {
+	return MessageMedia{MessageID: r.MessageID, Seq: r.Seq, MIME: r.MIME, Size: r.Size, Data: r.Data,
+		Reason: r.Reason, CreatedAt: r.CreatedAt}
+}
+
 // SaveMedia stores an image of a message. An image already stored under
 // the same message and seq is kept as it is (a download repeated after a
 // restart stores nothing new).
@@ -65,7 +73,7 @@ func (d *DB) SaveMedia(ctx context.Context, m MessageMedia) error {
 func (d *DB) MessageMedia(ctx context.Context, id int64, withData bool) ([]MessageMedia, error) {
 	q := d.db.WithContext(ctx).Where("message_id = ?", id).Order("seq")
 	if !withData {
-		q = q.Select("id", "message_id", "seq", "mime", "size", "reason", "created_at")
+		q = q.Select(mediaNoData)
 	}
 	var rows []messageMediaRow
 	if err := q.Find(&rows).Error; err != nil {
@@ -73,8 +81,7 @@ func (d *DB) MessageMedia(ctx context.Context, id int64, withData bool) ([]Messa
 	}
 	out := make([]MessageMedia, len(rows))
 	for i, r := range rows {
-		out[i] = MessageMedia{MessageID: r.MessageID, Seq: r.Seq, MIME: r.MIME, Size: r.Size, Data: r.Data,
-			Reason: r.Reason, CreatedAt: r.CreatedAt}
+		out[i] = r.media()
 	}
 	return out, nil
 }
@@ -87,14 +94,13 @@ func (d *DB) MediaOf(ctx context.Context, ids []int64) (map[int64][]MessageMedia
 		return out, nil
 	}
 	var rows []messageMediaRow
-	err := d.db.WithContext(ctx).Select("id", "message_id", "seq", "mime", "size", "reason", "created_at").
+	err := d.db.WithContext(ctx).Select(mediaNoData).
 		Where("message_id IN ?", ids).Order("message_id, seq").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("storage: media of messages: %w", err)
 	}
 	for _, r := range rows {
-		out[r.MessageID] = append(out[r.MessageID], MessageMedia{MessageID: r.MessageID, Seq: r.Seq, MIME: r.MIME,
-			Size: r.Size, Reason: r.Reason, CreatedAt: r.CreatedAt})
+		out[r.MessageID] = append(out[r.MessageID], r.media())
 	}
 	return out, nil
 }

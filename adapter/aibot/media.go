@@ -52,19 +52,3 @@ func DecryptMedia(key, data []byte) ([]byte, error) {
 	}
 	return plain[:len(plain)-n], nil
 }
-
-// EncryptMedia is DecryptMedia's inverse, as WeCom encrypts media: for
-// simulators and tests.
-func EncryptMedia(key, plain []byte) ([]byte, error) {
-	if len(key) != 32 {
-		return nil, ErrMediaKey
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, ErrMediaKey
-	}
-	n := 32 - len(plain)%32
-	buf := append(append([]byte(nil), plain...), bytes.Repeat([]byte{byte(n)}, n)...)
-	cipher.NewCBCEncrypter(block, key[:aes.BlockSize]).CryptBlocks(buf, buf)
-	return buf, nil
-}

@@ -2,6 +2,8 @@ package aibot
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/base64"
 	"errors"
 	"testing"
@@ -18,9 +20,9 @@ func TestMediaRoundTrip(t *testing.T) {
 	key := raw
 	for _, n := range []int{0, 1, 31, 32, 33, 1000} {
 		plain := bytes.Repeat([]byte{byte(n)}, n)
-		enc, err := EncryptMedia(key, plain)
+		enc, err := encryptMedia(key, plain)
 		if err != nil || len(enc)%32 != 0 || len(enc) <= n {
-			t.Fatalf("EncryptMedia(%d bytes) = %d bytes, %v", n, len(enc), err)
+			t.Fatalf("encryptMedia(%d bytes) = %d bytes, %v", n, len(enc), err)
 		}
 		got, err := DecryptMedia(key, enc)
 		if err != nil || !bytes.Equal(got, plain) {
@@ -32,7 +34,7 @@ func TestMediaRoundTrip(t *testing.T) {
 func TestMediaRefused(t *testing.T) {
 	key := bytes.Repeat([]byte{1}, 32)
 	other := bytes.Repeat([]byte{2}, 32)
-	enc, _ := EncryptMedia(key, []byte("\x89PNG\r\n\x1a\n some image"))
+	enc, _ := encryptMedia(key, []byte("\x89PNG\r\n\x1a\n some image"))
 	if _, err := MediaKey("c2hvcnQ"); !errors.Is(err, ErrMediaKey) {
 		t.Errorf("short key: %v", err)
 	}
@@ -48,7 +50,7 @@ func TestMediaRefused(t *testing.T) {
 }
 
 // FuzzDecryptMedia: any downloaded bytes either decrypt or give
-// ErrMediaCipher, never a panic; what EncryptMedia made decrypts back.
+// ErrMediaCipher, never a panic; what encryptMedia made decrypts back.
 func FuzzDecryptMedia(f *testing.F) {
 	key := bytes.Repeat([]byte{7}, 32)
 	for _, s := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte{1}, 32), []byte("\x89PNG\r\n\x1a\n")} {
@@ -58,7 +60,7 @@ func FuzzDecryptMedia(f *testing.F) {
 		if _, err := DecryptMedia(key, data); err != nil && !errors.Is(err, ErrMediaCipher) {
 			t.Fatalf("DecryptMedia(%x): %v", data, err)
 		}
-		enc, err := EncryptMedia(key, data)
+		enc, err := encryptMedia(key, data)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,4 +68,19 @@ func FuzzDecryptMedia(f *testing.F) {
 			t.Fatalf("round trip of %x: %x, %v", data, got, err)
 		}
 	})
+}
+
+// encryptMedia is DecryptMedia's inverse, as WeCom encrypts media.
+func encryptMedia(key, plain []byte) ([]byte, error) {
+	if len(key) != 32 {
+		return nil, ErrMediaKey
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, ErrMediaKey
+	}
+	n := 32 - len(plain)%32
+	buf := append(append([]byte(nil), plain...), bytes.Repeat([]byte{byte(n)}, n)...)
+	cipher.NewCBCEncrypter(block, key[:aes.BlockSize]).CryptBlocks(buf, buf)
+	return buf, nil
 }

@@ -21,7 +21,8 @@ type wireMessage struct {
 func (wire *wireRequest) request() Request {
 	req := Request{Model: wire.Model, Stream: wire.Stream}
 	for _, m := range wire.Messages {
-		req.Messages = append(req.Messages, Message{Role: m.Role, Content: textOf(m.Content), Images: imagesOf(m.Content)})
+		text, images := contentOf(m.Content)
+		req.Messages = append(req.Messages, Message{Role: m.Role, Content: text, Images: images})
 	}
 	return req
 }
@@ -43,7 +44,7 @@ func (wire *wireRequest) validate() (msg, param string) {
 			// The one case where the API accepts a message without content.
 		case null:
 			return fmt.Sprintf("Missing required parameter: 'messages[%d].content'.", i), param
-		case textOf(m.Content) == "" && len(imagesOf(m.Content)) == 0:
+		case empty(m.Content):
 			// The real API lets some empty strings through; refusing them all
 			// is deliberate, since other compatible servers do and an empty
 			// turn is a bug in the service anyway.
@@ -53,44 +54,36 @@ func (wire *wireRequest) validate() (msg, param string) {
 	return "", ""
 }
 
-// textOf reads content as a string or as an array of parts, keeping the text.
-func textOf(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
+// contentOf reads content as a string or as an array of parts: the text
+// of its text parts, joined, and the URLs of its image_url parts.
+func contentOf(raw json.RawMessage) (text string, images []string) {
+	if json.Unmarshal(raw, &text) == nil {
+		return text, nil
 	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, p := range parts {
-		if p.Type == "text" {
-			b.WriteString(p.Text)
-		}
-	}
-	return b.String()
-}
-
-// imagesOf reads the URLs of the image_url parts of content.
-func imagesOf(raw json.RawMessage) []string {
 	var parts []struct {
 		Type     string `json:"type"`
+		Text     string `json:"text"`
 		ImageURL struct {
 			URL string `json:"url"`
 		} `json:"image_url"`
 	}
 	if json.Unmarshal(raw, &parts) != nil {
-		return nil
+		return "", nil
 	}
-	var urls []string
+	var b strings.Builder
 	for _, p := range parts {
-		if p.Type == "image_url" {
-			urls = append(urls, p.ImageURL.URL)
+		switch p.Type {
+		case "text":
+			b.WriteString(p.Text)
+		case "image_url":
+			images = append(images, p.ImageURL.URL)
 		}
 	}
-	return urls
+	return b.String(), images
+}
+
+// empty reports whether content has neither text nor images.
+func empty(raw json.RawMessage) bool {
+	text, images := contentOf(raw)
+	return text == "" && len(images) == 0
 }
