@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -201,4 +203,17 @@ func TestPipelineImageRestart(t *testing.T) {
 			t.Errorf("downloads: %v before, %v after the restart; want one before, none after", f.fetched(), f2.fetched())
 		}
 	})
+}
+
+// TestRedactKeepsTheCause: a masked error still says what failed, so a
+// timeout while reading media/get's answer is tried again.
+func TestRedactKeepsTheCause(t *testing.T) {
+	cause := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
+	err := fmt.Errorf("wecom: media/get: read answer: %w", redact(cause))
+	if !transientFetch(err) || !errors.Is(err, cause) {
+		t.Errorf("redact lost the cause of %v", err)
+	}
+	if got := redact(errors.New("GET /cgi-bin/x?access_token=SECRET failed")).Error(); strings.Contains(got, "SECRET") {
+		t.Errorf("redacted text %q shows the token", got)
+	}
 }

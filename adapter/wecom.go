@@ -308,5 +308,15 @@ func redact(err error) error {
 		cp.URL = Redact(ue.URL)
 		return &cp
 	}
-	return errors.New(Redact(err.Error()))
+	return redactedError{msg: Redact(err.Error()), err: err}
 }
+
+// redactedError is an error whose text is masked; it still unwraps to the
+// error it masks, so callers can tell a timeout or a network failure.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
