@@ -91,7 +91,7 @@ type ChatRequest struct {
 }
 
 // chatMaxImage bounds an image sent from the page: the service's own cap.
-const chatMaxImage = 10 << 20
+const chatMaxImage = adapter.MaxImageBytes
 
 // ChatTrace is one exchange, step by step, as WeCom would see it.
 type ChatTrace struct {
