@@ -91,7 +91,7 @@ type ChatRequest struct {
 }
 
 // chatMaxImage bounds an image sent from the page: the service's own cap.
-const chatMaxImage = 10 << 20
+const chatMaxImage = adapter.MaxImageBytes
 
 // ChatTrace is one exchange, step by step, as WeCom would see it.
 type ChatTrace struct {
@@ -311,7 +311,9 @@ func (h *chatHandler) submit(c *gin.Context) {
 	if data.Chat == "group" {
 		req.Group = chatGroup
 	}
-	kfAction := action == ChatKFTakeOver || action == ChatKFEnd
+	if action == ChatKFTakeOver || action == ChatKFEnd {
+		req.KFAction = action // refused below unless bot is a kf account
+	}
 	if account, ok := strings.CutPrefix(data.Bot, chatKFPrefix); ok {
 		// A customer of a 微信客服 account writes to the app that owns it.
 		req.KF, req.Group = account, "" // req.Bot stays unknown unless an app has it
@@ -319,9 +321,6 @@ func (h *chatHandler) submit(c *gin.Context) {
 			if t.Account == account {
 				req.Bot = t.Bot
 			}
-		}
-		if kfAction {
-			req.KFAction = action
 		}
 	}
 	img, err := chatImage(c)
@@ -331,7 +330,7 @@ func (h *chatHandler) submit(c *gin.Context) {
 	}
 	check := sendData{Bot: req.Bot, User: req.User, Text: req.Text}
 	switch {
-	case req.Welcome || kfAction:
+	case req.Welcome || req.KFAction != "":
 		check.Text, req.Text, req.Group = "enter", "", ""
 	case img != nil:
 		req.Image = img
@@ -343,7 +342,7 @@ func (h *chatHandler) submit(c *gin.Context) {
 	bot, unknown := botOf(h.bots, req.Bot)
 	switch {
 	case err != nil:
-	case kfAction && req.KF == "":
+	case req.KFAction != "" && req.KF == "":
 		err = invalid("chat_kf_only")
 	case unknown != nil:
 		err = invalid("chat_unknown_bot")

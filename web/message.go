@@ -167,7 +167,9 @@ func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithRep
 	if err != nil {
 		return nil, err
 	}
-	keys := keyNames(h.config)
+	// The bots' own key names come with the whole configuration report:
+	// read only when a bad key's hint names one.
+	var keys map[string]string
 	var rows []messageRow
 	for _, m := range msgs {
 		row := messageRow{MessageWithReply: m, Status: statusOfState(m.State), Customer: customer(names, m.Bot, m.UserID)}
@@ -176,6 +178,9 @@ func (h *messageHandler) rows(ctx context.Context, msgs []storage.MessageWithRep
 		}
 		if m.Error != "" {
 			row.Cause, row.Detail = adapter.ParseFailure(m.Error)
+			if row.Cause == llm.CauseBadKey && keys == nil {
+				keys = keyNames(h.config)
+			}
 			row.Hint, row.HintArg = hintOf(row.Cause, row.Detail, keys[m.Bot])
 		}
 		for _, img := range media[m.ID] {

@@ -124,19 +124,31 @@ func (d *simChat) Chat(ctx context.Context, req web.ChatRequest, update func(web
 	return t, err
 }
 
+// takeTurn waits, until ctx ends, for the app or kf exchange under way to
+// end, and returns the service's base URL; release ends this exchange's
+// turn.
+func (d *simChat) takeTurn(ctx context.Context) (service string, release func(), err error) {
+	select {
+	case d.turn <- struct{}{}:
+	case <-ctx.Done():
+		return "", nil, fmt.Errorf("simulator chat: waiting for the previous exchange: %w", ctx.Err())
+	}
+	release = func() { <-d.turn }
+	if service, err = d.serviceBase(); err != nil {
+		release()
+		return "", nil, err
+	}
+	return service, release, nil
+}
+
 // chatApp sends a text (or enter_agent) to an app and collects the parts
 // of the answer delivered to that user at message/send.
 func (d *simChat) chatApp(ctx context.Context, b adapter.BotConfig, req web.ChatRequest, update func(web.ChatTrace)) (web.ChatTrace, error) {
-	select {
-	case d.turn <- struct{}{}:
-		defer func() { <-d.turn }()
-	case <-ctx.Done():
-		return web.ChatTrace{}, fmt.Errorf("simulator chat: waiting for the previous exchange: %w", ctx.Err())
-	}
-	service, err := d.serviceBase()
+	service, release, err := d.takeTurn(ctx)
 	if err != nil {
 		return web.ChatTrace{}, err
 	}
+	defer release()
 	d.mu.Lock()
 	d.msgID++
 	msgID := d.msgID
@@ -275,13 +287,19 @@ func (d *simChat) chatAIBot(ctx context.Context, b adapter.BotConfig, req web.Ch
 		// The rest of a long answer goes to response_url once the stream
 		// ends; it is not told apart from "nothing more", so wait a little.
 		update(t)
-		quiet, cancel := context.WithTimeout(ctx, chatQuiet)
-		_ = sim.AIBotWait(quiet, func() bool { return len(sim.AIBotResponses(ex.MsgID)) > 0 })
-		cancel()
+		awaitResponseURL(ctx, sim, ex.MsgID)
 		t = aiBotTrace(ex, w, sim, start)
 	}
 	t.Total = time.Since(start)
 	return t, nil
+}
+
+// awaitResponseURL waits up to chatQuiet for what the service posts to the
+// response_url of AI bot message msgID.
+func awaitResponseURL(ctx context.Context, sim *wecomsim.Server, msgID string) {
+	quiet, cancel := context.WithTimeout(ctx, chatQuiet)
+	defer cancel()
+	_ = sim.AIBotWait(quiet, func() bool { return len(sim.AIBotResponses(msgID)) > 0 })
 }
 
 // aiBotTrace is an AI bot exchange so far; its Path is empty until the

@@ -25,16 +25,11 @@ func (d *simChat) chatKF(ctx context.Context, b adapter.BotConfig, req web.ChatR
 	if sim == nil {
 		return web.ChatTrace{}, fmt.Errorf("simulator chat: 微信客服 needs the simulator in this process: %w", web.ErrChatUnsupported)
 	}
-	select {
-	case d.turn <- struct{}{}:
-		defer func() { <-d.turn }()
-	case <-ctx.Done():
-		return web.ChatTrace{}, fmt.Errorf("simulator chat: waiting for the previous exchange: %w", ctx.Err())
-	}
-	service, err := d.serviceBase()
+	service, release, err := d.takeTurn(ctx)
 	if err != nil {
 		return web.ChatTrace{}, err
 	}
+	defer release()
 	// This exchange's callback goes out through w; the next exchange sets
 	// its own.
 	w := &wire{next: http.DefaultTransport}

@@ -189,9 +189,7 @@ func simulateAIBot(ctx context.Context, o simulateOptions, bot adapter.BotConfig
 		fmt.Fprintf(o.Out, "-> %s: %s (%d replies in %s)\n", user, text, len(ex.Replies()), time.Since(start).Round(time.Millisecond))
 		fmt.Fprintf(o.Out, "<- %s: %s\n", user, last.Content)
 		// The rest of a long answer follows the stream's end.
-		quiet, cancel := context.WithTimeout(ctx, chatQuiet)
-		_ = sim.AIBotWait(quiet, func() bool { return len(sim.AIBotResponses(ex.MsgID)) > 0 })
-		cancel()
+		awaitResponseURL(ctx, sim, ex.MsgID)
 		for _, r := range sim.AIBotResponses(ex.MsgID) {
 			fmt.Fprintf(o.Out, "<- %s (response_url): %s\n", user, r.Content)
 		}

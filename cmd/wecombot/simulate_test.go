@@ -17,20 +17,7 @@ import (
 )
 
 func TestSimulateDrivesARunningService(t *testing.T) {
-	fake := llmtest.New(nil)
-	llmSrv := httptest.NewServer(fake.Handler())
-	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
-	simAddr, svcAddr := freeAddr(t), freeAddr(t)
-	yml := fmt.Sprintf(`
-server: {addr: %q}
-storage: {dsn: %q}
-wecom: {api_base: "http://%s"}
-llm: {base_url: %q, model: m}
-admin: {password: pw}
-log: {level: error}
-bots:
-  - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q}
-`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey())
+	simAddr, svcAddr, yml := simulateConfig(t, "")
 	cfg, feed, out, done := startSimulate(t, yml, simAddr, svcAddr)
 	ctx := t.Context()
 	m := NewMain(cfg, io.Discard)
@@ -63,20 +50,7 @@ bots:
 // lines are a WeChat customer writing to its 微信客服 account; the service
 // pulls the message and the answer printed is what reached kf/send_msg.
 func TestSimulateDrivesKF(t *testing.T) {
-	fake := llmtest.New(nil)
-	llmSrv := httptest.NewServer(fake.Handler())
-	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
-	simAddr, svcAddr := freeAddr(t), freeAddr(t)
-	yml := fmt.Sprintf(`
-server: {addr: %q}
-storage: {dsn: %q}
-wecom: {api_base: "http://%s"}
-llm: {base_url: %q, model: m}
-admin: {password: pw}
-log: {level: error}
-bots:
-  - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q, kf: {enabled: true}}
-`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey())
+	simAddr, svcAddr, yml := simulateConfig(t, ", kf: {enabled: true}")
 	cfg, feed, out, done := startSimulate(t, yml, simAddr, svcAddr)
 	m := NewMain(cfg, io.Discard)
 	if err := m.Open(t.Context()); err != nil {
@@ -142,6 +116,28 @@ bots:
 	if strings.Contains(got, "!!") {
 		t.Errorf("simulate reported a problem:\n%.2000s", got)
 	}
+}
+
+// simulateConfig is a service's configuration with one app, dev (extra
+// ends its YAML flow map), answered by a fake model, and the free addresses
+// of the simulator and the service.
+func simulateConfig(t *testing.T, extra string) (simAddr, svcAddr, yml string) {
+	t.Helper()
+	fake := llmtest.New(nil)
+	llmSrv := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() { fake.Close(); llmSrv.Close() })
+	simAddr, svcAddr = freeAddr(t), freeAddr(t)
+	yml = fmt.Sprintf(`
+server: {addr: %q}
+storage: {dsn: %q}
+wecom: {api_base: "http://%s"}
+llm: {base_url: %q, model: m}
+admin: {password: pw}
+log: {level: error}
+bots:
+  - {name: dev, corp_id: wwdev, agent_id: 5, secret: s, token: tk, encoding_aes_key: %q%s}
+`, svcAddr, filepath.Join(t.TempDir(), "db"), simAddr, llmSrv.URL+"/v1", wecomsim.NewEncodingAESKey(), extra)
+	return simAddr, svcAddr, yml
 }
 
 // startSimulate runs `wecombot simulate` for the configuration yml until
