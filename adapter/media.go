@@ -78,9 +78,16 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// imageTypes are the types of image sent to the model, as
-// http.DetectContentType sniffs them from the bytes.
-var imageTypes = map[string]bool{"image/jpeg": true, "image/png": true, "image/gif": true, "image/webp": true}
+// ImageType is the type of data, sniffed from its bytes, and whether it is
+// one of the images a model is sent: JPEG, PNG, GIF or WebP.
+func ImageType(data []byte) (string, bool) {
+	t := http.DetectContentType(data)
+	switch t {
+	case "image/jpeg", "image/png", "image/gif", "image/webp":
+		return t, true
+	}
+	return t, false
+}
 
 // images are the images of a message as the model is to see them.
 type images struct {
@@ -211,7 +218,7 @@ func (p *Pipeline) download(ctx context.Context, f MediaFetcher, m storage.Messa
 		mm.Reason = "image: download failed: " + Redact(err.Error())
 	default:
 		mm.Size = int64(len(data))
-		if t := http.DetectContentType(data); imageTypes[t] {
+		if t, ok := ImageType(data); ok {
 			mm.MIME, mm.Data = t, data
 		} else {
 			mm.Reason = fmt.Sprintf("image: not a JPEG, PNG, GIF or WebP image (%s, %d bytes)", t, len(data))

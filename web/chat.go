@@ -412,8 +412,7 @@ func chatImage(c *gin.Context) ([]byte, error) {
 	if err != nil || len(data) > chatMaxImage {
 		return nil, invalid("chat_image_too_large")
 	}
-	switch http.DetectContentType(data) {
-	case "image/jpeg", "image/png", "image/gif", "image/webp":
+	if _, ok := adapter.ImageType(data); ok {
 		return data, nil
 	}
 	return nil, invalid("chat_image_bad")
