@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -166,9 +167,6 @@ func newKFState(accounts []KFAccount, apps []App) *kfState {
 	}
 	return k
 }
-
-// kfChangedLocked wakes KFWait. s.mu must be held.
-func (s *Server) kfChangedLocked() { s.changedLocked() }
 
 // SetKFCallback makes the simulator announce the news of every kf account of
 // the app agentID to cb, as the admin console's callback URL does. Without
@@ -380,7 +378,7 @@ func (s *Server) kfAppend(ctx context.Context, openKfID string, add func(*kfAcco
 	a.lastToken = token
 	cb := s.kf.callbacks[a.AgentID]
 	corp := s.apps[a.app].CorpID
-	s.kfChangedLocked()
+	s.changedLocked()
 	s.mu.Unlock()
 
 	if cb == nil {
@@ -466,11 +464,14 @@ func (s *Server) KFReceived(openKfID, externalUserID string) []KFSent {
 // with AIBotWait.
 func (s *Server) KFWait(ctx context.Context, cond func() bool) error { return s.AIBotWait(ctx, cond) }
 
-func isKFAPI(api string) bool { return api != "" && kfAPI("/cgi-bin/"+api) == api }
+// kfAPIs are the kf APIs the simulator answers.
+var kfAPIs = []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet, APIKFServiceState}
+
+func isKFAPI(api string) bool { return slices.Contains(kfAPIs, api) }
 
 // kfAPI maps a request path to its kf API name, "" for other paths.
 func kfAPI(path string) string {
-	for _, api := range []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet, APIKFServiceState} {
+	for _, api := range kfAPIs {
 		if strings.HasSuffix(path, "/cgi-bin/"+api) {
 			return api
 		}
