@@ -51,6 +51,9 @@ const kfUserPrefix = "kf:"
 // kfUser is the conversation of customer on account.
 func kfUser(account, customer string) string { return kfUserPrefix + account + ":" + customer }
 
+// kfDedupeKey is the stored dedupe key of WeCom's message msgID on account.
+func kfDedupeKey(account, msgID string) string { return "kf:" + account + ":" + msgID }
+
 // isKFUser reports whether a stored conversation is a kf customer's.
 func isKFUser(user string) bool { return strings.HasPrefix(user, kfUserPrefix) }
 
@@ -470,7 +473,7 @@ func (k *kfBot) messages(account string, list []kf.Message, history time.Time) (
 			acct = account
 		}
 		m := storage.Message{
-			DedupeKey: "kf:" + acct + ":" + km.MsgID, UserID: kfUser(acct, km.Customer()),
+			DedupeKey: kfDedupeKey(acct, km.MsgID), UserID: kfUser(acct, km.Customer()),
 			MsgType: km.MsgType, Event: km.EventType(), CreateTime: km.SendTime, State: storage.MessageIgnored,
 			Content: string(km.Raw),
 		}
@@ -493,7 +496,7 @@ func (k *kfBot) messages(account string, list []kf.Message, history time.Time) (
 			continue
 		}
 		for i := range out {
-			if out[i].DedupeKey == "kf:"+account+":"+km.Event.RecallMsgID && out[i].State == storage.MessageReceived {
+			if out[i].DedupeKey == kfDedupeKey(account, km.Event.RecallMsgID) && out[i].State == storage.MessageReceived {
 				out[i].State, out[i].Error = storage.MessageIgnored, kfRecalled
 			}
 		}

@@ -44,7 +44,7 @@ func (k *kfBot) recalled(ctx context.Context, log *slog.Logger, account string, 
 	if km.Event == nil || km.Event.RecallMsgID == "" {
 		return
 	}
-	if _, err := k.store.DropUnanswered(ctx, k.app.cfg.Name, "kf:"+account+":"+km.Event.RecallMsgID, kfRecalled); err != nil {
+	if _, err := k.store.DropUnanswered(ctx, k.app.cfg.Name, kfDedupeKey(account, km.Event.RecallMsgID), kfRecalled); err != nil {
 		log.Error("cannot drop a withdrawn kf message", "err", err)
 	}
 }

@@ -56,18 +56,33 @@ func (c *Client) SendMsgOnEvent(ctx context.Context, token string, req SendMsgOn
 }
 
 func (c *Client) send(ctx context.Context, token, api string, req any) (string, error) {
-	data, err := c.post(ctx, token, api, req)
+	r, err := callAPI[sendResponse](ctx, c, token, api, req)
+	return r.MsgID, err
+}
+
+// status is the errcode and errmsg of every answer.
+type status struct {
+	ErrCode int    `json:"errcode"`
+	ErrMsg  string `json:"errmsg"`
+}
+
+func (s status) answerStatus() status { return s }
+
+// callAPI posts body to api and decodes the answer into an R: the zero R and
+// an *Error when the errcode is not 0.
+func callAPI[R interface{ answerStatus() status }](ctx context.Context, c *Client, token, api string, body any) (R, error) {
+	var zero, r R
+	data, err := c.post(ctx, token, api, body)
 	if err != nil {
-		return "", err
+		return zero, err
 	}
-	var r sendResponse
 	if err := json.Unmarshal(data, &r); err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrMalformed, api, err)
+		return zero, fmt.Errorf("%w: %s: %v", ErrMalformed, api, err)
 	}
-	if r.ErrCode != 0 {
-		return "", &Error{API: api, Code: r.ErrCode, Msg: r.ErrMsg}
+	if s := r.answerStatus(); s.ErrCode != 0 {
+		return zero, &Error{API: api, Code: s.ErrCode, Msg: s.ErrMsg}
 	}
-	return r.MsgID, nil
+	return r, nil
 }
 
 // post sends body as JSON to /cgi-bin/<api>?access_token= and returns the

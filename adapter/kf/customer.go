@@ -3,7 +3,6 @@ package kf
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 )
 
 // BatchGetRequest is the body of kf/customer/batchget (at most 100 ids).
@@ -14,8 +13,7 @@ type BatchGetRequest struct {
 
 // BatchGetResponse lists the customers WeCom knows and the ids it does not.
 type BatchGetResponse struct {
-	ErrCode   int        `json:"errcode"`
-	ErrMsg    string     `json:"errmsg"`
+	status
 	Customers []Customer `json:"customer_list"`
 	Invalid   []string   `json:"invalid_external_userid"`
 }
@@ -34,17 +32,5 @@ type Customer struct {
 
 // BatchGetCustomers looks customers up (nickname, avatar).
 func (c *Client) BatchGetCustomers(ctx context.Context, token string, req BatchGetRequest) (BatchGetResponse, error) {
-	const api = "kf/customer/batchget"
-	data, err := c.post(ctx, token, api, req)
-	if err != nil {
-		return BatchGetResponse{}, err
-	}
-	var r BatchGetResponse
-	if err := json.Unmarshal(data, &r); err != nil {
-		return BatchGetResponse{}, fmt.Errorf("%w: %s: %v", ErrMalformed, api, err)
-	}
-	if r.ErrCode != 0 {
-		return BatchGetResponse{}, &Error{API: api, Code: r.ErrCode, Msg: r.ErrMsg}
-	}
-	return r, nil
+	return callAPI[BatchGetResponse](ctx, c, token, "kf/customer/batchget", req)
 }

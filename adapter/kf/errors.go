@@ -3,6 +3,7 @@ package kf
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -76,15 +77,7 @@ func code(err error) (int, bool) {
 
 func isCode(err error, codes ...int) bool {
 	c, ok := code(err)
-	if !ok {
-		return false
-	}
-	for _, want := range codes {
-		if c == want {
-			return true
-		}
-	}
-	return false
+	return ok && slices.Contains(codes, c)
 }
 
 // TokenRejected reports whether WeCom refused the access token itself

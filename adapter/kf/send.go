@@ -46,9 +46,8 @@ func EventText(code, msgID, content string) SendMsgOnEventRequest {
 
 // sendResponse is the answer of send_msg and send_msg_on_event.
 type sendResponse struct {
-	ErrCode int    `json:"errcode"`
-	ErrMsg  string `json:"errmsg"`
-	MsgID   string `json:"msgid"`
+	status
+	MsgID string `json:"msgid"`
 }
 
 // outboundIDChars is how much of the hash an outbound msgid keeps after its

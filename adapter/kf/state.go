@@ -2,7 +2,6 @@ package kf
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 )
 
@@ -15,25 +14,19 @@ const (
 	StateEnded     = 4 // ended, or never started
 )
 
+type serviceStateResponse struct {
+	status
+	ServiceState *int `json:"service_state"`
+}
+
 // ServiceState is the state of the conversation of customer on account:
 // in states StateNew and StateAssistant the API may answer; in the others
 // a send fails with 95018.
 func (c *Client) ServiceState(ctx context.Context, token, account, customer string) (int, error) {
 	const api = "kf/service_state/get"
-	data, err := c.post(ctx, token, api, map[string]string{"open_kfid": account, "external_userid": customer})
+	r, err := callAPI[serviceStateResponse](ctx, c, token, api, map[string]string{"open_kfid": account, "external_userid": customer})
 	if err != nil {
 		return 0, err
-	}
-	var r struct {
-		ErrCode      int    `json:"errcode"`
-		ErrMsg       string `json:"errmsg"`
-		ServiceState *int   `json:"service_state"`
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return 0, fmt.Errorf("%w: %s: %v", ErrMalformed, api, err)
-	}
-	if r.ErrCode != 0 {
-		return 0, &Error{API: api, Code: r.ErrCode, Msg: r.ErrMsg}
 	}
 	if r.ServiceState == nil {
 		return 0, fmt.Errorf("%w: %s: no service_state", ErrMalformed, api)

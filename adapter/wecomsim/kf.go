@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -167,9 +168,6 @@ func newKFState(accounts []KFAccount, apps []App) *kfState {
 	return k
 }
 
-// kfChangedLocked wakes KFWait. s.mu must be held.
-func (s *Server) kfChangedLocked() { s.changedLocked() }
-
 // SetKFCallback makes the simulator announce the news of every kf account of
 // the app agentID to cb, as the admin console's callback URL does. Without
 // one, messages are still stored for sync_msg but announced to nobody: a
@@ -194,6 +192,13 @@ func KFCallbackXML(corpID string, createTime int64, token, openKfID string) []by
 // restarts; an ended conversation becomes new (state 0). It returns the
 // message's msgid; err is set when the callback was not answered with 200.
 func (s *Server) KFCustomerWrites(ctx context.Context, openKfID, externalUserID, text string) (string, error) {
+	return s.kfCustomerMessage(ctx, openKfID, externalUserID, "text", map[string]any{"content": text})
+}
+
+// kfCustomerMessage stores and announces a message of msgType with body
+// from the customer (origin 3): their budget goes back to 5 messages, the
+// 48 h window restarts and an ended conversation becomes new.
+func (s *Server) kfCustomerMessage(ctx context.Context, openKfID, externalUserID, msgType string, body map[string]any) (string, error) {
 	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
 		c := a.customer(externalUserID)
 		c.lastMessage, c.sentSince = now, 0
@@ -201,7 +206,7 @@ func (s *Server) KFCustomerWrites(ctx context.Context, openKfID, externalUserID,
 			c.state = KFStateNew
 		}
 		return map[string]any{"msgid": randomString(19), "open_kfid": openKfID, "external_userid": externalUserID,
-			"send_time": now.Unix(), "origin": 3, "msgtype": "text", "text": map[string]any{"content": text}}, nil
+			"send_time": now.Unix(), "origin": 3, "msgtype": msgType, msgType: body}, nil
 	})
 }
 
@@ -209,16 +214,7 @@ func (s *Server) KFCustomerWrites(ctx context.Context, openKfID, externalUserID,
 // bytes for media/get (AddMedia) and a message of msgtype image with their
 // media_id, announced like KFCustomerWrites. It returns the message's msgid.
 func (s *Server) KFCustomerSendsImage(ctx context.Context, openKfID, externalUserID string, data []byte) (string, error) {
-	mediaID := s.AddMedia(data)
-	return s.kfAppend(ctx, openKfID, func(a *kfAccount, now time.Time) (map[string]any, error) {
-		c := a.customer(externalUserID)
-		c.lastMessage, c.sentSince = now, 0
-		if c.state == KFStateEnded {
-			c.state = KFStateNew
-		}
-		return map[string]any{"msgid": randomString(19), "open_kfid": openKfID, "external_userid": externalUserID,
-			"send_time": now.Unix(), "origin": 3, "msgtype": "image", "image": map[string]any{"media_id": mediaID}}, nil
-	})
+	return s.kfCustomerMessage(ctx, openKfID, externalUserID, "image", map[string]any{"media_id": s.AddMedia(data)})
 }
 
 // KFCustomerEnters stores an enter_session event (the customer opened the
@@ -380,7 +376,7 @@ func (s *Server) kfAppend(ctx context.Context, openKfID string, add func(*kfAcco
 	a.lastToken = token
 	cb := s.kf.callbacks[a.AgentID]
 	corp := s.apps[a.app].CorpID
-	s.kfChangedLocked()
+	s.changedLocked()
 	s.mu.Unlock()
 
 	if cb == nil {
@@ -466,11 +462,14 @@ func (s *Server) KFReceived(openKfID, externalUserID string) []KFSent {
 // with AIBotWait.
 func (s *Server) KFWait(ctx context.Context, cond func() bool) error { return s.AIBotWait(ctx, cond) }
 
-func isKFAPI(api string) bool { return api != "" && kfAPI("/cgi-bin/"+api) == api }
+// kfAPIs are the kf APIs the simulator answers.
+var kfAPIs = []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet, APIKFServiceState}
+
+func isKFAPI(api string) bool { return slices.Contains(kfAPIs, api) }
 
 // kfAPI maps a request path to its kf API name, "" for other paths.
 func kfAPI(path string) string {
-	for _, api := range []string{APIKFSyncMsg, APIKFSendMsg, APIKFSendMsgOnEvent, APIKFBatchGet, APIKFServiceState} {
+	for _, api := range kfAPIs {
 		if strings.HasSuffix(path, "/cgi-bin/"+api) {
 			return api
 		}

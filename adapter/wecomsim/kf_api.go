@@ -64,7 +64,7 @@ func (s *Server) kfSyncMsgLocked(app int, body []byte) (map[string]any, int, str
 		return nil, KFErrBadParam, badParam
 	}
 	s.kf.syncCalls[req.OpenKfID]++
-	defer s.kfChangedLocked()
+	defer s.changedLocked()
 	a, code, msg := s.accountLocked(app, req.OpenKfID)
 	if code != 0 {
 		return nil, code, msg
@@ -165,7 +165,7 @@ func (s *Server) deliverLocked(a *kfAccount, customer string, o kfOutbound, now 
 	a.msgIDs[id] = true
 	s.kf.sent = append(s.kf.sent, KFSent{OpenKfID: a.OpenKfID, ToUser: customer, MsgID: id, MsgType: o.MsgType,
 		Content: o.Text.Content, At: now, OnEvent: code != "", Code: code})
-	s.kfChangedLocked()
+	s.changedLocked()
 	return map[string]any{"msgid": id}
 }
 
