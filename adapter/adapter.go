@@ -373,7 +373,7 @@ func (a *App) Send(ctx context.Context, name, user, text string) error {
 		parts = sendParts(text) // aibot_send_msg to a chat that wrote to the bot
 	} else if _, ok := a.bots[name]; !ok {
 		return ErrCannotSend
-	} else if isKFUser(user) {
+	} else if IsKFUser(user) {
 		if _, ok := a.kfbots[name]; !ok {
 			return ErrNoKF
 		}

@@ -54,8 +54,8 @@ func kfUser(account, customer string) string { return kfUserPrefix + account + "
 // kfDedupeKey is the stored dedupe key of WeCom's message msgID on account.
 func kfDedupeKey(account, msgID string) string { return "kf:" + account + ":" + msgID }
 
-// isKFUser reports whether a stored conversation is a kf customer's.
-func isKFUser(user string) bool { return strings.HasPrefix(user, kfUserPrefix) }
+// IsKFUser reports whether a stored conversation is a 微信客服 customer's.
+func IsKFUser(user string) bool { return strings.HasPrefix(user, kfUserPrefix) }
 
 // splitKFUser returns the account and customer of a kf conversation.
 func splitKFUser(user string) (account, customer string, ok bool) {

@@ -109,7 +109,7 @@ type channelReplier struct {
 }
 
 func (c channelReplier) pick(user string) Replier {
-	if isKFUser(user) {
+	if IsKFUser(user) {
 		return c.kf
 	}
 	return c.app

@@ -5,7 +5,6 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/wecombot/wecombot/adapter"
@@ -98,7 +97,7 @@ func customersOf(ctx context.Context, src KF, usersByBot map[string][]string) ma
 	for bot, users := range usersByBot {
 		var kfUsers []string
 		for _, u := range users {
-			if isKFUser(u) && !slices.Contains(kfUsers, u) {
+			if adapter.IsKFUser(u) && !slices.Contains(kfUsers, u) {
 				kfUsers = append(kfUsers, u)
 			}
 		}
@@ -116,7 +115,3 @@ func customer(names map[string]map[string]adapter.KFCustomer, bot, user string) 
 	}
 	return nil
 }
-
-// isKFUser: the conversation is a kf customer's (adapter's
-// "kf:<open_kfid>:<external_userid>").
-func isKFUser(user string) bool { return strings.HasPrefix(user, "kf:") }
