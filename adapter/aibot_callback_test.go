@@ -405,9 +405,12 @@ func TestAIBotCallbackRefusals(t *testing.T) {
 // polling ends (6 min) has its stream finished at 5.5 min with what exists
 // and a note; the whole answer then goes once through response_url.
 func TestAIBotCallbackPollWindow(t *testing.T) {
+	// The service's clock and WeCom's polling clock are apart, so that a
+	// poll happens only once the simulator waits for it.
 	fake := clockwork.NewFakeClockAt(time.Now())
+	polls := clockwork.NewFakeClockAt(time.Now())
 	e := newAIBotEnv(t, func(e *aibotEnv, _ *BotConfig) { e.clock = fake })
-	e.cb.PollInterval = time.Second
+	e.cb.Clock, e.cb.PollInterval = polls, time.Second
 	e.model.gate = make(chan struct{})
 	release := sync.OnceFunc(func() { close(e.model.gate) })
 	t.Cleanup(release)
@@ -415,11 +418,38 @@ func TestAIBotCallbackPollWindow(t *testing.T) {
 	e.model.answer = func(string) string { return "first half;second half" } // the fake streams it in two halves
 	ex := e.cb.Start(t.Context(), e.cb.WithResponseURL(wecomsim.AIBotText("", "slow", "q")))
 	<-e.model.entered
+	// poll lets the simulator's next refresh happen and returns its reply;
+	// replies counts those recorded so far, the first message's included.
+	replies := 1
+	poll := func() wecomsim.AIBotReply {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-ex.Done():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := polls.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("the simulator polls no more (%v): %v", ex.Err(), ex.Replies())
+		}
+		polls.Advance(time.Second)
+		replies++
+		for {
+			changed := ex.Changed()
+			if rs := ex.Replies(); len(rs) >= replies {
+				return rs[replies-1]
+			}
+			if err := ex.Err(); err != nil {
+				t.Fatal(err)
+			}
+			<-changed
+		}
+	}
 	// The polls see the first half.
 	for {
-		fake.Advance(time.Second)
-		<-ex.Changed()
-		if r, _ := ex.Last(); r.Content != "" {
+		if r := poll(); r.Content != "" {
 			if r.Content != "first half;" || r.Finish {
 				t.Fatalf("growing stream = %+v", r)
 			}
@@ -427,6 +457,7 @@ func TestAIBotCallbackPollWindow(t *testing.T) {
 		}
 	}
 	fake.Advance(5*time.Minute + 30*time.Second)
+	poll()
 	<-ex.Done()
 	if err := ex.Err(); err != nil {
 		t.Fatal(err)
