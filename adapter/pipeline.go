@@ -195,6 +195,8 @@ type Pipeline struct {
 	// storing holds a token for each user whose answer is doing anything
 	// but waiting on the model (storage, mostly); see storageSlots.
 	storing chan struct{}
+	// flood paces the starts of answers while messages flood in.
+	flood *floodGuard
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
@@ -233,7 +235,7 @@ func NewPipeline(cfg PipelineConfig, store MessageStore, completer Completer, ou
 		models: map[string]*botModel{}, metrics: NewMetrics(nil),
 		repliers: map[string]Replier{}, media: map[string]MediaFetcher{},
 		parts:   &partsReplier{store: store, outbox: outbox, now: clock.Now},
-		storing: make(chan struct{}, storageSlots),
+		storing: make(chan struct{}, storageSlots), flood: newFloodGuard(clock, log),
 		workCtx: ctx, cancelWork: cancel,
 		again: map[userKey]bool{}, active: map[userKey]bool{},
 	}
@@ -301,6 +303,7 @@ func (p *Pipeline) insert(ctx context.Context, m *storage.Message) (bool, error)
 		return false, err
 	}
 	p.metrics.message(m.Bot, resultReceived)
+	p.flood.arrived()
 	// Stored before the user is claimed: an owner elsewhere that releases
 	// the user checks for it in the same statement (storage.ReleaseUser).
 	p.enqueue(userKey{m.Bot, m.UserID})

@@ -1,0 +1,114 @@
+package adapter
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/time/rate"
+)
+
+// A flood is messages arriving faster than floodArrivals a second. While one
+// lasts, users' answers start their storage work at most floodAnswers a
+// second (a start answers one of the user's pending messages or more), so
+// that the acknowledgements keep the CPU: on the 2-core machine, answering a
+// flood's backlog as fast as it could (about 900 answers a second saved, 0 s
+// model) left the ingest 0.28–0.40× the baseline's callbacks a second and
+// an ack p99 of 66–93 ms; answers started at 150 a second gave 0.48–0.50×,
+// 37–46 ms, and more answers delivered (200–243 a second), since fewer were
+// saved only to wait in the outbox. Targets: under a flood, ack p99 < 50 ms
+// and ingress ≥ 0.5× the baseline, with at least 100 answers a second
+// (BENCHMARKS.md, the flood row). Below floodArrivals nothing is held back:
+// a burst is answered as fast as storage allows once it has arrived.
+const (
+	floodArrivals = 500
+	floodAnswers  = 150
+)
+
+// floodGuard counts arrivals in one-second windows and paces the starts of
+// answers while they come faster than floodArrivals a second.
+type floodGuard struct {
+	clock clockwork.Clock
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	window   time.Time // start of the current one-second window
+	cur      int       // arrivals in it
+	prev     int       // arrivals in the window before
+	flooding bool      // as last logged
+	starts   *rate.Limiter
+}
+
+func newFloodGuard(clock clockwork.Clock, log *slog.Logger) *floodGuard {
+	return &floodGuard{clock: clock, log: log, starts: rate.NewLimiter(floodAnswers, 1)}
+}
+
+// arrived counts a new message.
+func (f *floodGuard) arrived() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.roll(f.clock.Now())
+	f.cur++
+}
+
+// roll moves the windows to now. f.mu is held.
+func (f *floodGuard) roll(now time.Time) {
+	switch gone := now.Sub(f.window); {
+	case gone < time.Second:
+	case gone < 2*time.Second:
+		f.prev, f.cur = f.cur, 0
+		f.window = f.window.Add(time.Second)
+	default:
+		f.prev, f.cur = 0, 0
+		f.window = now
+	}
+}
+
+// flooded reports whether messages arrive faster than floodArrivals a
+// second: those of the last second, the part of the window before that
+// still falls in it counted pro rata. It logs when a flood begins and ends.
+// f.mu is held.
+func (f *floodGuard) flooded(now time.Time) bool {
+	f.roll(now)
+	into := float64(now.Sub(f.window)) / float64(time.Second)
+	rate := float64(f.cur) + float64(f.prev)*(1-into)
+	flooding := rate > floodArrivals
+	if flooding != f.flooding {
+		f.flooding = flooding
+		if flooding {
+			f.log.Warn("a flood of messages: answers are paced until it ends, the acknowledgements first",
+				"arrivals_per_second", int(rate), "answers_per_second", floodAnswers)
+		} else {
+			f.log.Info("the flood of messages ended: answers are no longer paced")
+		}
+	}
+	return flooding
+}
+
+// delay reserves a start at now and returns how long it waits for it: 0
+// unless a flood lasts.
+func (f *floodGuard) delay(now time.Time) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.flooded(now) {
+		return 0
+	}
+	return f.starts.ReserveN(now, 1).DelayFrom(now)
+}
+
+// wait returns when an answer may start: at once unless a flood lasts, or
+// when ctx ends.
+func (f *floodGuard) wait(ctx context.Context) {
+	d := f.delay(f.clock.Now())
+	if d <= 0 {
+		return
+	}
+	t := f.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+	case <-ctx.Done():
+	}
+}
