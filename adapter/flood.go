@@ -11,9 +11,8 @@ import (
 )
 
 // A flood is messages arriving faster than floodArrivals a second. While one
-// lasts, users' answers start their storage work at most floodAnswers a
-// second (a start answers one of the user's pending messages or more), so
-// that the acknowledgements keep the CPU: on the 2-core machine, answering a
+// lasts, answers start at most floodAnswers a second, so that the
+// acknowledgements keep the CPU: on the 2-core machine, answering a
 // flood's backlog as fast as it could (about 900 answers a second saved, 0 s
 // model) left the ingest 0.28–0.40× the baseline's callbacks a second and
 // an ack p99 of 66–93 ms; answers started at 150 a second gave 0.48–0.50×,
@@ -24,7 +23,7 @@ import (
 // a burst is answered as fast as storage allows once it has arrived.
 const (
 	floodArrivals = 500
-	floodAnswers  = 150
+	floodAnswers  = 200
 )
 
 // floodGuard counts arrivals in one-second windows and paces the starts of
@@ -39,10 +38,11 @@ type floodGuard struct {
 	prev     int       // arrivals in the window before
 	flooding bool      // as last logged
 	starts   *rate.Limiter
+	ended    chan struct{} // closed when the flood ends: its waits end too
 }
 
 func newFloodGuard(clock clockwork.Clock, log *slog.Logger) *floodGuard {
-	return &floodGuard{clock: clock, log: log, starts: rate.NewLimiter(floodAnswers, 1)}
+	return &floodGuard{clock: clock, log: log, starts: rate.NewLimiter(floodAnswers, 1), ended: make(chan struct{})}
 }
 
 // arrived counts a new message.
@@ -78,37 +78,46 @@ func (f *floodGuard) flooded(now time.Time) bool {
 	if flooding != f.flooding {
 		f.flooding = flooding
 		if flooding {
+			f.ended = make(chan struct{})
 			f.log.Warn("a flood of messages: answers are paced until it ends, the acknowledgements first",
 				"arrivals_per_second", int(rate), "answers_per_second", floodAnswers)
 		} else {
+			close(f.ended)
 			f.log.Info("the flood of messages ended: answers are no longer paced")
 		}
 	}
 	return flooding
 }
 
-// delay reserves a start at now and returns how long it waits for it: 0
-// unless a flood lasts.
-func (f *floodGuard) delay(now time.Time) time.Duration {
+// delay reserves a start at now and returns how long it waits for it (0
+// unless a flood lasts) and a channel closed if the flood ends sooner.
+func (f *floodGuard) delay(now time.Time) (time.Duration, <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.flooded(now) {
-		return 0
+		return 0, nil
 	}
-	return f.starts.ReserveN(now, 1).DelayFrom(now)
+	return f.starts.ReserveN(now, 1).DelayFrom(now), f.ended
 }
 
-// wait returns when an answer may start: at once unless a flood lasts, or
-// when ctx ends.
-func (f *floodGuard) wait(ctx context.Context) {
-	d := f.delay(f.clock.Now())
+// wait returns when an answer may start: at once unless a flood lasts;
+// else when its turn comes, the flood ends, or ctx ends. The wait of a
+// served user gives up its storage slot (see storageSlots), which slot
+// says it holds.
+func (f *floodGuard) wait(ctx context.Context, slot chan struct{}) {
+	d, ended := f.delay(f.clock.Now())
 	if d <= 0 {
 		return
+	}
+	if slot != nil {
+		<-slot
+		defer func() { slot <- struct{}{} }()
 	}
 	t := f.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.Chan():
+	case <-ended:
 	case <-ctx.Done():
 	}
 }

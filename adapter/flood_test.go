@@ -24,7 +24,7 @@ func newTestFloodGuard(t *testing.T) (*floodGuard, *clockwork.FakeClock, *bytes.
 func delays(f *floodGuard, n int) []time.Duration {
 	out := make([]time.Duration, n)
 	for i := range out {
-		out[i] = f.delay(f.clock.Now())
+		out[i], _ = f.delay(f.clock.Now())
 	}
 	return out
 }
@@ -70,7 +70,7 @@ func TestFloodGuardPacesStartsDuringAFlood(t *testing.T) {
 	// No more arrivals: half a second into the next window, the last
 	// window's 501 count for half (250): the flood is over.
 	clock.Advance(1500 * time.Millisecond)
-	if d := f.delay(clock.Now()); d != 0 {
+	if d, _ := f.delay(clock.Now()); d != 0 {
 		t.Errorf("after the flood a start waits %v", d)
 	}
 	if !strings.Contains(logs.String(), "flood of messages ended") {
@@ -85,12 +85,12 @@ func TestFloodGuardCountsTheWindowBeforeProRata(t *testing.T) {
 	}
 	// 0.1 s into the next window: 600 × 0.9 = 540 in the last second.
 	clock.Advance(1100 * time.Millisecond)
-	if f.delay(clock.Now()); f.delay(clock.Now()) == 0 {
+	if ds := delays(f, 2); ds[1] == 0 {
 		t.Errorf("540 arrivals in the last second: the second start did not wait")
 	}
 	// 0.5 s into it: 300.
 	clock.Advance(400 * time.Millisecond)
-	if d := f.delay(clock.Now()); d != 0 {
+	if d, _ := f.delay(clock.Now()); d != 0 {
 		t.Errorf("300 arrivals in the last second: a start waits %v", d)
 	}
 	// Two windows later nothing counts.
@@ -98,42 +98,62 @@ func TestFloodGuardCountsTheWindowBeforeProRata(t *testing.T) {
 		f.arrived()
 	}
 	clock.Advance(2 * time.Second)
-	if d := f.delay(clock.Now()); d != 0 {
+	if d, _ := f.delay(clock.Now()); d != 0 {
 		t.Errorf("no arrivals for a second: a start waits %v", d)
 	}
 }
 
-func TestFloodGuardWaitEndsWithItsTurnOrItsContext(t *testing.T) {
+// TestFloodGuardWait: a wait during a flood gives up the storage slot
+// and ends with its turn, with the flood, or with its context.
+func TestFloodGuardWait(t *testing.T) {
 	f, clock, _ := newTestFloodGuard(t)
 	for range floodArrivals + 1 {
 		f.arrived()
 	}
-	f.wait(t.Context()) // the first start: no wait
-	done := make(chan struct{})
-	go func() {
-		f.wait(t.Context())
-		close(done)
-	}()
-	if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
-		t.Fatal(err)
+	slot := make(chan struct{}, 1)
+	slot <- struct{}{}        // held, as by a served user
+	f.wait(t.Context(), slot) // the first start: no wait
+	waiting := func(ctx context.Context) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			f.wait(ctx, slot)
+			close(done)
+		}()
+		if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+			t.Fatal("a start during a flood did not wait for its turn")
+		default:
+		}
+		if len(slot) != 0 {
+			t.Fatal("the storage slot is held during the wait")
+		}
+		return done
 	}
-	select {
-	case <-done:
-		t.Fatal("the second start did not wait for its turn")
-	default:
-	}
+
+	done := waiting(t.Context())
 	clock.Advance(time.Second / floodAnswers)
 	<-done
+	if len(slot) != 1 {
+		t.Fatal("the storage slot was not taken back after the wait")
+	}
 
 	ctx, cancel := context.WithCancel(t.Context())
-	stopped := make(chan struct{})
-	go func() {
-		f.wait(ctx)
-		close(stopped)
-	}()
-	if err := clock.BlockUntilContext(t.Context(), 1); err != nil {
-		t.Fatal(err)
-	}
+	done = waiting(ctx)
 	cancel()
-	<-stopped
+	<-done
+
+	// The flood ends (1.5 s later nothing arrived) while a start waits 2 s
+	// ahead: the next delay sees the end and releases it.
+	for range 2 * floodAnswers {
+		f.delay(clock.Now())
+	}
+	done = waiting(t.Context())
+	clock.Advance(1500 * time.Millisecond)
+	if d, _ := f.delay(clock.Now()); d != 0 {
+		t.Fatalf("after the flood a start waits %v", d)
+	}
+	<-done
 }

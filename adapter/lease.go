@@ -110,6 +110,7 @@ func (p *Pipeline) serveUser(k userKey) {
 				return
 			}
 			last = m.ID
+			p.flood.wait(ctx, p.storing)
 			if !p.handle(ctx, m) {
 				drop()
 				return

@@ -6,8 +6,7 @@ package adapter
 // (each endpoint has its own queue, so that a slow or rate-limited model
 // does not hold up the bots of another); a user woken while being served is
 // looked at again before the goroutine leaves (again). A served user's
-// storage work takes one of storageSlots slots, once the flood guard lets it
-// start (flood.go).
+// storage work takes one of storageSlots slots.
 
 // storageSlots is how many users' answers do their storage work at once,
 // while up to MaxConcurrency wait on the model. With every waiting user
@@ -51,7 +50,6 @@ func (p *Pipeline) dispatchLocked(ep *endpoint) {
 func (p *Pipeline) serve(k userKey) {
 	defer p.wg.Done()
 	for {
-		p.flood.wait(p.workCtx)
 		p.storing <- struct{}{}
 		p.serveUser(k)
 		<-p.storing
