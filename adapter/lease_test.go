@@ -226,7 +226,7 @@ func TestExclusiveKeepsOrderWithoutLeases(t *testing.T) {
 				t.Fatalf("turn %d %q, want %q", i, h[2*i+1], want)
 			}
 		}
-		if left, err := e.db.UnclaimedUsers(t.Context(), time.Now(), 10); err != nil || len(left) != 0 {
+		if left, _, err := e.db.UnclaimedUsers(t.Context(), time.Now(), 0, 10); err != nil || len(left) != 0 {
 			t.Fatalf("users with pending messages left: %+v %v", left, err)
 		}
 	})

@@ -138,7 +138,7 @@ type MessageStore interface {
 	DropUserLease(ctx context.Context, u storage.UserRef, owner string) error
 	DropLeases(ctx context.Context, keep string) error
 	PendingMessages(ctx context.Context, u storage.UserRef, limit int) ([]storage.Message, error)
-	UnclaimedUsers(ctx context.Context, now time.Time, limit int) ([]storage.UserRef, error)
+	UnclaimedUsers(ctx context.Context, now time.Time, after int64, limit int) (users []storage.UserRef, next int64, err error)
 	SaveAnswer(ctx context.Context, a storage.Answer) error
 	SaveMedia(ctx context.Context, m storage.MessageMedia) error
 	MessageMedia(ctx context.Context, id int64, withData bool) ([]storage.MessageMedia, error)
@@ -357,16 +357,31 @@ func every(ctx context.Context, clock clockwork.Clock, d time.Duration, fn func(
 	}
 }
 
-// sweep queues the users with pending messages and no live lease.
+// sweepPage is how many unclaimed pending messages a sweep reads at a time:
+// each read holds SQLite's one connection for a moment only, so the ingest
+// goes on between them.
+const sweepPage = 256
+
+// sweep queues the users with pending messages and no live lease, reading
+// them a page at a time; it returns how many it queued (a user with several
+// pages counts once per page).
 func (p *Pipeline) sweep(ctx context.Context) (int, error) {
-	users, err := p.store.UnclaimedUsers(ctx, p.clock.Now(), 1000)
-	if err != nil {
-		return 0, err
+	n := 0
+	var after int64
+	for {
+		users, next, err := p.store.UnclaimedUsers(ctx, p.clock.Now(), after, sweepPage)
+		if err != nil {
+			return n, err
+		}
+		for _, u := range users {
+			p.enqueue(userKey{u.Bot, u.UserID})
+		}
+		n += len(users)
+		if next == 0 {
+			return n, nil
+		}
+		after = next
 	}
-	for _, u := range users {
-		p.enqueue(userKey{u.Bot, u.UserID})
-	}
-	return len(users), nil
 }
 
 // Shutdown stops taking queued messages and waits for the ones in progress

@@ -72,8 +72,14 @@ func TestUnclaimedUsers(t *testing.T) { eachDriver(t, testUnclaimedUsers) }
 func testUnclaimedUsers(t *testing.T) {
 	db, clk := newDB(t)
 	ctx := t.Context()
-	insertMsg(t, db, "b", "x", "k1")
-	insertMsg(t, db, "b", "y", "k2")
+	unclaimed := func(after int64, limit int) ([]UserRef, int64) {
+		t.Helper()
+		users, next, err := db.UnclaimedUsers(ctx, clk.Now(), after, limit)
+		must(t, err)
+		return users, next
+	}
+	x1 := insertMsg(t, db, "b", "x", "k1")
+	y2 := insertMsg(t, db, "b", "y", "k2")
 	insertMsg(t, db, "b", "x", "k3")
 	z := insertMsg(t, db, "b", "z", "k4")
 	must(t, db.SetMessageState(ctx, z.ID, MessageAnswered, "")) // nothing pending for z
@@ -81,19 +87,36 @@ func testUnclaimedUsers(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	got, err := db.UnclaimedUsers(ctx, clk.Now(), 10)
-	must(t, err)
-	if len(got) != 1 || got[0] != (UserRef{"b", "x"}) {
-		t.Fatalf("unclaimed %+v, want only x (y is leased, z has nothing pending)", got)
+	if got, next := unclaimed(0, 10); len(got) != 1 || got[0] != (UserRef{"b", "x"}) || next != 0 {
+		t.Fatalf("unclaimed %+v (next %d), want only x (y is leased, z has nothing pending), and no more", got, next)
 	}
 	clk.Advance(6 * time.Second) // A's lease on y expired
-	got, err = db.UnclaimedUsers(ctx, clk.Now(), 10)
-	must(t, err)
-	if len(got) != 2 || got[0].UserID != "x" || got[1].UserID != "y" {
+	if got, _ := unclaimed(0, 10); len(got) != 2 || got[0].UserID != "x" || got[1].UserID != "y" {
 		t.Fatalf("unclaimed %+v, want x then y (oldest pending first)", got)
 	}
-	if got, err := db.UnclaimedUsers(ctx, clk.Now(), 1); err != nil || len(got) != 1 {
-		t.Fatalf("limit 1: %+v %v", got, err)
+	if got, next := unclaimed(0, 1); len(got) != 1 || got[0].UserID != "x" || next != x1.ID {
+		t.Fatalf("limit 1: %+v (next %d), want x and next %d", got, next, x1.ID)
+	}
+	// Pending in another state (answering, its answer lost) and older than
+	// every received message: its user comes first.
+	w := insertMsg(t, db, "b", "w", "k5")
+	must(t, db.SetMessageState(ctx, w.ID, MessageAnswering, ""))
+	must(t, db.SetMessageState(ctx, x1.ID, MessageAnswering, ""))
+	if got, _ := unclaimed(0, 10); len(got) != 3 || got[0].UserID != "x" || got[1].UserID != "y" || got[2].UserID != "w" {
+		t.Fatalf("unclaimed %+v, want x, y, w (by their oldest pending message, whatever its state)", got)
+	}
+	// Pages of two messages: x1 (answering) and y2, then x3 and w (answering,
+	// after the last received one), then nothing.
+	got, next := unclaimed(0, 2)
+	if len(got) != 2 || got[0].UserID != "x" || got[1].UserID != "y" || next != y2.ID {
+		t.Fatalf("page 1: %+v (next %d), want x, y and next %d", got, next, y2.ID)
+	}
+	got, next = unclaimed(next, 2)
+	if len(got) != 2 || got[0].UserID != "x" || got[1].UserID != "w" || next != w.ID {
+		t.Fatalf("page 2: %+v (next %d), want x, w and next %d", got, next, w.ID)
+	}
+	if got, next = unclaimed(next, 2); len(got) != 0 || next != 0 {
+		t.Fatalf("page 3: %+v (next %d), want none", got, next)
 	}
 }
 
