@@ -16,7 +16,7 @@ import (
 	"github.com/wecombot/wecombot/llm/llmtest"
 )
 
-func newClient(t *testing.T, respond func(llmtest.Request) llmtest.Reply, timeout time.Duration) (*Client, *llmtest.Server) {
+func newClient(t testing.TB, respond func(llmtest.Request) llmtest.Reply, timeout time.Duration) (*Client, *llmtest.Server) {
 	t.Helper()
 	fake := llmtest.New(respond)
 	fake.RequireKey("sk-secret-key")

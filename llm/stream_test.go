@@ -75,3 +75,18 @@ func TestStreamOutlastsTheTimeout(t *testing.T) {
 		t.Fatalf("Stream = %d bytes, %v", len(got), err)
 	}
 }
+
+// BenchmarkStream reads a streamed answer of 200 chunks (600 characters, the
+// fake model's 3 a chunk) from a local fake model: the client's CPU per
+// answer, most of it reading the chunks.
+func BenchmarkStream(b *testing.B) {
+	answer := strings.Repeat("一二三", 200)
+	c, _ := newClient(b, func(llmtest.Request) llmtest.Reply { return llmtest.Reply{Content: answer} }, 5*time.Second)
+	msgs := []Message{{Role: RoleUser, Content: "hi"}}
+	for b.Loop() {
+		got, err := c.Stream(b.Context(), msgs, func(string) error { return nil })
+		if err != nil || got != answer {
+			b.Fatalf("Stream = %d bytes, %v", len(got), err)
+		}
+	}
+}
