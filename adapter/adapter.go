@@ -136,6 +136,7 @@ func New(o Options) (*App, error) {
 		k.attach(a.pipeline)
 	}
 	a.pipeline.metrics = o.Metrics
+	o.Metrics.watchFlood(a.pipeline.flood)
 	for _, ep := range a.pipeline.usedEndpoints() {
 		o.Metrics.watchLimiter(ep.limiter, ep.Model, ep.Host)
 	}

@@ -92,6 +92,13 @@ func (f *floodGuard) flooded(now time.Time) bool {
 	return flooding
 }
 
+// active reports whether a flood lasts now.
+func (f *floodGuard) active() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flooded(f.clock.Now())
+}
+
 // delay reserves a start at now and returns how long it waits for it (0
 // unless a flood lasts) and a channel closed if the flood ends sooner.
 func (f *floodGuard) delay(now time.Time) (time.Duration, <-chan struct{}) {

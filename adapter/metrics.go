@@ -25,6 +25,7 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	first     *prometheus.HistogramVec
 	pending   *prometheus.Desc
+	flood     *prometheus.Desc
 	// AI bots
 	feedbacks  *prometheus.CounterVec
 	connected  *prometheus.GaugeVec
@@ -37,6 +38,7 @@ type Metrics struct {
 	managers []*TokenManager
 	limiters []watchedLimiters
 	outboxes []PendingCounter
+	floods   []*floodGuard
 }
 
 // PendingCounter counts the reply parts waiting to be sent (storage.DB):
@@ -99,6 +101,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"bot"}),
 		pending: prometheus.NewDesc("wecombot_outbox_pending",
 			"Reply parts waiting to be sent, counted in the database.", nil, nil),
+		flood: prometheus.NewDesc("wecombot_flood",
+			"1 while a flood of messages lasts and answers are paced, else 0.", nil, nil),
 		feedbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wecombot_feedback_total",
 			Help: "Users' feedback on AI bot answers by bot and type (accurate, inaccurate, cancelled).",
@@ -144,6 +148,13 @@ func (m *Metrics) watchOutbox(c PendingCounter) {
 	m.mu.Unlock()
 }
 
+// watchFlood reports whether f's flood lasts at every scrape.
+func (m *Metrics) watchFlood(f *floodGuard) {
+	m.mu.Lock()
+	m.floods = append(m.floods, f)
+	m.mu.Unlock()
+}
+
 // watchedLimiters are the limiters of the model endpoints of one model and
 // host (another key or timeout), with the labels of their gauges: a series
 // is one pair of labels, and adds up its endpoints.
@@ -173,6 +184,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.inFlight
 	ch <- m.callLimit
 	ch <- m.pending
+	ch <- m.flood
 }
 
 // Collect implements prometheus.Collector.
@@ -181,7 +193,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	managers := append([]*TokenManager(nil), m.managers...)
 	limiters := append([]watchedLimiters(nil), m.limiters...)
 	outboxes := append([]PendingCounter(nil), m.outboxes...)
+	floods := append([]*floodGuard(nil), m.floods...)
 	m.mu.Unlock()
+	for _, f := range floods {
+		v := 0.0
+		if f.active() {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.flood, prometheus.GaugeValue, v)
+	}
 	for _, tm := range managers {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, tm.expiresIn(), tm.bot)
 	}

@@ -144,3 +144,32 @@ func TestLimiterMetricsPerModel(t *testing.T) {
 		}
 	}
 }
+
+func TestFloodMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	clock := clockwork.NewFakeClock()
+	f := newFloodGuard(clock, slog.New(slog.DiscardHandler))
+	m.watchFlood(f)
+	flood := func() float64 {
+		t.Helper()
+		v, ok := tokMetric(t, reg, "wecombot_flood", map[string]string{})
+		if !ok {
+			t.Fatal("no wecombot_flood")
+		}
+		return v
+	}
+	if v := flood(); v != 0 {
+		t.Errorf("wecombot_flood = %v before any message, want 0", v)
+	}
+	for range floodArrivals + 1 {
+		f.arrived()
+	}
+	if v := flood(); v != 1 {
+		t.Errorf("wecombot_flood = %v with %d messages in a second, want 1", v, floodArrivals+1)
+	}
+	clock.Advance(2 * time.Second) // nothing arrived since: the flood is over, with nobody answering
+	if v := flood(); v != 0 {
+		t.Errorf("wecombot_flood = %v a second after the last message, want 0", v)
+	}
+}

@@ -70,6 +70,7 @@ func TestModelFailureVisibleWithinOneMessage(t *testing.T) {
 		`wecombot_messages_total{bot="helpdesk",result="failed"} 1`,
 		`wecombot_llm_requests_total{bot="helpdesk",result="config_error"} 1`,
 		`wecombot_llm_request_duration_seconds_count{bot="helpdesk"} 1`,
+		"\nwecombot_flood 0\n", // one message: no flood
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
