@@ -41,11 +41,11 @@ type floodGuard struct {
 	prev     int       // arrivals in the window before
 	flooding bool      // as last logged
 	starts   *rate.Limiter
-	ended    chan struct{} // closed when the flood ends: its waits end too
+	ended    chan struct{} // made when a flood begins, closed when it ends: its waits end too
 }
 
 func newFloodGuard(clock clockwork.Clock, log *slog.Logger) *floodGuard {
-	return &floodGuard{clock: clock, log: log, starts: rate.NewLimiter(floodAnswers, 1), ended: make(chan struct{})}
+	return &floodGuard{clock: clock, log: log, starts: rate.NewLimiter(floodAnswers, 1)}
 }
 
 // arrived counts a new message.
@@ -111,18 +111,15 @@ func (f *floodGuard) delay(now time.Time) (time.Duration, <-chan struct{}) {
 }
 
 // wait returns when an answer may start: at once unless a flood lasts;
-// else when its turn comes, the flood ends, or ctx ends. The wait of a
-// served user gives up its storage slot (see storageSlots), which slot
-// says it holds.
+// else when its turn comes, the flood ends, or ctx ends. The caller holds
+// a storage slot of slot (see storageSlots), given up while it waits.
 func (f *floodGuard) wait(ctx context.Context, slot chan struct{}) {
 	d, ended := f.delay(f.clock.Now())
 	if d <= 0 {
 		return
 	}
-	if slot != nil {
-		<-slot
-		defer func() { slot <- struct{}{} }()
-	}
+	<-slot
+	defer func() { slot <- struct{}{} }()
 	t := f.clock.NewTimer(d)
 	defer t.Stop()
 	select {
